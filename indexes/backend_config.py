@@ -1,0 +1,44 @@
+"""Vector backend settings, kept apart from the backends so loading a config imports neither library."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from indexes.strict import StrictModel
+
+
+class FaissConfig(StrictModel):
+    """FAISS on local (or shared) disk. Inner product on normalised vectors, i.e. cosine."""
+
+    kind: Literal["faiss"] = "faiss"
+    index_type: Literal["flat", "hnsw", "ivf_pq"] = "flat"
+    hnsw_m: PositiveInt = 32
+    ef_construction: PositiveInt = 80
+    ef_search: PositiveInt = 64
+    nlist: PositiveInt = 64
+    pq_m: PositiveInt = 16
+    pq_nbits: Annotated[int, Field(ge=4, le=12)] = 8
+    nprobe: PositiveInt = 8
+    # Shards built in parallel Ray tasks and merged on the driver.
+    shards: PositiveInt = 2
+
+
+class QdrantConfig(StrictModel):
+    """Qdrant: embedded (a directory inside each version) unless a server URL is given."""
+
+    kind: Literal["qdrant"] = "qdrant"
+    url: str | None = None
+    api_key_env: str | None = Field(default=None, description="name of the env var holding the API key")
+    collection_prefix: str = "rayrag"
+    upsert_batch: PositiveInt = 512
+
+    @model_validator(mode="after")
+    def _key_needs_url(self) -> QdrantConfig:
+        if self.api_key_env and not self.url:
+            raise ValueError("api_key_env is only used with a server url")
+        return self
+
+
+BackendConfig = Annotated[FaissConfig | QdrantConfig, Field(discriminator="kind")]

@@ -1,0 +1,113 @@
+"""The chunk store: text and metadata of every chunk, keyed by the vector id.
+
+SQLite because serving looks chunks up by id at query time and increments delete by id; one file
+per version, copied forward by the next version (copy-on-write keeps old versions readable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STORE_FILE = "chunks.sqlite"
+_COLUMNS = ("vid", "chunk_id", "source", "title", "section", "page", "start", "end", "text")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    vid INTEGER PRIMARY KEY,
+    chunk_id TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    title TEXT,
+    section TEXT,
+    page INTEGER,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
+"""
+
+
+def chunk_id_for(source: str, position: int, text: str) -> str:
+    """A stable id: the same text at the same place in the same document always gets the same id."""
+    digest = hashlib.sha256(f"{source}\x00{position}\x00{text}".encode()).hexdigest()
+    return digest[:16]
+
+
+def vector_id(chunk_id: str) -> int:
+    """The 63-bit integer id vector backends need (FAISS int64, Qdrant unsigned), derived from the chunk id."""
+    return int(chunk_id, 16) & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One retrievable piece of a document, with where it came from."""
+
+    chunk_id: str
+    source: str
+    text: str
+    start: int
+    end: int
+    title: str | None = None
+    section: str | None = None
+    page: int | None = None
+
+    @property
+    def vid(self) -> int:
+        return vector_id(self.chunk_id)
+
+    def payload(self) -> dict:
+        """Metadata for backends that store it beside the vector (Qdrant), text excluded."""
+        return {k: v for k, v in asdict(self).items() if k != "text"}
+
+
+class ChunkStore:
+    """Chunks of one index version in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def open(cls, directory: Path) -> ChunkStore:
+        return cls(directory / STORE_FILE)
+
+    def add(self, chunks: Iterable[Chunk]) -> int:
+        rows = [
+            (c.vid, c.chunk_id, c.source, c.title, c.section, c.page, c.start, c.end, c.text) for c in chunks
+        ]
+        with self._db:
+            self._db.executemany(f"INSERT INTO chunks VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
+        return len(rows)
+
+    def delete(self, chunk_ids: Sequence[str]) -> None:
+        with self._db:
+            self._db.executemany("DELETE FROM chunks WHERE chunk_id = ?", [(c,) for c in chunk_ids])
+
+    def get(self, vids: Sequence[int]) -> dict[int, Chunk]:
+        """Chunks by vector id; ids not in the store are absent from the result."""
+        found: dict[int, Chunk] = {}
+        for start in range(0, len(vids), 500):
+            part = [int(v) for v in vids[start : start + 500]]
+            query = f"SELECT * FROM chunks WHERE vid IN ({', '.join('?' * len(part))})"
+            for row in self._db.execute(query, part):
+                found[row[0]] = _chunk_from_row(row)
+        return found
+
+    def __iter__(self) -> Iterator[Chunk]:
+        for row in self._db.execute("SELECT * FROM chunks ORDER BY source, start"):
+            yield _chunk_from_row(row)
+
+    def count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _chunk_from_row(row: tuple) -> Chunk:
+    _vid, chunk_id, source, title, section, page, start, end, text = row
+    return Chunk(chunk_id, source, text, start, end, title, section, page)

@@ -1,0 +1,153 @@
+"""One contract, every backend: FAISS (flat, HNSW, IVF-PQ) and Qdrant embedded pass the same tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexes.backend_config import FaissConfig, QdrantConfig
+from indexes.store import Chunk, ChunkStore
+from indexes.vector import ShardableIndex, VectorIndex, create_vector_index, open_vector_index
+
+pytestmark = pytest.mark.contract
+
+DIM = 32
+N = 600  # enough to train IVF-PQ (2**pq_nbits codebook entries)
+
+BACKENDS = {
+    "faiss-flat": FaissConfig(index_type="flat"),
+    "faiss-hnsw": FaissConfig(index_type="hnsw", ef_search=128),
+    "faiss-ivf_pq": FaissConfig(index_type="ivf_pq", nlist=8, pq_m=8, pq_nbits=6, nprobe=8),
+    "qdrant-embedded": QdrantConfig(),
+}
+
+
+def unit_rows(n: int, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))
+def backend(request):
+    return request.param, BACKENDS[request.param]
+
+
+@pytest.fixture
+def vectors():
+    return unit_rows(N), np.arange(1000, 1000 + N, dtype=np.int64) * 7919
+
+
+@pytest.fixture
+def index(tmp_path, backend, vectors):
+    _, config = backend
+    rows, _ = vectors
+    created = create_vector_index(tmp_path / "v1", DIM, config, "test-v1")
+    if getattr(created, "needs_training", False):
+        created.train(rows)
+    yield created
+    created.close()
+
+
+def filled(index: VectorIndex, vectors) -> VectorIndex:
+    rows, ids = vectors
+    index.add(ids, rows, [{"n": int(i)} for i in range(len(ids))])
+    return index
+
+
+def test_is_a_vector_index(index):
+    assert isinstance(index, VectorIndex)
+    assert index.dim == DIM and index.count == 0
+
+
+def test_add_then_search_finds_each_vector_first(index, vectors):
+    rows, ids = vectors
+    filled(index, vectors)
+    assert index.count == N
+    found, scores = index.search(rows[:20], 5)
+    assert found.shape == (20, 5) and scores.shape == (20, 5)
+    assert (found[:, 0] == ids[:20]).mean() >= 0.9  # IVF-PQ is approximate; the others are exact here
+    assert np.all(np.diff(scores, axis=1) <= 1e-5), "scores are sorted best first"
+
+
+def test_delete_removes_ids_from_results_and_count(index, vectors):
+    rows, ids = vectors
+    filled(index, vectors)
+    index.delete(ids[:50])
+    index.delete(np.array([123456789], dtype=np.int64))  # unknown ids are ignored
+    assert index.count == N - 50
+    found, _ = index.search(rows[:50], 10)
+    assert not np.isin(found, ids[:50]).any()
+
+
+def test_missing_slots_are_minus_one(index, vectors):
+    rows, ids = vectors
+    index.add(ids[:3], rows[:3])
+    found, scores = index.search(rows[:1], 5)
+    assert set(found[0, :3]) == set(ids[:3])
+    assert list(found[0, 3:]) == [-1, -1] and np.all(np.isneginf(scores[0, 3:]))
+
+
+def test_save_and_open_round_trip(index, vectors, tmp_path):
+    rows, ids = vectors
+    filled(index, vectors)
+    before = index.search(rows[:10], 5)
+    index.save(index.path)
+    index.close()
+    reopened = open_vector_index(index.path)
+    try:
+        assert reopened.count == N
+        after = reopened.search(rows[:10], 5)
+        np.testing.assert_array_equal(before[0], after[0])
+    finally:
+        reopened.close()
+
+
+def test_copy_to_is_independent(index, vectors, tmp_path):
+    rows, ids = vectors
+    filled(index, vectors)
+    index.save(index.path)
+    copy = index.copy_to(tmp_path / "v2", "test-v2")
+    copy.delete(ids[:10])
+    assert copy.count == N - 10 and index.count == N
+    copy.save(copy.path)
+    copy.close()  # embedded Qdrant storage admits one open client at a time
+    reopened = open_vector_index(tmp_path / "v2")
+    assert reopened.count == N - 10
+    reopened.close()
+
+
+def test_drop_removes_storage(index, vectors):
+    filled(index, vectors)
+    index.save(index.path)
+    index.drop()
+    assert not index.path.exists()
+
+
+def test_metadata_round_trips_through_the_chunk_store(index, tmp_path):
+    chunks = [
+        Chunk(f"{i:016x}", f"docs/{i}.html", f"text {i}", 0, 6, title="T", section=f"S{i}", page=i or None)
+        for i in range(1, 6)
+    ]
+    store = ChunkStore(tmp_path / "chunks.sqlite")
+    store.add(chunks)
+    rows = unit_rows(len(chunks), seed=3)
+    index.add(np.array([c.vid for c in chunks]), rows, [c.payload() for c in chunks])
+    found, _ = index.search(rows[2:3], 1)
+    assert store.get([int(found[0, 0])])[int(found[0, 0])] == chunks[2]
+    store.close()
+
+
+def test_sharded_builds_merge_into_one_index(index, vectors):
+    if not isinstance(index, ShardableIndex):
+        pytest.skip("backend is not built in shards")
+    rows, ids = vectors
+    shards = []
+    for part in np.array_split(np.arange(N), 3):
+        shard = index.empty_copy()
+        shard.add(ids[part], rows[part])
+        shards.append(type(index).from_bytes(shard.to_bytes(), index.config))
+    for shard in shards:
+        index.merge_from(shard)
+    assert index.count == N
+    found, _ = index.search(rows[:20], 1)
+    assert (found[:, 0] == ids[:20]).mean() >= 0.9
