@@ -24,6 +24,10 @@ class FaissConfig(StrictModel):
     # Shards built in parallel Ray tasks and merged on the driver.
     shards: PositiveInt = 2
 
+    @property
+    def label(self) -> str:
+        return f"faiss-{self.index_type}"
+
 
 class QdrantConfig(StrictModel):
     """Qdrant: embedded (a directory inside each version) unless a server URL is given."""
@@ -33,6 +37,10 @@ class QdrantConfig(StrictModel):
     api_key_env: str | None = Field(default=None, description="name of the env var holding the API key")
     collection_prefix: str = "rayrag"
     upsert_batch: PositiveInt = 512
+
+    @property
+    def label(self) -> str:
+        return "qdrant-server" if self.url else "qdrant-embedded"
 
     @model_validator(mode="after")
     def _key_needs_url(self) -> QdrantConfig:

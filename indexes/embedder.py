@@ -79,7 +79,7 @@ class Embedder:
         self.config = config
         self.spec = EmbedderSpec(
             model=config.model,
-            dim=int(model.get_sentence_embedding_dimension()),
+            dim=int(model.get_embedding_dimension()),
             normalize=config.normalize,
             max_seq_length=config.max_seq_length,
         )

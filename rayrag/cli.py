@@ -1,0 +1,86 @@
+"""The `rayrag` command line. Errors users can fix are mapped here, once, to a message and exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from indexes.embedder import ModelNotFoundError
+from indexes.layout import IndexDirectory, IndexLockedError, IndexNotFoundError
+from indexes.manifest import Manifest
+from pipelines.report import JobReport
+from pipelines.sources import SourceError
+from rayrag.config import ConfigError, load_config
+
+DEFAULT_CONFIG = Path("configs/default.yaml")
+USER_ERRORS = (ConfigError, SourceError, IndexLockedError, IndexNotFoundError, ModelNotFoundError)
+
+app = typer.Typer(help="rayrag: distributed retrieval-augmented generation on Ray.", no_args_is_help=True)
+index_app = typer.Typer(help="Build, update and inspect indexes.")
+app.add_typer(index_app, name="index")
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
+
+
+@index_app.callback(invoke_without_command=True)
+def index(
+    ctx: typer.Context,
+    config: ConfigOption = DEFAULT_CONFIG,
+    source: Annotated[str | None, typer.Option(help="Directory, glob or URI to index (default: config source.path).")] = None,
+    index_name: Annotated[str | None, typer.Option("--index", help="Index name (default: config index.name).")] = None,
+    rebuild: Annotated[bool, typer.Option(help="Re-embed everything instead of updating.")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Build or update an index: only new or changed documents are embedded."""
+    if ctx.invoked_subcommand:
+        return
+    from pipelines.index_job import run_index_job
+    from rayrag.runtime import connect_ray
+
+    updates = {"index.name": index_name} if index_name else {}
+    settings = load_config(config, overrides or [], updates)
+    connect_ray(settings.ray)
+    report = run_index_job(settings, source=source, rebuild=rebuild)
+    typer.echo(report.summary())
+
+
+@index_app.command("status")
+def status(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show an index's versions, counts, embedder spec and last job report."""
+    settings = load_config(config if config.exists() else None)
+    directory = IndexDirectory(settings.index.root, name)
+    current = directory.current_path()
+    manifest, report = Manifest.load(current), JobReport.load(current)
+    if as_json:
+        payload = {
+            "index": name, "current": manifest.version, "versions": directory.versions(),
+            "documents": len(manifest.documents), "chunks": manifest.chunk_count,
+            "embedder": manifest.embedder.model_dump(), "chunker": manifest.chunker, "backend": manifest.backend,
+            "report": report.model_dump(mode="json") if report else None,
+        }  # fmt: skip
+        typer.echo(json.dumps(payload, indent=1))
+        return
+    typer.echo(f"index {name!r} at {directory.path}")
+    for version in directory.versions():
+        typer.echo(f"  {'*' if version == manifest.version else ' '} {version}")
+    typer.echo(f"documents: {len(manifest.documents)}  chunks: {manifest.chunk_count}")
+    spec = manifest.embedder
+    typer.echo(f"embedder: {spec.model} dim={spec.dim} normalize={spec.normalize} max_seq_length={spec.max_seq_length}")
+    typer.echo("last job report:\n" + (report.summary() if report else "  (none)"))
+
+
+def main() -> None:
+    try:
+        app()
+    except USER_ERRORS as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)

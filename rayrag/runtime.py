@@ -1,0 +1,21 @@
+"""Connecting to Ray from the CLI: a local instance by default, or the cluster a job runs in."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from indexes.offline import ensure_offline
+from pipelines.config import RayConfig
+
+
+def connect_ray(config: RayConfig) -> None:
+    """Join the configured (or, under `ray job submit`, the surrounding) cluster, else start one here."""
+    ensure_offline()
+    if ray.is_initialized():
+        return
+    address = config.address or os.environ.get("RAY_ADDRESS")
+    kwargs = {"address": address} if address else {"num_cpus": config.num_cpus, "include_dashboard": False}
+    ray.init(**kwargs, logging_level=logging.WARNING, log_to_driver=True)

@@ -1,0 +1,56 @@
+"""The Ray Data stages are plain callables: their per-row behaviour is tested without Ray."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.fs as pafs
+import pytest
+
+from indexes.embedder import EmbedderConfig
+from indexes.manifest import content_hash
+from pipelines.config import ChunkerConfig, EmbedStageConfig, ParseConfig
+from pipelines.stages import ChunkEmbedder, DocumentProcessor, explode_chunks
+
+pytestmark = pytest.mark.unit
+TEXT = "# Title\n\n" + "A sentence about virtual environments in Python. " * 40
+
+
+def processor(known=None):
+    return DocumentProcessor(pafs.LocalFileSystem(), ParseConfig(), ChunkerConfig(), EmbedderConfig(), known or {})
+
+
+def row(path, key="doc.md"):
+    return {"key": key, "path": str(path), "size": 1}
+
+
+def test_unreadable_file_is_skipped_with_the_os_reason(tmp_path):
+    result = processor()(row(tmp_path / "vanished.md"))
+    assert result["status"] == "skipped" and result["reason"].startswith("cannot read:")
+    result = processor()(row(tmp_path))  # a directory where a file was listed
+    assert result["status"] == "skipped" and result["reason"].startswith("cannot read:")
+
+
+def test_unchanged_content_is_not_parsed_again(tmp_path):
+    path = tmp_path / "doc.md"
+    path.write_text(TEXT)
+    first = processor()(row(path))
+    assert first["status"] == "parsed" and first["content_hash"] == content_hash(TEXT.encode())
+    chunks = explode_chunks(first)
+    assert chunks and all(c["source"] == "doc.md" and c["section"] == "Title" for c in chunks)
+    again = processor({"doc.md": first["content_hash"]})(row(path))
+    assert again["status"] == "unchanged" and json.loads(again["chunks_json"]) == []
+
+
+def test_embedder_names_missing_columns_and_adds_unit_vectors(tmp_path):
+    embed = ChunkEmbedder(EmbedderConfig(), EmbedStageConfig(torch_threads=1))
+    with pytest.raises(KeyError, match="without columns .*'chunk_id'"):
+        embed({"text": np.array(["x"])})
+    path = tmp_path / "doc.md"
+    path.write_text(TEXT)
+    chunks = explode_chunks(processor()(row(path)))
+    batch = {key: np.array([c[key] for c in chunks]) for key in chunks[0]}
+    vectors = embed(batch)["vector"]
+    assert vectors.shape == (len(chunks), 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
