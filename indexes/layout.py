@@ -12,6 +12,7 @@ version, and the next job deletes the leftover and builds the version again.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -24,6 +25,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from indexes.manifest import Manifest
+
+log = logging.getLogger(__name__)
 
 CURRENT_FILE = "CURRENT"
 PARTIAL_SUFFIX = ".partial"
@@ -132,6 +135,6 @@ def _drop_version(path: Path) -> None:
     if vectors.exists():
         try:
             open_vector_index(vectors).drop()  # a server collection is not under `path`
-        except Exception:  # noqa: BLE001 - a broken old version must not stop pruning the rest
-            pass
+        except Exception as exc:  # noqa: BLE001 - a broken old version must not stop pruning the rest
+            log.warning("could not drop the vectors of old version %s: %s", path.name, exc)
     shutil.rmtree(path, ignore_errors=True)

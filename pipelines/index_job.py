@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import ray
 from ray.data import Dataset
+from ray.data.expressions import col
 
 from indexes.embedder import EmbedderSpec, load_embedder
 from indexes.layout import IndexDirectory
@@ -76,21 +77,22 @@ def process_documents(listing: Listing, config: IndexJobConfig, known: dict[str,
             "filesystem": listing.filesystem, "parse": config.parse, "chunker": config.chunker,
             "embedder": config.embedder, "known_hashes": known,
         },
-        concurrency=config.parse.concurrency,
+        compute=ray.data.ActorPoolStrategy(size=config.parse.concurrency),
     )  # fmt: skip
 
 
 def embed_chunks(documents: Dataset, config: IndexJobConfig) -> Dataset:
     stage = config.embed
     return (
-        documents.filter(lambda row: row["status"] == PARSED)
+        documents.filter(expr=col("status") == PARSED)
         .flat_map(explode_chunks)
         .map_batches(
             ChunkEmbedder,
             fn_constructor_kwargs={"embedder": config.embedder, "stage": stage},
             batch_size=stage.batch_size, batch_format="numpy",
-            concurrency=stage.concurrency, num_gpus=stage.num_gpus, num_cpus=stage.num_cpus,
-        )  # fmt: skip
+            compute=ray.data.ActorPoolStrategy(size=stage.concurrency),
+            num_gpus=stage.num_gpus, num_cpus=stage.num_cpus,
+        )
     )
 
 

@@ -75,7 +75,7 @@ def parse_bytes(data: bytes, name: str, config: ParseConfig) -> ParsedDocument:
         raw = _PARSERS[kind](data, name, config, document)
     except ParseError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any parser failure is this file's problem alone
+    except Exception as exc:
         raise ParseError(f"could not parse {kind}: {type(exc).__name__}: {exc}") from exc
     document.elements = [
         Element(el.text, el.category, getattr(el.metadata, "page_number", None)) for el in raw if el.text.strip()
@@ -142,7 +142,7 @@ def _parse_pdf(data: bytes, name: str, config: ParseConfig, document: ParsedDocu
 
     try:
         pages = len(PdfReader(io.BytesIO(data)).pages)
-    except Exception as exc:  # noqa: BLE001 - pypdf raises many types for damaged files
+    except Exception as exc:
         raise ParseError(f"corrupt pdf: {exc}") from exc
     if pages == 0:
         raise ParseError("pdf has no pages")

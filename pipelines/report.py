@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from pydantic import NonNegativeInt
+from pydantic import Field, NonNegativeInt
 
 from indexes.strict import StrictModel
 
@@ -44,8 +44,8 @@ class JobReport(StrictModel):
     chunks: ChunkCounts
     seconds: float
     chunks_per_second: float
-    skipped: list[FileNote] = []
-    warnings: list[FileNote] = []
+    skipped: list[FileNote] = Field(default_factory=list)
+    warnings: list[FileNote] = Field(default_factory=list)
 
     def save(self, directory: Path) -> None:
         (directory / REPORT_FILE).write_text(self.model_dump_json(indent=1))

@@ -88,7 +88,7 @@ def test_missing_slots_are_minus_one(index, vectors):
 
 
 def test_save_and_open_round_trip(index, vectors, tmp_path):
-    rows, ids = vectors
+    rows, _ids = vectors
     filled(index, vectors)
     before = index.search(rows[:10], 5)
     index.save(index.path)
@@ -103,7 +103,7 @@ def test_save_and_open_round_trip(index, vectors, tmp_path):
 
 
 def test_copy_to_is_independent(index, vectors, tmp_path):
-    rows, ids = vectors
+    _rows, ids = vectors
     filled(index, vectors)
     index.save(index.path)
     copy = index.copy_to(tmp_path / "v2", "test-v2")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from pipelines.chunking import Element, char_windows, chunk_document, clean_text, layout, sections
@@ -47,9 +49,9 @@ def test_chunks_respect_size_and_overlap_and_their_offsets_are_exact():
         assert text[chunk.start : chunk.end] == chunk.text
         assert chunk.title == "Appetite" and chunk.source == "tutorial/appetite.html"
     second_section = [c for c in chunks if c.section == "1.1. Why Python?"]
-    for before, after in zip(second_section, second_section[1:], strict=False):
+    for before, after in pairwise(second_section):
         assert after.start < before.end, "consecutive windows overlap"
-        assert not after.text[0].isspace() and after.text[0].isalnum() or after.text[0] in ">('"
+        assert (not after.text[0].isspace() and after.text[0].isalnum()) or after.text[0] in ">('"
     assert chunks[0].page == 1 and second_section[0].page == 2  # the page where the chunk starts
 
 

@@ -55,7 +55,7 @@ def test_overrides_are_validated_like_the_file(tmp_path):
     assert config.embed.batch_size == 32 and config.backend.index_type == "hnsw"
     with pytest.raises(ConfigError, match=r"embed\.concurrency: .*greater than 0"):
         load_config(None, ["embed.concurrency=0"])
-    with pytest.raises(ConfigError, match="must look like section.key=value"):
+    with pytest.raises(ConfigError, match=r"must look like section\.key=value"):
         load_config(None, ["embed.batch_size"])
 
 

@@ -53,9 +53,11 @@ def test_a_second_writer_fails_fast(tmp_path):
     process = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline().strip() == "locked"
-        with pytest.raises(IndexLockedError, match="'docs' is being written by another job"):
-            with IndexDirectory(tmp_path, "docs").writer_lock():
-                pass
+        with (
+            pytest.raises(IndexLockedError, match="'docs' is being written by another job"),
+            IndexDirectory(tmp_path, "docs").writer_lock(),
+        ):
+            pass
     finally:
         process.kill()
         process.wait()

@@ -65,5 +65,5 @@ def test_missing_or_empty_sources_are_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="has no files"):
         list_source(str(tmp_path / "empty"), SourceConfig())
-    with pytest.raises(SourceError, match="matching '\\*.pdf'"):
+    with pytest.raises(SourceError, match=r"matching '\*\.pdf'"):
         list_source(f"{tmp_path}/empty/*.pdf", SourceConfig())

@@ -45,7 +45,7 @@ def test_unchanged_content_is_not_parsed_again(tmp_path):
 
 def test_embedder_names_missing_columns_and_adds_unit_vectors(tmp_path):
     embed = ChunkEmbedder(EmbedderConfig(), EmbedStageConfig(torch_threads=1))
-    with pytest.raises(KeyError, match="without columns .*'chunk_id'"):
+    with pytest.raises(KeyError, match=r"without columns .*'chunk_id'"):
         embed({"text": np.array(["x"])})
     path = tmp_path / "doc.md"
     path.write_text(TEXT)

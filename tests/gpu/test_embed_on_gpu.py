@@ -1,0 +1,36 @@
+"""The embed stage on a GPU: actors take `num_gpus` and the vectors match the CPU ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gpu
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("needs CUDA", allow_module_level=True)
+
+
+def test_index_job_embeds_on_the_gpu_like_on_the_cpu(tmp_path, sample_dir):
+    import ray
+
+    from indexes.embedder import EmbedderConfig, load_embedder
+    from indexes.reader import IndexVersion
+    from pipelines.index_job import run_index_job
+    from rayrag.config import load_config
+
+    ray.init(num_gpus=1, include_dashboard=False)
+    try:
+        updates = {"index.root": str(tmp_path), "index.name": "gpu", "embed.num_gpus": 1, "embedder.device": "cuda"}
+        config = load_config(None, updates=updates)
+        report = run_index_job(config, source=str(sample_dir))
+    finally:
+        ray.shutdown()
+    version = IndexVersion.open_current(tmp_path, "gpu")
+    chunks = list(version.store)[:32]
+    cpu = load_embedder(EmbedderConfig()).encode([c.text for c in chunks])
+    found, scores = version.vectors.search(cpu, 1)
+    version.close()
+    assert report.chunks.added > 30
+    assert (found[:, 0] == np.array([c.vid for c in chunks])).all()
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-3)

@@ -1,0 +1,70 @@
+"""A local Ray cluster shared by the integration tier, and helpers to run the real index job."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+from indexes.embedder import EmbedderConfig, load_embedder
+from indexes.reader import IndexVersion
+from pipelines.index_job import run_index_job
+from pipelines.report import JobReport
+from rayrag.config import RootConfig, load_config
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # keep failure reports readable
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def query_embedder():
+    return load_embedder(EmbedderConfig())
+
+
+def job_config(root: Path, **updates) -> RootConfig:
+    """A config for a test index under `root`; updates are dotted keys, e.g. {"chunker.size": 500}."""
+    base = {"index.root": str(root / "indexes"), "index.name": "test", "source.default_corpus_dir": str(root)}
+    return load_config(None, updates=base | {k.replace("__", "."): v for k, v in updates.items()})
+
+
+def run_job(config: RootConfig, source: Path | str, rebuild: bool = False) -> JobReport:
+    return run_index_job(config, source=str(source), rebuild=rebuild)
+
+
+def search(config: RootConfig, embedder, question: str, k: int = 3):
+    version = IndexVersion.open_current(config.index.root, config.index.name)
+    try:
+        return version.search(embedder.encode([question]), k)[0]
+    finally:
+        version.close()
+
+
+def ray_env(gcs_address: str) -> dict[str, str]:
+    """Environment for a subprocess driver that joins the test cluster."""
+    return os.environ | {"RAY_ADDRESS": gcs_address}
+
+
+def assert_consistent(config: RootConfig) -> IndexVersion:
+    """Manifest, chunk store and vectors of CURRENT agree on what the index holds."""
+    version = IndexVersion.open_current(config.index.root, config.index.name)
+    try:
+        manifest_ids = {cid for doc in version.manifest.documents.values() for cid in doc.chunk_ids}
+        stored = {chunk.chunk_id for chunk in version.store}
+        assert stored == manifest_ids
+        assert version.vectors.count == len(stored)
+        probe = np.zeros((1, version.vectors.dim), dtype=np.float32)
+        probe[0, 0] = 1.0
+        assert version.vectors.search(probe, 1)[0].shape == (1, 1)
+    finally:
+        version.close()
+    return version

@@ -1,0 +1,119 @@
+"""The `rayrag` command as users run it: status, bad config, a concurrent job, a job killed half-way."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from indexes.layout import IndexDirectory
+from rayrag.cli import app
+from tests.conftest import REPO, write_corpus
+from tests.integration.conftest import assert_consistent, job_config, ray_env, run_job
+from tests.integration.test_index_job import DOCS
+
+pytestmark = pytest.mark.integration
+RAYRAG = [sys.executable, "-m", "rayrag"]
+
+
+def config_file(tmp_path: Path, **sections) -> Path:
+    settings = {"index": {"root": str(tmp_path / "indexes"), "name": "test"}} | sections
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def rayrag(args: list[str], env: dict, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(RAYRAG + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def test_cli_builds_then_status_shows_versions_counts_spec_and_report(ray_cluster, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", DOCS)
+    config = config_file(tmp_path)
+    built = rayrag(["index", "--config", str(config), "--source", str(corpus)], ray_env(ray_cluster))
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "documents: 3 listed, 3 parsed, 0 unchanged, 0 skipped, 0 deleted" in built.stdout
+    assert "chunks/s" in built.stdout
+
+    status = CliRunner().invoke(app, ["index", "status", "test", "--config", str(config)])
+    assert status.exit_code == 0, status.output
+    version = IndexDirectory(tmp_path / "indexes", "test").current_version()
+    assert f"* {version}" in status.output and "documents: 3" in status.output
+    assert "embedder: all-MiniLM-L6-v2 dim=384 normalize=True max_seq_length=256" in status.output
+    assert "full rebuild: first version of this index" in status.output
+    as_json = json.loads(CliRunner().invoke(app, ["index", "status", "test", "--config", str(config), "--json"]).output)
+    assert as_json["current"] == version and as_json["embedder"]["dim"] == 384
+    assert as_json["report"]["documents"]["parsed"] == 3
+
+
+def test_invalid_config_fails_before_any_work_and_names_the_key(tmp_path):
+    config = config_file(tmp_path, embed={"batch_sise": 8}, embedder={"model": "missing-model"})
+    done = rayrag(["index", "--config", str(config), "--source", str(tmp_path)], os.environ.copy())
+    assert done.returncode == 2
+    assert "embed.batch_sise: unknown key" in done.stderr
+    assert "embedder.model: Value error, model 'missing-model' not found" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "indexes").exists()
+
+
+def test_second_concurrent_job_fails_fast_and_corrupts_nothing(ray_cluster, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", DOCS)
+    config = job_config(tmp_path)
+    good = run_job(config, corpus).version
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            f"import sys, time; sys.path.insert(0, {str(REPO)!r})\n"
+            "from indexes.layout import IndexDirectory\n"
+            f"with IndexDirectory({str(config.index.root)!r}, 'test').writer_lock():\n"
+            "    print('locked', flush=True); time.sleep(120)\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        done = rayrag(["index", "--config", str(config_file(tmp_path)), "--source", str(corpus)], ray_env(ray_cluster))
+        assert done.returncode == 2
+        assert "error: index 'test' is being written by another job" in done.stderr
+        assert time.monotonic() - started < 60  # fails at the lock, before parsing anything
+    finally:
+        holder.kill()
+        holder.wait()
+    assert IndexDirectory(config.index.root, "test").current_version() == good
+    assert_consistent(config)
+
+
+def test_job_killed_half_way_leaves_current_and_the_next_run_completes(ray_cluster, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", DOCS)
+    config = job_config(tmp_path)
+    good = run_job(config, corpus).version
+    (corpus / "sql.md").write_text("# SQLite\n\n" + "Transactions in sqlite3 are committed with commit(). " * 12)
+    directory = IndexDirectory(config.index.root, "test")
+
+    job = subprocess.Popen(
+        [*RAYRAG, "index", "--config", str(config_file(tmp_path)), "--source", str(corpus)],
+        env=ray_env(ray_cluster), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(directory.versions_path.glob("*.partial")) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(job.pid, signal.SIGKILL)  # killed while writing the new version
+    job.wait()
+    assert list(directory.versions_path.glob("*.partial")), "the job was killed while writing its version"
+    assert directory.current_version() == good
+    assert_consistent(config)
+
+    resumed = run_job(config, corpus)
+    assert resumed.parent_version == good and resumed.documents.parsed == 1
+    assert not list(directory.versions_path.glob("*.partial"))
+    assert directory.current_version() == resumed.version
+    assert_consistent(config)
