@@ -30,7 +30,7 @@ class CorpusUnavailable(RuntimeError):
 def default_source(corpus_dir: Path) -> str:
     """The Python docs, fetched once into `corpus_dir`; the committed sample if that fails."""
     target = Path(corpus_dir) / "python-3.11-docs"
-    if (target / DONE_MARKER).exists():
+    if _marker(target).exists():
         return str(target)
     try:
         fetch_python_docs(target)
@@ -49,8 +49,13 @@ def fetch_python_docs(target: Path) -> int:
             raise CorpusUnavailable(f"apt-get download {PACKAGE} produced no .deb")
         _run(["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "root")], cwd=tmp)
         pages = _copy_pages(Path(tmp) / "root" / HTML_DIR, target)
-    (target / DONE_MARKER).write_text(f"{pages} pages from {PACKAGE}\n")
+    _marker(target).write_text(f"{pages} pages from {PACKAGE}\n")
     return pages
+
+
+def _marker(target: Path) -> Path:
+    """Beside the corpus, not in it: the marker is not a document."""
+    return target.with_name(target.name + DONE_MARKER)
 
 
 def _copy_pages(html_root: Path, target: Path) -> int:

@@ -102,8 +102,9 @@ def _build_version(config, directory, listing, previous, decision, spec, source,
     if listing.files:
         documents = process_documents(listing, config, known).materialize()
         rows = [{k: v for k, v in row.items() if k != "chunks_json"} for row in documents.iter_rows()]
-        embedded = embed_chunks(documents, config).materialize()
-        added = embedded.count()
+        if any(row["status"] == PARSED for row in rows):  # else no embed actor, no model load
+            embedded = embed_chunks(documents, config).materialize()
+            added = embedded.count()
     kept = set() if decision.full else {r["key"] for r in rows if r["status"] == UNCHANGED}
     stale = [] if decision.full or previous is None else [
         cid for key, doc in previous.documents.items() if key not in kept for cid in doc.chunk_ids
