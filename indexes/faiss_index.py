@@ -23,6 +23,10 @@ from indexes.vector import read_meta, write_meta
 INDEX_FILE = "index.faiss"
 
 
+class TrainingDataError(ValueError):
+    """Too few vectors to train an IVF-PQ index with the configured settings."""
+
+
 class FaissIndex:
     """A FAISS index plus the settings it was built with."""
 
@@ -62,7 +66,7 @@ class FaissIndex:
         """Train IVF-PQ codebooks; refuses a sample too small to train on, naming the settings."""
         needed = max(self.config.nlist, 2**self.config.pq_nbits)
         if len(vectors) < needed:
-            raise ValueError(
+            raise TrainingDataError(
                 f"ivf_pq needs at least {needed} vectors to train (nlist={self.config.nlist}, "
                 f"pq_nbits={self.config.pq_nbits}) but got {len(vectors)}: use index_type flat or hnsw "
                 "for a corpus this small, or lower backend.nlist / backend.pq_nbits"

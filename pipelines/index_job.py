@@ -96,19 +96,33 @@ def embed_chunks(documents: Dataset, config: IndexJobConfig) -> Dataset:
     )
 
 
+def _run_stages(config: IndexJobConfig, listing: Listing, known: dict[str, str]) -> tuple[list[dict], Dataset | None, int]:
+    """Parse every listed file (unchanged ones are only hashed), then embed the new chunks.
+
+    Returns the per-document rows (status, reason, hash), the embedded chunks and their count.
+    """
+    if not listing.files:
+        return [], None, 0
+    documents = process_documents(listing, config, known).materialize()
+    rows = [{k: v for k, v in row.items() if k != "chunks_json"} for row in documents.iter_rows()]
+    if not any(row["status"] == PARSED for row in rows):  # nothing new: no embed actor, no model load
+        return rows, None, 0
+    embedded = embed_chunks(documents, config).materialize()
+    return rows, embedded, embedded.count()
+
+
+def _stale_chunk_ids(previous: Manifest | None, rows: list[dict], decision: RebuildDecision) -> list[str]:
+    """Chunks of the previous version whose document changed, failed to parse or disappeared."""
+    if decision.full or previous is None:
+        return []
+    kept = {row["key"] for row in rows if row["status"] == UNCHANGED}
+    return [cid for key, doc in previous.documents.items() if key not in kept for cid in doc.chunk_ids]
+
+
 def _build_version(config, directory, listing, previous, decision, spec, source, started) -> JobReport:
     known = {} if decision.full or previous is None else {k: d.content_hash for k, d in previous.documents.items()}
-    rows, embedded, added = [], None, 0
-    if listing.files:
-        documents = process_documents(listing, config, known).materialize()
-        rows = [{k: v for k, v in row.items() if k != "chunks_json"} for row in documents.iter_rows()]
-        if any(row["status"] == PARSED for row in rows):  # else no embed actor, no model load
-            embedded = embed_chunks(documents, config).materialize()
-            added = embedded.count()
-    kept = set() if decision.full else {r["key"] for r in rows if r["status"] == UNCHANGED}
-    stale = [] if decision.full or previous is None else [
-        cid for key, doc in previous.documents.items() if key not in kept for cid in doc.chunk_ids
-    ]  # fmt: skip
+    rows, embedded, added = _run_stages(config, listing, known)
+    stale = _stale_chunk_ids(previous, rows, decision)
     version, partial = directory.begin_version()
     base = None if decision.full else directory.current_path()
     store, vectors = open_writable(partial, base, config.backend, spec.dim, f"{config.index.name}-{version}")

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from indexes.embedder import ModelNotFoundError
+from indexes.faiss_index import TrainingDataError
 from indexes.layout import IndexDirectory, IndexLockedError, IndexNotFoundError
 from indexes.manifest import Manifest
 from pipelines.report import JobReport
@@ -17,7 +18,7 @@ from pipelines.sources import SourceError
 from rayrag.config import ConfigError, load_config
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
-USER_ERRORS = (ConfigError, SourceError, IndexLockedError, IndexNotFoundError, ModelNotFoundError)
+USER_ERRORS = (ConfigError, SourceError, IndexLockedError, IndexNotFoundError, ModelNotFoundError, TrainingDataError)
 
 app = typer.Typer(help="rayrag: distributed retrieval-augmented generation on Ray.", no_args_is_help=True)
 index_app = typer.Typer(help="Build, update and inspect indexes.")

@@ -38,18 +38,20 @@ def rayrag(args: list[str], env: dict, **kwargs) -> subprocess.CompletedProcess:
 def test_cli_builds_then_status_shows_versions_counts_spec_and_report(ray_cluster, tmp_path):
     corpus = write_corpus(tmp_path / "corpus", DOCS)
     config = config_file(tmp_path)
-    built = rayrag(["index", "--config", str(config), "--source", str(corpus)], ray_env(ray_cluster))
+    built = rayrag(["index", "--config", str(config), "--source", str(corpus), "--index", "cli"], ray_env(ray_cluster))
     assert built.returncode == 0, built.stderr[-2000:]
+    assert "index 'cli' version" in built.stdout
     assert "documents: 3 listed, 3 parsed, 0 unchanged, 0 skipped, 0 deleted" in built.stdout
     assert "chunks/s" in built.stdout
+    assert not (tmp_path / "indexes" / "test").exists()  # --index overrides the config's index.name
 
-    status = CliRunner().invoke(app, ["index", "status", "test", "--config", str(config)])
+    status = CliRunner().invoke(app, ["index", "status", "cli", "--config", str(config)])
     assert status.exit_code == 0, status.output
-    version = IndexDirectory(tmp_path / "indexes", "test").current_version()
+    version = IndexDirectory(tmp_path / "indexes", "cli").current_version()
     assert f"* {version}" in status.output and "documents: 3" in status.output
     assert "embedder: all-MiniLM-L6-v2 dim=384 normalize=True max_seq_length=256" in status.output
     assert "full rebuild: first version of this index" in status.output
-    as_json = json.loads(CliRunner().invoke(app, ["index", "status", "test", "--config", str(config), "--json"]).output)
+    as_json = json.loads(CliRunner().invoke(app, ["index", "status", "cli", "--config", str(config), "--json"]).output)
     assert as_json["current"] == version and as_json["embedder"]["dim"] == 384
     assert as_json["report"]["documents"]["parsed"] == 3
 

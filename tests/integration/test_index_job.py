@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from indexes.faiss_index import TrainingDataError
 from indexes.layout import IndexDirectory
 from indexes.manifest import Manifest
 from pipelines.report import JobReport
@@ -131,3 +132,28 @@ def test_bad_files_are_reported_and_everything_else_is_indexed(ray_cluster, tmp_
     manifest = assert_consistent(config).manifest
     assert set(manifest.documents) == {"sql.md", "regex.md", "json.txt", "latin1.txt"}
     assert "skipped: 6 file(s)" in report.summary()
+
+
+def test_ivf_pq_trains_on_the_first_build_and_updates_incrementally(ray_cluster, tmp_path, sample_dir, query_embedder):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(sample_dir, corpus)
+    ivf = {"backend.index_type": "ivf_pq", "backend.nlist": 4, "backend.pq_m": 8, "backend.pq_nbits": 4, "backend.nprobe": 4}
+    config = job_config(tmp_path, **ivf)
+    first = run_job(config, corpus)
+    assert first.backend == "faiss-ivf_pq" and first.chunks.total == first.chunks.added > 16
+    (corpus / "csv.md").write_text("# CSV\n\n" + "The csv module reads and writes comma separated values. " * 12)
+    second = run_job(config, corpus)
+    assert not second.full_rebuild and second.documents.parsed == 1
+    assert_consistent(config)
+    sources = [h.chunk.source for h in search(config, query_embedder, "read a comma separated values file", k=3)]
+    assert "csv.md" in sources
+
+
+def test_ivf_pq_on_a_corpus_too_small_to_train_names_the_settings(ray_cluster, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", DOCS)
+    config = job_config(tmp_path, **{"backend.index_type": "ivf_pq"})
+    with pytest.raises(TrainingDataError, match=r"ivf_pq needs at least 256 vectors to train \(nlist=64, pq_nbits=8\)"):
+        run_job(config, corpus)
+    assert IndexDirectory(config.index.root, "test").current_version() is None
