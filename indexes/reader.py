@@ -13,7 +13,6 @@ from indexes.store import Chunk, ChunkStore
 from indexes.vector import VectorIndex, open_vector_index
 
 VECTORS_DIR = "vectors"
-REPORT_FILE = "report.json"
 
 
 @dataclass(frozen=True)

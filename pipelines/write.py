@@ -19,7 +19,7 @@ from indexes.faiss_index import FaissIndex
 from indexes.reader import VECTORS_DIR
 from indexes.store import STORE_FILE, ChunkStore, vector_id
 from indexes.vector import ShardableIndex, VectorIndex, create_vector_index, open_vector_index
-from pipelines.stages import chunk_from_row
+from pipelines.stages import CHUNK_COLUMNS, chunk_from_row
 
 TRAIN_SAMPLE = 20_000
 DRIVER_BATCH = 1024
@@ -48,7 +48,7 @@ def add_chunks(
 ) -> dict[str, list[str]]:
     """Store every embedded chunk; vectors go in shards (FAISS) or batches (Qdrant).
 
-    Returns each document's chunk ids, in order, for the manifest.
+    Returns each document's chunk ids for the manifest.
     """
     chunk_ids: dict[str, list[str]] = {}
     shardable = isinstance(vectors, ShardableIndex)
@@ -56,7 +56,7 @@ def add_chunks(
         vectors.train(_training_sample(embedded))
     with tqdm(total=total, desc="Write chunks", unit="chunk") as progress:
         for batch in embedded.iter_batches(batch_size=DRIVER_BATCH, batch_format="numpy"):
-            chunks = [chunk_from_row({k: batch[k][i] for k in batch}) for i in range(len(batch["vid"]))]
+            chunks = [chunk_from_row({k: batch[k][i] for k in CHUNK_COLUMNS}) for i in range(len(batch["vid"]))]
             store.add(chunks)
             for chunk in chunks:
                 chunk_ids.setdefault(chunk.source, []).append(chunk.chunk_id)
