@@ -44,7 +44,7 @@ def index(
     from rayrag.runtime import connect_ray
 
     updates = {"index.name": index_name} if index_name else {}
-    settings = load_config(config, overrides or [], updates)
+    settings = load_config(_config_path(config), overrides or [], updates)
     connect_ray(settings.ray)
     report = run_index_job(settings, source=source, rebuild=rebuild)
     typer.echo(report.summary())
@@ -57,7 +57,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show an index's versions, counts, embedder spec and last job report."""
-    settings = load_config(config if config.exists() else None)
+    settings = load_config(_config_path(config))
     directory = IndexDirectory(settings.index.root, name)
     current = directory.current_path()
     manifest, report = Manifest.load(current), JobReport.load(current)
@@ -77,6 +77,11 @@ def status(
     spec = manifest.embedder
     typer.echo(f"embedder: {spec.model} dim={spec.dim} normalize={spec.normalize} max_seq_length={spec.max_seq_length}")
     typer.echo("last job report:\n" + (report.summary() if report else "  (none)"))
+
+
+def _config_path(config: Path) -> Path | None:
+    """The default config file is optional (built-in defaults equal it); one named explicitly is not."""
+    return None if config == DEFAULT_CONFIG and not config.exists() else config
 
 
 def main() -> None:

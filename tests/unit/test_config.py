@@ -66,3 +66,11 @@ def test_bad_index_name_and_unreadable_or_invalid_files(tmp_path):
         load_config(tmp_path / "absent.yaml")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "embed: [unclosed\n"))
+
+
+def test_cli_falls_back_to_defaults_only_for_the_default_config_path(tmp_path, monkeypatch):
+    from rayrag.cli import DEFAULT_CONFIG, _config_path
+
+    monkeypatch.chdir(tmp_path)
+    assert _config_path(DEFAULT_CONFIG) is None
+    assert _config_path(tmp_path / "mine.yaml") == tmp_path / "mine.yaml"  # missing: load_config names it
