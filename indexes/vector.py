@@ -50,7 +50,15 @@ class VectorIndex(Protocol):
 
 @runtime_checkable
 class ShardableIndex(Protocol):
-    """Backends whose partial indexes can be built apart (in Ray tasks) and merged."""
+    """Backends whose partial indexes can be built apart (in Ray tasks) and merged.
+
+    Such a backend may need training on a sample before anything is added (IVF-PQ).
+    """
+
+    @property
+    def needs_training(self) -> bool: ...
+
+    def train(self, vectors: np.ndarray) -> None: ...
 
     def empty_copy(self) -> ShardableIndex: ...
 

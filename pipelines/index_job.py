@@ -130,7 +130,7 @@ def _build_version(config, directory, listing, previous, decision, spec, source,
     try:
         remove_chunks(store, vectors, stale)
         if added:
-            chunk_ids = add_chunks(store, vectors, embedded, added, getattr(config.backend, "shards", 1))
+            chunk_ids = add_chunks(store, vectors, embedded, added)
         vectors.save(partial / VECTORS_DIR)
         total = store.count()
     finally:

@@ -43,16 +43,14 @@ def remove_chunks(store: ChunkStore, vectors: VectorIndex, chunk_ids: list[str])
     vectors.delete(np.array([vector_id(c) for c in chunk_ids], dtype=np.int64))
 
 
-def add_chunks(
-    store: ChunkStore, vectors: VectorIndex, embedded: Dataset, total: int, shards: int
-) -> dict[str, list[str]]:
+def add_chunks(store: ChunkStore, vectors: VectorIndex, embedded: Dataset, total: int) -> dict[str, list[str]]:
     """Store every embedded chunk; vectors go in shards (FAISS) or batches (Qdrant).
 
     Returns each document's chunk ids for the manifest.
     """
     chunk_ids: dict[str, list[str]] = {}
     shardable = isinstance(vectors, ShardableIndex)
-    if shardable and getattr(vectors, "needs_training", False):
+    if shardable and vectors.needs_training:
         vectors.train(_training_sample(embedded))
     with tqdm(total=total, desc="Write chunks", unit="chunk") as progress:
         for batch in embedded.iter_batches(batch_size=DRIVER_BATCH, batch_format="numpy"):
@@ -64,7 +62,7 @@ def add_chunks(
                 vectors.add(batch["vid"], batch["vector"], [c.payload() for c in chunks])
             progress.update(len(chunks))
     if shardable:
-        _merge_shards(vectors, embedded, shards)
+        _merge_shards(vectors, embedded)
     return chunk_ids
 
 
@@ -76,7 +74,9 @@ def _build_shard(template: np.ndarray, config, *blocks: dict) -> np.ndarray:
     return shard.to_bytes()
 
 
-def _merge_shards(index: FaissIndex, embedded: Dataset, shards: int) -> None:
+def _merge_shards(index: FaissIndex, embedded: Dataset) -> None:
+    """Build `index.config.shards` partial indexes in parallel Ray tasks, then merge them into `index`."""
+    shards = index.config.shards
     refs = embedded.select_columns(["vid", "vector"]).to_numpy_refs()
     groups = [list(group) for group in np.array_split(np.array(refs, dtype=object), min(shards, len(refs))) if len(group)]
     template = ray.put(index.empty_copy().to_bytes())

@@ -34,7 +34,7 @@ def query_embedder():
 def job_config(root: Path, **updates) -> RootConfig:
     """A config for a test index under `root`; updates are dotted keys, e.g. {"chunker.size": 500}."""
     base = {"index.root": str(root / "indexes"), "index.name": "test", "source.default_corpus_dir": str(root)}
-    return load_config(None, updates=base | {k.replace("__", "."): v for k, v in updates.items()})
+    return load_config(None, updates=base | updates)
 
 
 def run_job(config: RootConfig, source: Path | str, rebuild: bool = False) -> JobReport:
