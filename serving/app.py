@@ -1,0 +1,76 @@
+"""The Serve application builder: `serve run serving.app:build_app` or `serve run configs/serve.yaml`.
+
+`args` is either the serving config itself or `{"config": "<root yaml>"}` (its `serve:` section
+is used, so `make run` and `serve run` share one file), optionally with `set: {dotted.key: value}`
+overrides. Deployments are bound with handles injected, each with its own resources and
+autoscaling from the config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from ray import serve
+from ray.serve import Application
+
+from serving.config import ServeConfig
+from serving.gateway import Gateway
+from serving.generator.llama_cpp_engine import LlamaCppGenerator
+from serving.generator.vllm_engine import VllmGenerator
+from serving.retriever import Retriever
+from serving.router import Router
+
+
+class ServeConfigError(ValueError):
+    """Serve args that cannot be used; the message names the bad key."""
+
+
+def load_serve_config(args: dict[str, Any] | None) -> ServeConfig:
+    """Validate Serve application args into a `ServeConfig` anchored at the working directory."""
+    args = dict(args or {})
+    raw: dict[str, Any] = {}
+    if "config" in args:
+        path = Path(args.pop("config"))
+        raw = (yaml.safe_load(path.read_text()) or {}).get("serve", {}) or {}
+    for dotted, value in (args.pop("set", None) or {}).items():
+        _set(raw, dotted, value)
+    raw.update(args)
+    try:
+        return ServeConfig.model_validate(raw).resolved(Path.cwd())
+    except ValidationError as exc:
+        bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ServeConfigError(f"invalid serve config: {bad}") from None
+
+
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        raw = raw.setdefault(part, {})
+    raw[leaf] = value
+
+
+def bind(config: ServeConfig) -> Application:
+    """Bind the deployment graph: gateway -> (retriever, router -> (primary, fallback))."""
+    primary = fallback = None
+    if config.primary is not None:
+        primary = serve.deployment(VllmGenerator, name="vllm").options(**config.primary.deployment.serve_options())
+        primary = primary.bind(config.primary)
+    if config.fallback is not None:
+        fallback = serve.deployment(LlamaCppGenerator, name="llama_cpp").options(**config.fallback.deployment.serve_options())
+        fallback = fallback.bind(config.fallback)
+    router = serve.deployment(Router, name="router").options(**config.router.deployment.serve_options())
+    retriever = serve.deployment(Retriever, name="retriever").options(**config.retriever.deployment.serve_options())
+    gateway = Gateway.options(name="gateway", **config.gateway.deployment.serve_options())
+    return gateway.bind(
+        config.gateway,
+        retriever.bind(config.retriever),
+        router.bind(config.router, primary, fallback),
+    )
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """Serve's builder entry point."""
+    return bind(load_serve_config(args))

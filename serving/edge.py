@@ -1,0 +1,86 @@
+"""The HTTP edge: request ids and the one place errors become OpenAI's error JSON.
+
+Every error leaves as `{"error": {"message", "type", "param", "code", "request_id"}}` with the
+request id also in `x-request-id`. Validation errors are 400 (OpenAI's status, not FastAPI's 422);
+anything unexpected is logged with its traceback and answered 500 without internals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from serving.errors import ServingError, unwrap
+
+log = logging.getLogger(__name__)
+
+
+def request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", "") or new_request_id()
+
+
+def new_request_id() -> str:
+    return f"req-{uuid.uuid4().hex[:24]}"
+
+
+def error_body(message: str, type_: str, code: str | None, param: str | None, rid: str) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code, "request_id": rid}}
+
+
+def error_response(exc: ServingError, rid: str) -> JSONResponse:
+    headers = {"x-request-id": rid}
+    if exc.status in (429, 503):
+        headers["retry-after"] = "1"
+    return JSONResponse(error_body(exc.message, exc.type, exc.code, exc.param, rid), exc.status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    """Add the request-id middleware and the exception handlers to `app`."""
+
+    @app.middleware("http")
+    async def _request_id(request: Request, call_next):
+        request.state.request_id = request.headers.get("x-request-id") or new_request_id()
+        response = await call_next(request)
+        response.headers["x-request-id"] = request.state.request_id
+        return response
+
+    @app.exception_handler(ServingError)
+    async def _serving(request: Request, exc: ServingError) -> JSONResponse:
+        return error_response(unwrap(exc), request_id(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        bad_json = first.get("type") == "json_invalid"
+        loc = [] if bad_json else [str(p) for p in first["loc"] if p != "body"]
+        message = "request body is not valid JSON" if bad_json else first["msg"]
+        body = error_body(f"{'.'.join(loc) + ': ' if loc else ''}{message}", "invalid_request_error",
+                          "invalid_request", ".".join(loc) or None, request_id(request))
+        return JSONResponse(body, 400, headers={"x-request-id": request_id(request)})
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        body = error_body(str(exc.detail), "invalid_request_error", code, None, request_id(request))
+        return JSONResponse(body, exc.status_code, headers={"x-request-id": request_id(request)})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        body = error_body("internal error", "server_error", "internal_error", None, request_id(request))
+        return JSONResponse(body, 500, headers={"x-request-id": request_id(request)})
+
+
+def sse_error(exc: Exception, rid: str) -> str:
+    """An error inside an SSE stream (headers are already sent): a data event OpenAI clients raise on."""
+    exc = unwrap(exc)
+    if isinstance(exc, ServingError):
+        return json.dumps(error_body(exc.message, exc.type, exc.code, exc.param, rid))
+    log.error("stream failed: %r", exc)
+    return json.dumps(error_body("internal error", "server_error", "internal_error", None, rid))

@@ -1,0 +1,246 @@
+"""The gateway: a FastAPI ingress speaking the OpenAI API, plus /v1/query, /v1/search and a websocket.
+
+It validates and limits requests, resolves `model` (`rag:<index>` answers from that index, a
+plain name calls the generator), and talks to the retriever and the router through injected
+deployment handles. Errors are mapped once, in `serving.edge`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from ray import serve
+from sse_starlette.sse import EventSourceResponse
+
+from serving import edge
+from serving.config import GatewayConfig
+from serving.errors import LimitExceeded, ModelNotFound, ServingError, unwrap
+from serving.generator.protocol import GenerationRequest, Message
+from serving.openai_protocol import (
+    RAG_PREFIX,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    SamplingFields,
+    chat_chunk,
+    chat_response,
+    completion_chunk,
+    completion_response,
+    embedding_response,
+    model_card,
+    usage_dict,
+)
+from serving.protocol import QueryRequest, QueryResponse, SearchRequest, SearchResult
+from serving.rag import citations, fit_context, grounded_messages, question_of
+
+def _backend_header(backend: str) -> dict[str, str]:
+    return {"x-rayrag-backend": backend}
+
+
+def _rag_extra(result: SearchResult, config: GatewayConfig) -> dict[str, Any]:
+    chunks = fit_context(result.chunks, config.max_context_chars)
+    return {
+        "index": result.index,
+        "index_version": result.version,
+        "citations": [c.model_dump() for c in citations(chunks, config.snippet_chars)],
+    }
+
+
+app = FastAPI(title="rayrag", version="0.1.0", description="OpenAI-compatible RAG serving on Ray Serve.")
+edge.install(app)
+
+
+@serve.deployment
+@serve.ingress(app)
+class Gateway:
+    def __init__(self, config: GatewayConfig, retriever: Any, router: Any) -> None:
+        self.config = config
+        self.retriever = retriever
+        self.router = router
+
+    # -- health and catalogue --------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(self) -> JSONResponse:
+        indexes = await self.retriever.describe.remote()
+        generators = [s.model_dump() for s in await self.router.models.remote()]
+        ready = any(g["ready"] for g in generators)
+        body = {"ready": ready, "indexes": indexes, "generators": generators}
+        return JSONResponse(body, 200 if ready else 503)
+
+    @app.get("/v1/models", tags=["openai"])
+    async def models(self) -> dict:
+        indexes = await self.retriever.describe.remote()
+        generators: dict[str, list] = {}
+        for status in await self.router.models.remote():
+            generators.setdefault(status.model, []).append(status)
+        data = [
+            model_card(name, backends=[s.backend for s in group], ready=any(s.ready for s in group))
+            for name, group in generators.items()
+        ]
+        data += [model_card(f"{RAG_PREFIX}{name}", index_version=info["version"]) for name, info in indexes.items()]
+        return {"object": "list", "data": data}
+
+    # -- retrieval -------------------------------------------------------------------------------
+
+    @app.post("/v1/search", tags=["rag"], response_model=SearchResult)
+    async def search(self, body: SearchRequest) -> SearchResult:
+        self._check_chars(body.query, "query")
+        return await self.retriever.search.remote(body)
+
+    @app.post("/v1/query", tags=["rag"], response_model=QueryResponse)
+    async def query(self, body: QueryRequest, request: Request) -> QueryResponse:
+        self._check_chars(body.query, "query")
+        search = SearchRequest(**body.model_dump(include=set(SearchRequest.model_fields)))
+        messages, result = await self._ground([Message(role="user", content=body.query)], search)
+        generation = await self.router.generate.remote(
+            self._generation(messages, None, body.max_tokens, body.temperature, request), body.model
+        )
+        chunks = fit_context(result.chunks, self.config.max_context_chars)
+        return QueryResponse(
+            id=edge.request_id(request), answer=generation.choices[0].text,
+            citations=citations(chunks, self.config.snippet_chars), index=result.index, version=result.version,
+            model=generation.model, backend=generation.backend, usage=usage_dict(generation.usage),
+        )
+
+    @app.post("/v1/embeddings", tags=["openai"])
+    async def embeddings(self, body: EmbeddingRequest) -> dict:
+        for text in body.texts:
+            self._check_chars(text, "input")
+        await self._embedding_model(body.model)
+        vectors, tokens = await self.retriever.embed.remote(body.texts)
+        return embedding_response(body.model, vectors, tokens, body.encoding_format)
+
+    # -- generation ------------------------------------------------------------------------------
+
+    @app.post("/v1/chat/completions", tags=["openai"])
+    async def chat_completions(self, body: ChatCompletionRequest, request: Request):
+        self._check_chars("".join(m.content for m in body.messages), "messages")
+        messages, extra = body.messages, {}
+        index, generator = await self._route(body.model)
+        if index is not None:
+            search = SearchRequest(query=question_of(body.messages), index=index)
+            messages, result = await self._ground(body.messages, search)
+            extra = _rag_extra(result, self.config)
+        generation = self._generation(messages, body, body.token_limit, body.temperature, request)
+        rid = edge.request_id(request)
+        if body.stream:
+            chunks = self._chat_stream(rid, body.model, generation, generator, extra)
+            return EventSourceResponse(chunks, headers={"x-request-id": rid})
+        result = await self.router.generate.remote(generation, generator)
+        return JSONResponse(chat_response(rid, body.model, result, extra), headers=_backend_header(result.backend))
+
+    @app.post("/v1/completions", tags=["openai"])
+    async def completions(self, body: CompletionRequest, request: Request):
+        self._check_chars(body.text, "prompt")
+        index, generator = await self._route(body.model)
+        rid, extra = edge.request_id(request), {}
+        if index is not None:
+            messages, result = await self._ground([Message(role="user", content=body.text)], SearchRequest(query=body.text, index=index))
+            generation = self._generation(messages, body, body.token_limit, body.temperature, request)
+            extra = _rag_extra(result, self.config)
+        else:
+            generation = self._generation(None, body, body.token_limit, body.temperature, request, prompt=body.text)
+        if body.stream:
+            return EventSourceResponse(self._completion_stream(rid, body.model, generation, generator), headers={"x-request-id": rid})
+        result = await self.router.generate.remote(generation, generator)
+        return JSONResponse(completion_response(rid, body.model, result, extra), headers=_backend_header(result.backend))
+
+    @app.websocket("/v1/chat/ws")
+    async def chat_socket(self, websocket: WebSocket) -> None:
+        """One JSON chat request per message in; `delta` events, then `done` (or `error`) out."""
+        await websocket.accept()
+        try:
+            while True:
+                await self._socket_turn(websocket, await websocket.receive_text())
+        except WebSocketDisconnect:
+            return
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _socket_turn(self, websocket: WebSocket, raw: str) -> None:
+        rid = edge.new_request_id()
+        try:
+            body = ChatCompletionRequest.model_validate_json(raw)
+            self._check_chars("".join(m.content for m in body.messages), "messages")
+            index, generator = await self._route(body.model)
+            messages = body.messages
+            if index is not None:
+                messages, _ = await self._ground(body.messages, SearchRequest(query=question_of(body.messages), index=index))
+            generation = self._generation(messages, body, body.token_limit, body.temperature, None, rid=rid)
+            async for delta in self.router.options(stream=True).stream.remote(generation, generator):
+                kind = "done" if delta.usage else "delta"
+                await websocket.send_json({"type": kind, "request_id": rid, **delta.model_dump(exclude_none=True)})
+        except ValidationError as exc:
+            await websocket.send_json({"type": "error", **edge.error_body(str(exc.errors()[0]["msg"]), "invalid_request_error", "invalid_request", None, rid)})
+        except ServingError as exc:
+            await websocket.send_json({"type": "error", **json.loads(edge.sse_error(exc, rid))})
+
+    def _check_chars(self, text: str, param: str) -> None:
+        if len(text) > self.config.max_input_chars:
+            raise LimitExceeded(f"{param} is {len(text)} characters; the limit is {self.config.max_input_chars}", param=param)
+
+    async def _route(self, model: str) -> tuple[str | None, str | None]:
+        """(index, None) for `rag:<index>`, (None, model) for a generator; unknown names are 404."""
+        if not model.startswith(RAG_PREFIX):
+            return None, model
+        index = model[len(RAG_PREFIX):]
+        if index not in await self.retriever.describe.remote():
+            raise ModelNotFound(f"model {model!r} does not exist: no index {index!r} is served", param="model")
+        return index, None
+
+    async def _embedding_model(self, model: str) -> None:
+        indexes = await self.retriever.describe.remote()
+        allowed = {f"{RAG_PREFIX}{name}" for name in indexes} | {info.get("embedder") for info in indexes.values()}
+        if model not in allowed:
+            raise ModelNotFound(f"model {model!r} is not an embedding model here; use one of {sorted(a for a in allowed if a)}", param="model")
+
+    async def _ground(self, messages: list[Message], search: SearchRequest) -> tuple[list[Message], SearchResult]:
+        result = await self.retriever.search.remote(search)
+        chunks = fit_context(result.chunks, self.config.max_context_chars)
+        return grounded_messages(self.config.system_prompt, messages, chunks), result
+
+    def _generation(self, messages, body: SamplingFields | None, max_tokens: int | None, temperature: float,
+                    request: Request | None, prompt: str | None = None, rid: str | None = None) -> GenerationRequest:
+        limit = max_tokens or self.config.default_max_tokens
+        if limit > self.config.max_tokens_cap:
+            raise LimitExceeded(f"max_tokens {limit} is over the limit of {self.config.max_tokens_cap}", param="max_tokens")
+        sampling = {"n": body.n, "top_p": body.top_p, "stop": body.stop_list, "seed": body.seed} if body else {}
+        return GenerationRequest(
+            messages=messages, prompt=prompt, max_tokens=limit, temperature=temperature,
+            request_id=rid or edge.request_id(request), **sampling,
+        )
+
+    async def _chat_stream(self, rid: str, model: str, generation: GenerationRequest, generator: str | None,
+                           extra: dict) -> AsyncIterator[dict]:
+        try:
+            started: set[int] = set()
+            async for delta in self.router.options(stream=True).stream.remote(generation, generator):
+                if delta.usage is not None:
+                    rayrag = {"backend": delta.backend, **extra}
+                    yield {"data": json.dumps(chat_chunk(rid, model, 0, {}, None, usage=usage_dict(delta.usage), rayrag=rayrag) | {"choices": []})}
+                    continue
+                content = {"content": delta.text} | ({} if delta.index in started else {"role": "assistant"})
+                started.add(delta.index)
+                yield {"data": json.dumps(chat_chunk(rid, model, delta.index, content, delta.finish_reason))}
+        except Exception as exc:  # noqa: BLE001 - headers are sent; the error travels as an event
+            yield {"data": edge.sse_error(unwrap(exc), rid)}
+        yield {"data": "[DONE]"}
+
+    async def _completion_stream(self, rid: str, model: str, generation: GenerationRequest, generator: str | None) -> AsyncIterator[dict]:
+        try:
+            async for delta in self.router.options(stream=True).stream.remote(generation, generator):
+                if delta.usage is None:
+                    yield {"data": json.dumps(completion_chunk(rid, model, delta.index, delta.text, delta.finish_reason))}
+        except Exception as exc:  # noqa: BLE001 - headers are sent; the error travels as an event
+            yield {"data": edge.sse_error(unwrap(exc), rid)}
+        yield {"data": "[DONE]"}

@@ -1,0 +1,44 @@
+"""What both generator backends share: in-flight counting and the status the router reads."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+from serving.errors import InvalidRequest
+from serving.generator.protocol import GenerationRequest, GeneratorStatus
+
+
+class GeneratorBase:
+    """Tracks requests in flight and the engine's readiness; subclasses set `backend`, `model`."""
+
+    backend = "generator"
+
+    def __init__(self, model: str, max_context: int) -> None:
+        self.model = model
+        self.max_context = max_context
+        self.running = 0
+        self.ready = False
+        self.error: str | None = None
+
+    async def status(self) -> GeneratorStatus:
+        return GeneratorStatus(
+            backend=self.backend, model=self.model, ready=self.ready, error=self.error, running=self.running
+        )
+
+    @contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+
+    def _check_length(self, prompt_tokens: int, request: GenerationRequest) -> None:
+        """A prompt that cannot fit is the client's error (400), not a reason to fall back."""
+        if prompt_tokens + 1 > self.max_context:
+            raise InvalidRequest(
+                f"prompt is {prompt_tokens} tokens; model {self.model!r} has a context of {self.max_context}",
+                param="messages" if request.messages else "prompt",
+                code="context_length_exceeded",
+            )

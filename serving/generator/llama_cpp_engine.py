@@ -1,0 +1,91 @@
+"""The quantized fallback: a GGUF model in llama.cpp on CPU.
+
+llama.cpp's `Llama` is not thread-safe, so calls run one at a time in a worker thread behind an
+asyncio lock (the event loop stays free for health checks and other requests' streaming). Chat
+messages are rendered with the chat template stored in the GGUF, like llama-cpp-python's own
+chat handler, so both backends see the same prompt for the same model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.concurrency import iterate_in_threadpool
+
+from serving.config import LlamaCppConfig
+from serving.generator.base import GeneratorBase
+from serving.generator.models import gguf_path
+from serving.generator.protocol import Choice, Delta, GenerationRequest, GenerationResult, Usage
+
+
+class LlamaCppGenerator(GeneratorBase):
+    backend = "llama_cpp"
+
+    def __init__(self, config: LlamaCppConfig) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        super().__init__(config.name, config.n_ctx)
+        self.llm = Llama(model_path=str(gguf_path(config.model)), n_ctx=config.n_ctx, n_threads=config.n_threads, verbose=False)
+        token = self.llm._model.token_get_text
+        self.formatter = Jinja2ChatFormatter(
+            template=self.llm.metadata["tokenizer.chat_template"],
+            eos_token=token(self.llm.token_eos()),
+            bos_token=token(self.llm.token_bos()) if self.llm.token_bos() != -1 else "",
+        )
+        self._lock = asyncio.Lock()
+        self.ready = True
+
+    def _prompt(self, request: GenerationRequest) -> tuple[str, list[str], int]:
+        """The text to complete, the stop strings, and its length in tokens."""
+        stop = list(request.stop)
+        if request.messages is not None:
+            rendered = self.formatter(messages=[m.model_dump() for m in request.messages])
+            prompt = rendered.prompt
+            stop += [rendered.stop] if isinstance(rendered.stop, str) else list(rendered.stop or [])
+        else:
+            prompt = request.prompt or ""
+        tokens = len(self.llm.tokenize(prompt.encode(), add_bos=False, special=True))
+        self._check_length(tokens, request)
+        return prompt, stop, tokens
+
+    def _kwargs(self, request: GenerationRequest, stop: list[str], prompt_tokens: int) -> dict[str, Any]:
+        return {
+            "max_tokens": min(request.max_tokens, self.max_context - prompt_tokens),
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "stop": stop or None,
+            "seed": request.seed,
+        }
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        prompt, stop, prompt_tokens = self._prompt(request)
+        kwargs = self._kwargs(request, stop, prompt_tokens)
+        choices, completion_tokens = [], 0
+        with self._in_flight():
+            for index in range(request.n):
+                async with self._lock:
+                    out = await asyncio.to_thread(self.llm.create_completion, prompt, **kwargs)
+                first = out["choices"][0]
+                choices.append(Choice(index=index, text=first["text"], finish_reason=first["finish_reason"]))
+                completion_tokens += out["usage"]["completion_tokens"]
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        return GenerationResult(model=self.model, backend=self.backend, choices=choices, usage=usage)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Yield one delta per token; llama.cpp streams one token per chunk, which is how usage is counted."""
+        prompt, stop, prompt_tokens = self._prompt(request)
+        kwargs = self._kwargs(request, stop, prompt_tokens)
+        completion_tokens = 0
+        with self._in_flight():
+            for index in range(request.n):
+                async with self._lock:
+                    chunks = self.llm.create_completion(prompt, stream=True, **kwargs)
+                    async for chunk in iterate_in_threadpool(chunks):
+                        choice = chunk["choices"][0]
+                        completion_tokens += 1 if choice["text"] or not choice["finish_reason"] else 0
+                        yield Delta(index=index, text=choice["text"], finish_reason=choice["finish_reason"], backend=self.backend)
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        yield Delta(backend=self.backend, usage=usage)

@@ -1,0 +1,88 @@
+"""The Generator contract shared by every backend (vLLM, llama.cpp) and the router.
+
+A request carries either chat `messages` (rendered with the model's own chat template by the
+backend) or a raw `prompt`. `generate` returns whole choices with token usage; `stream` yields
+`Delta`s, the last of which carries the usage. Backends raise `serving.errors` types only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class GenerationRequest(BaseModel):
+    """What to generate; sampling fields mean what they mean in the OpenAI API."""
+
+    messages: list[Message] | None = None
+    prompt: str | None = None
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list)
+    n: int = Field(default=1, ge=1, le=8)
+    seed: int | None = None
+    request_id: str = "request"
+
+    @model_validator(mode="after")
+    def _one_input(self) -> GenerationRequest:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of messages or prompt")
+        return self
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Choice(BaseModel):
+    index: int
+    text: str
+    finish_reason: str | None
+
+
+class GenerationResult(BaseModel):
+    model: str
+    backend: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class Delta(BaseModel):
+    """A piece of one choice's text; `finish_reason` set on its last piece, `usage` on the stream's last."""
+
+    index: int = 0
+    text: str = ""
+    finish_reason: str | None = None
+    backend: str = ""
+    usage: Usage | None = None
+
+
+class GeneratorStatus(BaseModel):
+    """What the router needs to choose: can it take work now, and how busy is it."""
+
+    backend: str
+    model: str
+    ready: bool
+    error: str | None = None
+    running: int = 0
+
+
+class Generator(Protocol):
+    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]: ...
+
+    async def status(self) -> GeneratorStatus: ...

@@ -1,0 +1,159 @@
+"""OpenAI-compatible request models and response builders (one module, like vLLM's protocol.py).
+
+Unknown request fields are ignored rather than refused: OpenAI clients and frameworks send
+parameters this server does not implement (e.g. `presence_penalty`), and refusing them would
+break those clients for no gain. Fields it does implement are validated strictly.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from serving.generator.protocol import GenerationResult, Message, Usage
+
+RAG_PREFIX = "rag:"
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class SamplingFields(_Lenient):
+    model: str
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    n: int = Field(default=1, ge=1, le=8)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    user: str | None = None
+
+    @property
+    def stop_list(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[Message] = Field(min_length=1)
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[str]
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and len(value) != 1:
+            raise ValueError("send one prompt per request")
+        return value
+
+    @property
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+class EmbeddingRequest(_Lenient):
+    model: str
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+def usage_dict(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def chat_response(request_id: str, model: str, result: GenerationResult, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": f"rayrag-{result.backend}",
+        "choices": [
+            {
+                "index": c.index,
+                "message": {"role": "assistant", "content": c.text},
+                "finish_reason": c.finish_reason or "stop",
+                "logprobs": None,
+            }
+            for c in result.choices
+        ],
+        "usage": usage_dict(result.usage),
+        "rayrag": {"backend": result.backend, "generator_model": result.model, **extra},
+    }
+
+
+def completion_response(request_id: str, model: str, result: GenerationResult, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": f"rayrag-{result.backend}",
+        "choices": [
+            {"index": c.index, "text": c.text, "finish_reason": c.finish_reason or "stop", "logprobs": None}
+            for c in result.choices
+        ],
+        "usage": usage_dict(result.usage),
+        "rayrag": {"backend": result.backend, "generator_model": result.model, **extra},
+    }
+
+
+def chat_chunk(request_id: str, model: str, index: int, delta: dict[str, Any], finish: str | None, **extra: Any) -> dict:
+    return {
+        "id": request_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        **extra,
+    }
+
+
+def completion_chunk(request_id: str, model: str, index: int, text: str, finish: str | None, **extra: Any) -> dict:
+    return {
+        "id": request_id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": index, "text": text, "finish_reason": finish, "logprobs": None}],
+        **extra,
+    }
+
+
+def embedding_response(model: str, vectors: list[list[float]], tokens: int, encoding: str) -> dict[str, Any]:
+    def encode(vector: list[float]) -> list[float] | str:
+        if encoding == "base64":
+            return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+        return vector
+
+    return {
+        "object": "list",
+        "model": model,
+        "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def model_card(model_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "rayrag", **extra}

@@ -1,0 +1,82 @@
+"""Request and response models of retrieval (/v1/search, /v1/query), shared by gateway and retriever."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from indexes.reader import Hit
+
+Mode = Literal["dense", "hybrid", "mmr", "bm25"]
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1)
+    index: str = "pydocs"
+    top_k: int | None = Field(default=None, ge=1)
+    mode: Mode | None = None
+    source: str | None = Field(default=None, description="exact source path or a glob, e.g. '*/library/csv.html'")
+    section: str | None = Field(default=None, description="case-insensitive substring of the section title")
+    rerank: bool | None = Field(default=None, description="null: rerank when a reranker is configured")
+
+
+class ScoredChunk(BaseModel):
+    chunk_id: str
+    source: str
+    title: str | None
+    section: str | None
+    page: int | None
+    start: int
+    end: int
+    score: float
+    text: str
+
+    @classmethod
+    def from_hit(cls, hit: Hit) -> ScoredChunk:
+        c = hit.chunk
+        return cls(
+            chunk_id=c.chunk_id, source=c.source, title=c.title, section=c.section, page=c.page,
+            start=c.start, end=c.end, score=hit.score, text=c.text,
+        )
+
+
+class SearchResult(BaseModel):
+    index: str
+    version: str
+    mode: Mode
+    reranked: bool
+    took_ms: float
+    chunks: list[ScoredChunk]
+
+
+class Citation(BaseModel):
+    """Where a numbered context passage [n] of an answer came from."""
+
+    n: int
+    chunk_id: str
+    source: str
+    title: str | None
+    section: str | None
+    page: int | None
+    score: float
+    snippet: str
+
+
+class QueryRequest(SearchRequest):
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    model: str | None = Field(default=None, description="generator; null: the router's choice")
+
+
+class QueryResponse(BaseModel):
+    id: str
+    answer: str
+    citations: list[Citation]
+    index: str
+    version: str
+    model: str
+    backend: str
+    usage: dict[str, int]

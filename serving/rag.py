@@ -1,0 +1,43 @@
+"""Turning retrieved chunks into a grounded prompt and citations; pure functions, no I/O."""
+
+from __future__ import annotations
+
+from serving.errors import InvalidRequest
+from serving.generator.protocol import Message
+from serving.protocol import Citation, ScoredChunk
+
+
+def question_of(messages: list[Message]) -> str:
+    """The standalone question: the last user turn."""
+    for message in reversed(messages):
+        if message.role == "user" and message.content.strip():
+            return message.content
+    raise InvalidRequest("a RAG request needs a non-empty user message", param="messages")
+
+
+def fit_context(chunks: list[ScoredChunk], max_chars: int) -> list[ScoredChunk]:
+    """Keep chunks in rank order while their text fits the budget (always at least one, truncated)."""
+    kept, used = [], 0
+    for chunk in chunks:
+        if kept and used + len(chunk.text) > max_chars:
+            break
+        kept.append(chunk if used + len(chunk.text) <= max_chars else chunk.model_copy(update={"text": chunk.text[:max_chars]}))
+        used += len(kept[-1].text)
+    return kept
+
+
+def grounded_messages(system_prompt: str, messages: list[Message], chunks: list[ScoredChunk]) -> list[Message]:
+    """System prompt + numbered passages, then the conversation without its own system turns."""
+    passages = "\n\n".join(f"[{n}] {c.title or c.source}: {c.text}" for n, c in enumerate(chunks, start=1))
+    system = Message(role="system", content=f"{system_prompt}\n\nContext:\n{passages}")
+    return [system, *(m for m in messages if m.role != "system")]
+
+
+def citations(chunks: list[ScoredChunk], snippet_chars: int) -> list[Citation]:
+    return [
+        Citation(
+            n=n, chunk_id=c.chunk_id, source=c.source, title=c.title, section=c.section, page=c.page,
+            score=c.score, snippet=c.text[:snippet_chars],
+        )
+        for n, c in enumerate(chunks, start=1)
+    ]

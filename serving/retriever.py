@@ -1,0 +1,210 @@
+"""The retriever deployment: the CURRENT version of each served index, searched four ways.
+
+A background thread polls each index's `CURRENT` pointer; a new version is opened off the request
+path, checked against this replica's embedder, and swapped in by one reference assignment.
+Requests already holding the old version finish on it; it is closed after a grace period. So a
+reindex never drops a query, and a version built with another embedder is refused (the old one
+keeps serving) instead of answering with meaningless neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from indexes.embedder import Embedder, load_embedder
+from indexes.layout import IndexDirectory, IndexNotFoundError
+from indexes.offline import ensure_offline
+from indexes.reader import Hit, IndexVersion
+from serving.config import RetrieverConfig
+from serving.errors import InvalidRequest, NotFound, ServingError
+from serving.protocol import ScoredChunk, SearchRequest, SearchResult
+from serving.ranking import LexicalIndex, matches, mmr, rrf_fuse
+
+log = logging.getLogger(__name__)
+
+
+class EmbedderMismatch(ServingError):
+    """The index's vectors were made by another embedder than the one this replica loads."""
+
+
+@dataclass
+class Loaded:
+    """An open index version plus its lexical index, built on first hybrid/BM25 use."""
+
+    version_id: str
+    index: IndexVersion
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @cached_property
+    def lexical(self) -> LexicalIndex:
+        with self.lock:
+            return LexicalIndex(list(self.index.store))
+
+
+class Retriever:
+    """Embeds queries and ranks chunks of the served indexes; also the gateway's embedder."""
+
+    def __init__(self, config: RetrieverConfig, embedder: Embedder | None = None) -> None:
+        ensure_offline()
+        self.config = config
+        self.embedder = embedder or load_embedder(config.embedder)
+        self.reranker = _load_reranker(config)
+        self.errors: dict[str, str] = {}
+        self.loaded: dict[str, Loaded] = {name: self._open(name) for name in config.indexes}
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="index-watcher", daemon=True)
+        self._watcher.start()
+
+    def _open(self, name: str) -> Loaded:
+        directory = IndexDirectory(self.config.root, name)
+        version_id = directory.current_version()
+        if version_id is None:
+            raise IndexNotFoundError(f"index {name!r} has no published version under {self.config.root}")
+        index = IndexVersion(directory.current_path())
+        if index.manifest.embedder != self.embedder.spec:
+            index.close()
+            raise EmbedderMismatch(
+                f"index {name!r} version {version_id} was embedded with {index.manifest.embedder.model_dump()}, "
+                f"this retriever embeds with {self.embedder.spec.model_dump()}"
+            )
+        return Loaded(version_id, index)
+
+    # -- reloading -------------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.config.reload_interval_s):
+            for name in self.config.indexes:
+                self.reload_if_changed(name)
+
+    def reload_if_changed(self, name: str) -> bool:
+        """Swap in a newly published version of `name`; keep serving the old one if it cannot be used."""
+        current = IndexDirectory(self.config.root, name).current_version()
+        if current is None or current == self.loaded[name].version_id:
+            return False
+        try:
+            fresh = self._open(name)
+        except Exception as exc:  # noqa: BLE001 - a bad new version must not take the served one down
+            self.errors[name] = f"version {current} refused: {exc}"
+            log.error("index %s: %s", name, self.errors[name])
+            return False
+        old, self.loaded[name] = self.loaded[name], fresh
+        self.errors.pop(name, None)
+        threading.Timer(self.config.close_grace_s, old.index.close).start()
+        log.info("index %s: now serving version %s (was %s)", name, fresh.version_id, old.version_id)
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        for loaded in self.loaded.values():
+            loaded.index.close()
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    async def describe(self) -> dict[str, dict]:
+        """Served indexes, their versions and chunk counts (for /v1/models and /readyz)."""
+        return {
+            name: {
+                "version": lo.version_id,
+                "chunks": lo.index.vectors.count,
+                "embedder": self.embedder.spec.model,
+                "error": self.errors.get(name),
+            }
+            for name, lo in self.loaded.items()
+        }
+
+    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Vectors for `texts` and how many tokens they took (the usage of /v1/embeddings)."""
+        vectors = self.embedder.encode(texts)
+        tokens = sum(len(ids) for ids in self.embedder.model.tokenizer(texts)["input_ids"])
+        return vectors.tolist(), tokens
+
+    async def search(self, request: SearchRequest) -> SearchResult:
+        loaded = self.loaded.get(request.index)
+        if loaded is None:
+            raise NotFound(f"index {request.index!r} is not served here", param="index", code="index_not_found")
+        top_k = request.top_k or self.config.top_k
+        if top_k > self.config.max_top_k:
+            raise InvalidRequest(f"top_k {top_k} is over the limit of {self.config.max_top_k}", param="top_k")
+        mode = request.mode or self.config.mode
+        started = time.perf_counter()
+        hits = self._rank(loaded, request, mode, top_k)
+        return SearchResult(
+            index=request.index,
+            version=loaded.version_id,
+            mode=mode,
+            reranked=self._rerank_wanted(request),
+            took_ms=(time.perf_counter() - started) * 1000,
+            chunks=[ScoredChunk.from_hit(hit) for hit in hits],
+        )
+
+    def _rank(self, loaded: Loaded, request: SearchRequest, mode: str, top_k: int) -> list[Hit]:
+        fetch = max(self.config.fetch_k, top_k)
+        if mode == "bm25":
+            candidates = self._lexical(loaded, request, fetch)
+        elif mode == "hybrid":
+            candidates = self._fuse(self._dense(loaded, request, fetch), self._lexical(loaded, request, fetch))
+        else:
+            candidates = self._dense(loaded, request, fetch)
+        if mode == "mmr":
+            candidates = self._diversify(request.query, candidates, top_k)
+        if self._rerank_wanted(request):
+            candidates = self._rerank(request.query, candidates)
+        return candidates[:top_k]
+
+    def _filtered(self, request: SearchRequest, hits: list[Hit]) -> list[Hit]:
+        return [h for h in hits if matches(h.chunk, request.source, request.section)]
+
+    def _dense(self, loaded: Loaded, request: SearchRequest, fetch: int) -> list[Hit]:
+        """Nearest chunks; with a filter, search wider so `fetch` survivors remain when they exist."""
+        query = self.embedder.encode([request.query])
+        count = loaded.index.vectors.count
+        k = fetch if not (request.source or request.section) else min(count, max(fetch * 20, 500))
+        return self._filtered(request, loaded.index.search(query, max(1, min(k, count)))[0])[:fetch]
+
+    def _lexical(self, loaded: Loaded, request: SearchRequest, fetch: int) -> list[Hit]:
+        widen = 1 if not (request.source or request.section) else 20
+        pairs = loaded.lexical.search(request.query, fetch * widen)
+        chunks = loaded.index.store.get([vid for vid, _ in pairs])
+        hits = [Hit(chunks[vid], score) for vid, score in pairs if vid in chunks]
+        return self._filtered(request, hits)[:fetch]
+
+    def _fuse(self, dense: list[Hit], lexical: list[Hit]) -> list[Hit]:
+        by_vid = {h.chunk.vid: h.chunk for h in dense + lexical}
+        fused = rrf_fuse([[h.chunk.vid for h in dense], [h.chunk.vid for h in lexical]], k=self.config.rrf_k)
+        return [Hit(by_vid[vid], score) for vid, score in fused]
+
+    def _diversify(self, query: str, candidates: list[Hit], top_k: int) -> list[Hit]:
+        """MMR over the candidates, re-embedding their texts (the backends need not return vectors)."""
+        if not candidates:
+            return []
+        vectors = self.embedder.encode([query] + [h.chunk.text for h in candidates])
+        order = mmr(vectors[0], vectors[1:], top_k, self.config.mmr_lambda)
+        return [candidates[i] for i in order]
+
+    def _rerank_wanted(self, request: SearchRequest) -> bool:
+        if request.rerank and self.reranker is None:
+            raise InvalidRequest("rerank asked for but no reranker model is configured", param="rerank")
+        return self.reranker is not None and request.rerank is not False
+
+    def _rerank(self, query: str, candidates: list[Hit]) -> list[Hit]:
+        if not candidates:
+            return []
+        scores = self.reranker.predict(
+            [(query, h.chunk.text) for h in candidates], batch_size=self.config.reranker.batch_size, show_progress_bar=False
+        )
+        order = np.argsort(-np.asarray(scores), kind="stable")
+        return [Hit(candidates[i].chunk, float(scores[i])) for i in order]
+
+
+def _load_reranker(config: RetrieverConfig):
+    if config.reranker is None:
+        return None
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(config.reranker.model), device=config.embedder.device)
