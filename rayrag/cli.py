@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,12 +14,16 @@ from indexes.embedder import ModelNotFoundError
 from indexes.faiss_index import TrainingDataError
 from indexes.layout import IndexDirectory, IndexLockedError, IndexNotFoundError
 from indexes.manifest import Manifest
+from serving.config import ServeConfigError
+from serving.generator.models import ModelUnavailableError
 from pipelines.report import JobReport
 from pipelines.sources import SourceError
 from rayrag.config import ConfigError, load_config
+from rayrag.serve_cli import ServeStartError
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
-USER_ERRORS = (ConfigError, SourceError, IndexLockedError, IndexNotFoundError, ModelNotFoundError, TrainingDataError)
+USER_ERRORS = (ConfigError, SourceError, IndexLockedError, IndexNotFoundError, ModelNotFoundError, TrainingDataError,
+               ServeStartError, ModelUnavailableError, ServeConfigError)
 
 app = typer.Typer(help="rayrag: distributed retrieval-augmented generation on Ray.", no_args_is_help=True)
 index_app = typer.Typer(help="Build, update and inspect indexes.")
@@ -77,6 +82,51 @@ def status(
     spec = manifest.embedder
     typer.echo(f"embedder: {spec.model} dim={spec.dim} normalize={spec.normalize} max_seq_length={spec.max_seq_length}")
     typer.echo("last job report:\n" + (report.summary() if report else "  (none)"))
+
+
+@app.command("serve")
+def serve_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    overrides: SetOption = None,
+    detach: Annotated[bool, typer.Option(help="Return once ready, leaving the app running on the cluster.")] = False,
+) -> None:
+    """Serve the indexes over HTTP (OpenAI-compatible gateway, retriever, generators) on Ray Serve."""
+    from rayrag.runtime import connect_ray
+    from rayrag.serve_cli import examples, start_app
+
+    settings = load_config(_config_path(config), overrides or [])
+    connect_ray(settings.ray)
+    typer.echo("starting the serving app (models load in the replicas; first start converts nothing but may take a minute)")
+    url = start_app(settings)
+    typer.echo(examples(url, settings))
+    if detach:
+        return
+    typer.echo("Ctrl-C stops it.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve
+
+        serve.shutdown()
+
+
+@app.command("query")
+def query_command(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    index_name: Annotated[str | None, typer.Option("--index", help="Index to answer from (default: the first served).")] = None,
+    url: Annotated[str | None, typer.Option(help="Gateway URL (default: from the config's gateway host/port).")] = None,
+    mode: Annotated[str | None, typer.Option(help="dense | hybrid | mmr | bm25 (default: the retriever's).")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Passages to retrieve.")] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
+) -> None:
+    """Ask the running app a question; print the answer and its citations."""
+    from rayrag.serve_cli import ask
+
+    settings = load_config(_config_path(config))
+    gateway = settings.serve.gateway
+    ask(url or f"http://{gateway.host}:{gateway.port}", question, index_name or settings.serve.retriever.indexes[0], mode, top_k, as_json)
 
 
 def _config_path(config: Path) -> Path | None:

@@ -13,7 +13,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from indexes.strict import set_dotted
 from pipelines.config import IndexJobConfig
+from serving.config import ServeConfig
 
 
 class ConfigError(ValueError):
@@ -21,7 +23,9 @@ class ConfigError(ValueError):
 
 
 class RootConfig(IndexJobConfig):
-    """Everything `configs/*.yaml` may hold. Serving and evaluation sections join here as they land."""
+    """Everything `configs/*.yaml` may hold: the index job's sections plus `serve:`."""
+
+    serve: ServeConfig = ServeConfig()
 
 
 def load_config(
@@ -65,12 +69,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    """`_set_key(raw, "embed.batch_size", 32)` sets raw['embed']['batch_size']."""
-    *parents, leaf = dotted.split(".")
-    node = raw
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
-        node = child
-    node[leaf] = value
+    try:
+        set_dotted(raw, dotted, value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

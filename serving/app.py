@@ -16,16 +16,13 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 
-from serving.config import ServeConfig
+from indexes.strict import set_dotted
+from serving.config import ServeConfig, ServeConfigError
 from serving.gateway import Gateway
 from serving.generator.llama_cpp_engine import LlamaCppGenerator
 from serving.generator.vllm_engine import VllmGenerator
 from serving.retriever import Retriever
 from serving.router import Router
-
-
-class ServeConfigError(ValueError):
-    """Serve args that cannot be used; the message names the bad key."""
 
 
 def load_serve_config(args: dict[str, Any] | None) -> ServeConfig:
@@ -36,20 +33,13 @@ def load_serve_config(args: dict[str, Any] | None) -> ServeConfig:
         path = Path(args.pop("config"))
         raw = (yaml.safe_load(path.read_text()) or {}).get("serve", {}) or {}
     for dotted, value in (args.pop("set", None) or {}).items():
-        _set(raw, dotted, value)
+        set_dotted(raw, dotted, value)
     raw.update(args)
     try:
         return ServeConfig.model_validate(raw).resolved(Path.cwd())
     except ValidationError as exc:
         bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ServeConfigError(f"invalid serve config: {bad}") from None
-
-
-def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        raw = raw.setdefault(part, {})
-    raw[leaf] = value
 
 
 def bind(config: ServeConfig) -> Application:

@@ -17,6 +17,10 @@ from indexes.layout import validate_index_name
 from indexes.strict import StrictModel
 
 
+class ServeConfigError(ValueError):
+    """Serve args that cannot be used; the message names the bad key."""
+
+
 class AutoscalingConfig(StrictModel):
     """Ray Serve's autoscaling knobs; the defaults keep one replica on one machine."""
 

