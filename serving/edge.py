@@ -1,7 +1,7 @@
 """The HTTP edge: request ids and the one place errors become OpenAI's error JSON.
 
-Every error leaves as `{"error": {"message", "type", "param", "code", "request_id"}}` with the
-request id also in `x-request-id`. Validation errors are 400 (OpenAI's status, not FastAPI's 422);
+Every error leaves as `{"error": {"message", "type", "param", "code", "request_id"}}`; the id is
+the one Serve's proxy puts in the `x-request-id` request and response headers. Validation errors are 400 (OpenAI's status, not FastAPI's 422);
 anything unexpected is logged with its traceback and answered 500 without internals.
 """
 
@@ -34,9 +34,7 @@ def error_body(message: str, type_: str, code: str | None, param: str | None, ri
 
 
 def error_response(exc: ServingError, rid: str) -> JSONResponse:
-    headers = {"x-request-id": rid}
-    if exc.status in (429, 503):
-        headers["retry-after"] = "1"
+    headers = {"retry-after": "1"} if exc.status in (429, 503) else None
     return JSONResponse(error_body(exc.message, exc.type, exc.code, exc.param, rid), exc.status, headers=headers)
 
 
@@ -46,9 +44,7 @@ def install(app: FastAPI) -> None:
     @app.middleware("http")
     async def _request_id(request: Request, call_next):
         request.state.request_id = request.headers.get("x-request-id") or new_request_id()
-        response = await call_next(request)
-        response.headers["x-request-id"] = request.state.request_id
-        return response
+        return await call_next(request)
 
     @app.exception_handler(ServingError)
     async def _serving(request: Request, exc: ServingError) -> JSONResponse:
@@ -62,19 +58,19 @@ def install(app: FastAPI) -> None:
         message = "request body is not valid JSON" if bad_json else first["msg"]
         body = error_body(f"{'.'.join(loc) + ': ' if loc else ''}{message}", "invalid_request_error",
                           "invalid_request", ".".join(loc) or None, request_id(request))
-        return JSONResponse(body, 400, headers={"x-request-id": request_id(request)})
+        return JSONResponse(body, 400)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else "http_error"
         body = error_body(str(exc.detail), "invalid_request_error", code, None, request_id(request))
-        return JSONResponse(body, exc.status_code, headers={"x-request-id": request_id(request)})
+        return JSONResponse(body, exc.status_code)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error in %s %s", request.method, request.url.path)
         body = error_body("internal error", "server_error", "internal_error", None, request_id(request))
-        return JSONResponse(body, 500, headers={"x-request-id": request_id(request)})
+        return JSONResponse(body, 500)
 
 
 def sse_error(exc: Exception, rid: str) -> str:

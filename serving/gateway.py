@@ -135,7 +135,7 @@ class Gateway:
         rid = edge.request_id(request)
         if body.stream:
             chunks = self._chat_stream(rid, body.model, generation, generator, extra)
-            return EventSourceResponse(chunks, headers={"x-request-id": rid})
+            return EventSourceResponse(chunks)
         result = await self.router.generate.remote(generation, generator)
         return JSONResponse(chat_response(rid, body.model, result, extra), headers=_backend_header(result.backend))
 
@@ -151,7 +151,7 @@ class Gateway:
         else:
             generation = self._generation(None, body, body.token_limit, body.temperature, request, prompt=body.text)
         if body.stream:
-            return EventSourceResponse(self._completion_stream(rid, body.model, generation, generator), headers={"x-request-id": rid})
+            return EventSourceResponse(self._completion_stream(rid, body.model, generation, generator))
         result = await self.router.generate.remote(generation, generator)
         return JSONResponse(completion_response(rid, body.model, result, extra), headers=_backend_header(result.backend))
 
