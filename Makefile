@@ -4,12 +4,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= configs/default.yaml
+# llama-cpp-python has no wheel for this platform: it is compiled once and the wheel kept here.
+WHEELS ?= $(HOME)/.cache/rayrag-wheels
+LLAMA_CPP := llama-cpp-python==0.3.36
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := true
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup run index test test-gpu bench lint clean
+.PHONY: setup run index serve test test-gpu bench lint clean
 
 setup: $(STAMP)
 
@@ -18,14 +21,22 @@ $(STAMP): pyproject.toml requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip wheel -q --no-deps -w $(WHEELS) $(LLAMA_CPP)
+	$(PY) -m pip install -q --find-links $(WHEELS) -e ".[dev,cpu]"
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	$(PY) -m serving.generator.models smollm2-135m-instruct
 	touch $@
 
-run: index
+# The main job: index the bundled corpus, then serve it on http://127.0.0.1:8000 (Ctrl-C stops).
+run: index serve
 
 index: setup
 	$(VENV)/bin/rayrag index --config $(CONFIG)
+
+serve: setup
+	$(VENV)/bin/rayrag serve --config $(CONFIG)
 
 test: setup
 	$(PY) -m pytest -m "unit or contract or integration" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc

@@ -14,12 +14,12 @@ from indexes.embedder import ModelNotFoundError
 from indexes.faiss_index import TrainingDataError
 from indexes.layout import IndexDirectory, IndexLockedError, IndexNotFoundError
 from indexes.manifest import Manifest
-from serving.config import ServeConfigError
-from serving.generator.models import ModelUnavailableError
 from pipelines.report import JobReport
 from pipelines.sources import SourceError
 from rayrag.config import ConfigError, load_config
 from rayrag.serve_cli import ServeStartError
+from serving.config import ServeConfigError
+from serving.generator.models import ModelUnavailableError
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
 USER_ERRORS = (ConfigError, SourceError, IndexLockedError, IndexNotFoundError, ModelNotFoundError, TrainingDataError,

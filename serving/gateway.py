@@ -38,6 +38,7 @@ from serving.openai_protocol import (
 from serving.protocol import QueryRequest, QueryResponse, SearchRequest, SearchResult
 from serving.rag import citations, fit_context, grounded_messages, question_of
 
+
 def _backend_header(backend: str) -> dict[str, str]:
     return {"x-rayrag-backend": backend}
 

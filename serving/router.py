@@ -114,7 +114,7 @@ class Router:
             try:
                 with self._counting(slot):
                     return await asyncio.wait_for(slot.backend.generate(request), self.config.timeout_s)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - classified by _fall_or_raise (client errors re-raised)
                 last = self._fall_or_raise(slot, exc)
         raise last
 
@@ -129,7 +129,7 @@ class Router:
                 stream = slot.backend.stream(request)
                 try:
                     first = await asyncio.wait_for(anext(stream), self.config.timeout_s)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - classified by _fall_or_raise (client errors re-raised)
                     last = self._fall_or_raise(slot, exc)
                     with contextlib.suppress(Exception):
                         await _close(stream)

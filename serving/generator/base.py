@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from serving.errors import InvalidRequest
 from serving.generator.protocol import GenerationRequest, GeneratorStatus

@@ -42,7 +42,7 @@ class VllmGenerator(GeneratorBase):
             self.engine, self.tokenizer = _start_engine(self.config)
             self.ready = True
             log.info("vLLM engine ready: %s", self.config.model)
-        except Exception as exc:  # noqa: BLE001 - kept and reported by status(); the router falls back
+        except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("vLLM engine failed to start")
 

@@ -16,6 +16,7 @@ from ray import serve
 from websockets.sync.client import connect
 
 from serving.app import build_app
+from tests.conftest import write_corpus
 from tests.integration.conftest import job_config, run_job
 from tests.integration.serving_support import (
     NEW_DOC,
@@ -25,7 +26,6 @@ from tests.integration.serving_support import (
     serve_settings,
     wait_for,
 )
-from tests.conftest import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 MODEL = "smollm2-135m-instruct"

