@@ -49,7 +49,9 @@ def bind(config: ServeConfig) -> Application:
         primary = serve.deployment(VllmGenerator, name="vllm").options(**config.primary.deployment.serve_options())
         primary = primary.bind(config.primary)
     if config.fallback is not None:
-        fallback = serve.deployment(LlamaCppGenerator, name="llama_cpp").options(**config.fallback.deployment.serve_options())
+        fallback = serve.deployment(LlamaCppGenerator, name="llama_cpp").options(
+            **config.fallback.deployment.serve_options()
+        )
         fallback = fallback.bind(config.fallback)
     router = serve.deployment(Router, name="router").options(**config.router.deployment.serve_options())
     retriever = serve.deployment(Retriever, name="retriever").options(**config.retriever.deployment.serve_options())

@@ -56,8 +56,13 @@ def install(app: FastAPI) -> None:
         bad_json = first.get("type") == "json_invalid"
         loc = [] if bad_json else [str(p) for p in first["loc"] if p != "body"]
         message = "request body is not valid JSON" if bad_json else first["msg"]
-        body = error_body(f"{'.'.join(loc) + ': ' if loc else ''}{message}", "invalid_request_error",
-                          "invalid_request", ".".join(loc) or None, request_id(request))
+        body = error_body(
+            f"{'.'.join(loc) + ': ' if loc else ''}{message}",
+            "invalid_request_error",
+            "invalid_request",
+            ".".join(loc) or None,
+            request_id(request),
+        )
         return JSONResponse(body, 400)
 
     @app.exception_handler(HTTPException)

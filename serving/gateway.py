@@ -108,9 +108,14 @@ class Gateway:
         )
         chunks = fit_context(result.chunks, self.config.max_context_chars)
         return QueryResponse(
-            id=edge.request_id(request), answer=generation.choices[0].text,
-            citations=citations(chunks, self.config.snippet_chars), index=result.index, version=result.version,
-            model=generation.model, backend=generation.backend, usage=usage_dict(generation.usage),
+            id=edge.request_id(request),
+            answer=generation.choices[0].text,
+            citations=citations(chunks, self.config.snippet_chars),
+            index=result.index,
+            version=result.version,
+            model=generation.model,
+            backend=generation.backend,
+            usage=usage_dict(generation.usage),
         )
 
     @app.post("/v1/embeddings", tags=["openai"])
@@ -146,7 +151,9 @@ class Gateway:
         index, generator = await self._route(body.model)
         rid, extra = edge.request_id(request), {}
         if index is not None:
-            messages, result = await self._ground([Message(role="user", content=body.text)], SearchRequest(query=body.text, index=index))
+            messages, result = await self._ground(
+                [Message(role="user", content=body.text)], SearchRequest(query=body.text, index=index)
+            )
             generation = self._generation(messages, body, body.token_limit, body.temperature, request)
             extra = _rag_extra(result, self.config)
         else:
@@ -154,7 +161,9 @@ class Gateway:
         if body.stream:
             return EventSourceResponse(self._completion_stream(rid, body.model, generation, generator))
         result = await self.router.generate.remote(generation, generator)
-        return JSONResponse(completion_response(rid, body.model, result, extra), headers=_backend_header(result.backend))
+        return JSONResponse(
+            completion_response(rid, body.model, result, extra), headers=_backend_header(result.backend)
+        )
 
     @app.websocket("/v1/chat/ws")
     async def chat_socket(self, websocket: WebSocket) -> None:
@@ -176,25 +185,36 @@ class Gateway:
             index, generator = await self._route(body.model)
             messages = body.messages
             if index is not None:
-                messages, _ = await self._ground(body.messages, SearchRequest(query=question_of(body.messages), index=index))
+                messages, _ = await self._ground(
+                    body.messages, SearchRequest(query=question_of(body.messages), index=index)
+                )
             generation = self._generation(messages, body, body.token_limit, body.temperature, None, rid=rid)
             async for delta in self.router.options(stream=True).stream.remote(generation, generator):
                 kind = "done" if delta.usage else "delta"
                 await websocket.send_json({"type": kind, "request_id": rid, **delta.model_dump(exclude_none=True)})
         except ValidationError as exc:
-            await websocket.send_json({"type": "error", **edge.error_body(str(exc.errors()[0]["msg"]), "invalid_request_error", "invalid_request", None, rid)})
+            await websocket.send_json(
+                {
+                    "type": "error",
+                    **edge.error_body(
+                        str(exc.errors()[0]["msg"]), "invalid_request_error", "invalid_request", None, rid
+                    ),
+                }
+            )
         except ServingError as exc:
             await websocket.send_json({"type": "error", **json.loads(edge.sse_error(exc, rid))})
 
     def _check_chars(self, text: str, param: str) -> None:
         if len(text) > self.config.max_input_chars:
-            raise LimitExceeded(f"{param} is {len(text)} characters; the limit is {self.config.max_input_chars}", param=param)
+            raise LimitExceeded(
+                f"{param} is {len(text)} characters; the limit is {self.config.max_input_chars}", param=param
+            )
 
     async def _route(self, model: str) -> tuple[str | None, str | None]:
         """(index, None) for `rag:<index>`, (None, model) for a generator; unknown names are 404."""
         if not model.startswith(RAG_PREFIX):
             return None, model
-        index = model[len(RAG_PREFIX):]
+        index = model[len(RAG_PREFIX) :]
         if index not in await self.retriever.describe.remote():
             raise ModelNotFound(f"model {model!r} does not exist: no index {index!r} is served", param="model")
         return index, None
@@ -203,32 +223,55 @@ class Gateway:
         indexes = await self.retriever.describe.remote()
         allowed = {f"{RAG_PREFIX}{name}" for name in indexes} | {info.get("embedder") for info in indexes.values()}
         if model not in allowed:
-            raise ModelNotFound(f"model {model!r} is not an embedding model here; use one of {sorted(a for a in allowed if a)}", param="model")
+            raise ModelNotFound(
+                f"model {model!r} is not an embedding model here; use one of {sorted(a for a in allowed if a)}",
+                param="model",
+            )
 
     async def _ground(self, messages: list[Message], search: SearchRequest) -> tuple[list[Message], SearchResult]:
         result = await self.retriever.search.remote(search)
         chunks = fit_context(result.chunks, self.config.max_context_chars)
         return grounded_messages(self.config.system_prompt, messages, chunks), result
 
-    def _generation(self, messages, body: SamplingFields | None, max_tokens: int | None, temperature: float,
-                    request: Request | None, prompt: str | None = None, rid: str | None = None) -> GenerationRequest:
+    def _generation(
+        self,
+        messages,
+        body: SamplingFields | None,
+        max_tokens: int | None,
+        temperature: float,
+        request: Request | None,
+        prompt: str | None = None,
+        rid: str | None = None,
+    ) -> GenerationRequest:
         limit = max_tokens or self.config.default_max_tokens
         if limit > self.config.max_tokens_cap:
-            raise LimitExceeded(f"max_tokens {limit} is over the limit of {self.config.max_tokens_cap}", param="max_tokens")
+            raise LimitExceeded(
+                f"max_tokens {limit} is over the limit of {self.config.max_tokens_cap}", param="max_tokens"
+            )
         sampling = {"n": body.n, "top_p": body.top_p, "stop": body.stop_list, "seed": body.seed} if body else {}
         return GenerationRequest(
-            messages=messages, prompt=prompt, max_tokens=limit, temperature=temperature,
-            request_id=rid or edge.request_id(request), **sampling,
+            messages=messages,
+            prompt=prompt,
+            max_tokens=limit,
+            temperature=temperature,
+            request_id=rid or edge.request_id(request),
+            **sampling,
         )
 
-    async def _chat_stream(self, rid: str, model: str, generation: GenerationRequest, generator: str | None,
-                           extra: dict) -> AsyncIterator[dict]:
+    async def _chat_stream(
+        self, rid: str, model: str, generation: GenerationRequest, generator: str | None, extra: dict
+    ) -> AsyncIterator[dict]:
         try:
             started: set[int] = set()
             async for delta in self.router.options(stream=True).stream.remote(generation, generator):
                 if delta.usage is not None:
                     rayrag = {"backend": delta.backend, **extra}
-                    yield {"data": json.dumps(chat_chunk(rid, model, 0, {}, None, usage=usage_dict(delta.usage), rayrag=rayrag) | {"choices": []})}
+                    yield {
+                        "data": json.dumps(
+                            chat_chunk(rid, model, 0, {}, None, usage=usage_dict(delta.usage), rayrag=rayrag)
+                            | {"choices": []}
+                        )
+                    }
                     continue
                 content = {"content": delta.text} | ({} if delta.index in started else {"role": "assistant"})
                 started.add(delta.index)
@@ -237,11 +280,15 @@ class Gateway:
             yield {"data": edge.sse_error(unwrap(exc), rid)}
         yield {"data": "[DONE]"}
 
-    async def _completion_stream(self, rid: str, model: str, generation: GenerationRequest, generator: str | None) -> AsyncIterator[dict]:
+    async def _completion_stream(
+        self, rid: str, model: str, generation: GenerationRequest, generator: str | None
+    ) -> AsyncIterator[dict]:
         try:
             async for delta in self.router.options(stream=True).stream.remote(generation, generator):
                 if delta.usage is None:
-                    yield {"data": json.dumps(completion_chunk(rid, model, delta.index, delta.text, delta.finish_reason))}
+                    yield {
+                        "data": json.dumps(completion_chunk(rid, model, delta.index, delta.text, delta.finish_reason))
+                    }
         except Exception as exc:  # noqa: BLE001 - headers are sent; the error travels as an event
             yield {"data": edge.sse_error(unwrap(exc), rid)}
         yield {"data": "[DONE]"}

@@ -119,7 +119,9 @@ def completion_response(request_id: str, model: str, result: GenerationResult, e
     }
 
 
-def chat_chunk(request_id: str, model: str, index: int, delta: dict[str, Any], finish: str | None, **extra: Any) -> dict:
+def chat_chunk(
+    request_id: str, model: str, index: int, delta: dict[str, Any], finish: str | None, **extra: Any
+) -> dict:
     return {
         "id": request_id,
         "object": "chat.completion.chunk",

@@ -38,8 +38,15 @@ class ScoredChunk(BaseModel):
     def from_hit(cls, hit: Hit) -> ScoredChunk:
         c = hit.chunk
         return cls(
-            chunk_id=c.chunk_id, source=c.source, title=c.title, section=c.section, page=c.page,
-            start=c.start, end=c.end, score=hit.score, text=c.text,
+            chunk_id=c.chunk_id,
+            source=c.source,
+            title=c.title,
+            section=c.section,
+            page=c.page,
+            start=c.start,
+            end=c.end,
+            score=hit.score,
+            text=c.text,
         )
 
 

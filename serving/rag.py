@@ -21,7 +21,9 @@ def fit_context(chunks: list[ScoredChunk], max_chars: int) -> list[ScoredChunk]:
     for chunk in chunks:
         if kept and used + len(chunk.text) > max_chars:
             break
-        kept.append(chunk if used + len(chunk.text) <= max_chars else chunk.model_copy(update={"text": chunk.text[:max_chars]}))
+        kept.append(
+            chunk if used + len(chunk.text) <= max_chars else chunk.model_copy(update={"text": chunk.text[:max_chars]})
+        )
         used += len(kept[-1].text)
     return kept
 
@@ -36,8 +38,14 @@ def grounded_messages(system_prompt: str, messages: list[Message], chunks: list[
 def citations(chunks: list[ScoredChunk], snippet_chars: int) -> list[Citation]:
     return [
         Citation(
-            n=n, chunk_id=c.chunk_id, source=c.source, title=c.title, section=c.section, page=c.page,
-            score=c.score, snippet=c.text[:snippet_chars],
+            n=n,
+            chunk_id=c.chunk_id,
+            source=c.source,
+            title=c.title,
+            section=c.section,
+            page=c.page,
+            score=c.score,
+            snippet=c.text[:snippet_chars],
         )
         for n, c in enumerate(chunks, start=1)
     ]

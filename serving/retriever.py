@@ -196,7 +196,9 @@ class Retriever:
         if not candidates:
             return []
         scores = self.reranker.predict(
-            [(query, h.chunk.text) for h in candidates], batch_size=self.config.reranker.batch_size, show_progress_bar=False
+            [(query, h.chunk.text) for h in candidates],
+            batch_size=self.config.reranker.batch_size,
+            show_progress_bar=False,
         )
         order = np.argsort(-np.asarray(scores), kind="stable")
         return [Hit(candidates[i].chunk, float(scores[i])) for i in order]

@@ -63,7 +63,9 @@ class Slot:
 class Router:
     def __init__(self, config: RouterConfig, primary: Any = None, fallback: Any = None) -> None:
         self.config = config
-        self.slots = [Slot(role, as_backend(b)) for role, b in (("primary", primary), ("fallback", fallback)) if b is not None]
+        self.slots = [
+            Slot(role, as_backend(b)) for role, b in (("primary", primary), ("fallback", fallback)) if b is not None
+        ]
         self._poller: asyncio.Task | None = None
 
     # -- what the backends can do ----------------------------------------------------------------

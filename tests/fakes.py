@@ -12,8 +12,9 @@ from serving.generator.protocol import Choice, Delta, GenerationRequest, Generat
 class FakeGenerator:
     """Answers `"<backend> says hi"`; `fail` is raised by calls, `delay_s` delays the (first) answer."""
 
-    def __init__(self, backend: str, model: str = "m", ready: bool = True, fail: Exception | None = None,
-                 delay_s: float = 0.0) -> None:
+    def __init__(
+        self, backend: str, model: str = "m", ready: bool = True, fail: Exception | None = None, delay_s: float = 0.0
+    ) -> None:
         self.backend, self.model, self.ready, self.fail, self.delay_s = backend, model, ready, fail, delay_s
         self.calls = 0
 
@@ -26,8 +27,12 @@ class FakeGenerator:
         if self.fail:
             raise self.fail
         text = f"{self.backend} says hi"
-        return GenerationResult(model=self.model, backend=self.backend, choices=[Choice(index=0, text=text, finish_reason="stop")],
-                                usage=Usage(prompt_tokens=3, completion_tokens=3))
+        return GenerationResult(
+            model=self.model,
+            backend=self.backend,
+            choices=[Choice(index=0, text=text, finish_reason="stop")],
+            usage=Usage(prompt_tokens=3, completion_tokens=3),
+        )
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         self.calls += 1

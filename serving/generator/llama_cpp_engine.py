@@ -28,7 +28,9 @@ class LlamaCppGenerator(GeneratorBase):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         super().__init__(config.name, config.n_ctx)
-        self.llm = Llama(model_path=str(gguf_path(config.model)), n_ctx=config.n_ctx, n_threads=config.n_threads, verbose=False)
+        self.llm = Llama(
+            model_path=str(gguf_path(config.model)), n_ctx=config.n_ctx, n_threads=config.n_threads, verbose=False
+        )
         token = self.llm._model.token_get_text
         self.formatter = Jinja2ChatFormatter(
             template=self.llm.metadata["tokenizer.chat_template"],
@@ -86,6 +88,11 @@ class LlamaCppGenerator(GeneratorBase):
                     async for chunk in iterate_in_threadpool(chunks):
                         choice = chunk["choices"][0]
                         completion_tokens += 1 if choice["text"] or not choice["finish_reason"] else 0
-                        yield Delta(index=index, text=choice["text"], finish_reason=choice["finish_reason"], backend=self.backend)
+                        yield Delta(
+                            index=index,
+                            text=choice["text"],
+                            finish_reason=choice["finish_reason"],
+                            backend=self.backend,
+                        )
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         yield Delta(backend=self.backend, usage=usage)

@@ -48,7 +48,9 @@ def hf_model_dir(name: str, cache: Path = DEFAULT_CACHE) -> Path:
     if path.is_dir():
         return path
     if name not in PACKAGED_GGUF:
-        raise ModelUnavailableError(f"model {name!r} not found: not packaged ({', '.join(PACKAGED_GGUF)}) nor a directory")
+        raise ModelUnavailableError(
+            f"model {name!r} not found: not packaged ({', '.join(PACKAGED_GGUF)}) nor a directory"
+        )
     target = cache / f"{name}-hf"
     cache.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache / f"{name}.lock")):

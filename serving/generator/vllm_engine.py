@@ -101,7 +101,9 @@ class VllmGenerator(GeneratorBase):
         async for output in self._outputs(request, delta=False):
             final = output
         choices = [Choice(index=o.index, text=o.text, finish_reason=o.finish_reason) for o in final.outputs]
-        usage = Usage(prompt_tokens=len(final.prompt_token_ids), completion_tokens=sum(len(o.token_ids) for o in final.outputs))
+        usage = Usage(
+            prompt_tokens=len(final.prompt_token_ids), completion_tokens=sum(len(o.token_ids) for o in final.outputs)
+        )
         return GenerationResult(model=self.model, backend=self.backend, choices=choices, usage=usage)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:

@@ -40,13 +40,23 @@ def serve_settings(index_root: Path, port: int, **sections) -> dict:
     """A test app: every deployment at 0 logical CPUs so index jobs still schedule beside it."""
     zero = {"num_cpus": 0}
     return {
-        "retriever": {"root": str(index_root), "indexes": ["test"], "reload_interval_s": 0.5, "close_grace_s": 5,
-                      "deployment": zero},
+        "retriever": {
+            "root": str(index_root),
+            "indexes": ["test"],
+            "reload_interval_s": 0.5,
+            "close_grace_s": 5,
+            "deployment": zero,
+        },
         "primary": {"model": "smollm2-135m-instruct", "max_model_len": 2048, "deployment": zero},
         "fallback": {"model": "smollm2-135m-instruct", "n_threads": 1, "deployment": zero},
         "router": {"timeout_s": 60, "deployment": zero},
-        "gateway": {"port": port, "max_input_chars": 2000, "max_tokens_cap": 64, "default_max_tokens": 16,
-                    "deployment": zero},
+        "gateway": {
+            "port": port,
+            "max_input_chars": 2000,
+            "max_tokens_cap": 64,
+            "default_max_tokens": 16,
+            "deployment": zero,
+        },
     } | sections
 
 

@@ -58,21 +58,32 @@ def test_models_lists_generators_and_rag_indexes(client):
 
 def test_chat_is_answered_by_the_vllm_primary(client):
     reply = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=8, temperature=0
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=8,
+        temperature=0,
     )
     assert reply.choices[0].message.content.strip()
     assert reply.usage.prompt_tokens > 0 and 0 < reply.usage.completion_tokens <= 8
     assert reply.rayrag["backend"] == "vllm"
     again = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=8, temperature=0
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=8,
+        temperature=0,
     )
     assert again.choices[0].message.content == reply.choices[0].message.content  # greedy is deterministic
 
 
 def test_streaming_chat_with_n_and_stop(client):
     stream = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Count from one to ten in words."}],
-        max_tokens=12, temperature=0, stream=True, n=2, stop=["seven"],
+        model=MODEL,
+        messages=[{"role": "user", "content": "Count from one to ten in words."}],
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        n=2,
+        stop=["seven"],
     )
     texts: dict[int, str] = {0: "", 1: ""}
     usage = None
@@ -108,7 +119,9 @@ def test_rag_answers_cite_the_right_document(client, app):
     citations = reply.rayrag["citations"]
     assert citations[0]["source"] == "sourdough.md" and citations[0]["snippet"]
     assert reply.rayrag["index_version"]
-    body = httpx.post(f"{app['url']}/v1/query", json={"query": "What causes spring tides?", "index": "test"}, timeout=120).json()
+    body = httpx.post(
+        f"{app['url']}/v1/query", json={"query": "What causes spring tides?", "index": "test"}, timeout=120
+    ).json()
     assert body["citations"][0]["source"] == "tides.md" and body["answer"].strip()
     assert body["backend"] in {"vllm", "llama_cpp"} and body["usage"]["total_tokens"] > 0
 
@@ -125,7 +138,11 @@ def test_search_modes_and_filters(app, mode):
 
 def test_websocket_streams_chat_tokens(app):
     with connect(f"ws://127.0.0.1:{app['port']}/v1/chat/ws") as socket:
-        socket.send(json.dumps({"model": "rag:test", "messages": [{"role": "user", "content": "What is a volcano?"}], "max_tokens": 8}))
+        socket.send(
+            json.dumps(
+                {"model": "rag:test", "messages": [{"role": "user", "content": "What is a volcano?"}], "max_tokens": 8}
+            )
+        )
         events = []
         while not events or events[-1]["type"] not in ("done", "error"):
             events.append(json.loads(socket.recv(timeout=120)))
@@ -141,8 +158,18 @@ def test_websocket_streams_chat_tokens(app):
         ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
         ("/v1/chat/completions", {"model": "rag:nope", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
         ("/v1/chat/completions", "{not json", 400, None),
-        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x" * 3000}]}, 400, "messages"),
-        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 65}, 400, "max_tokens"),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": "x" * 3000}]},
+            400,
+            "messages",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 65},
+            400,
+            "max_tokens",
+        ),
         ("/v1/chat/completions", {"model": MODEL, "messages": []}, 400, "messages"),
         ("/v1/completions", {"model": MODEL, "prompt": "hi", "temperature": 9}, 400, "temperature"),
         ("/v1/embeddings", {"model": "gpt-4", "input": "hi"}, 404, "model"),
@@ -169,8 +196,16 @@ def test_openai_client_raises_typed_errors(client):
 
 def test_openapi_schema_lists_every_endpoint(app):
     paths = httpx.get(f"{app['url']}/openapi.json").json()["paths"]
-    expected = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/query", "/v1/search",
-                "/healthz", "/readyz"}
+    expected = {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/v1/query",
+        "/v1/search",
+        "/healthz",
+        "/readyz",
+    }
     assert expected <= set(paths)
 
 
@@ -189,8 +224,10 @@ def test_primary_that_cannot_start_leaves_every_request_to_the_fallback(app):
     primary = next(g for g in status if g["backend"] == "vllm")
     assert not primary["ready"] and "nonexistent" in primary["error"]
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
-    replies = [client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"Say {i}"}], max_tokens=4)
-               for i in range(3)]
+    replies = [
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"Say {i}"}], max_tokens=4)
+        for i in range(3)
+    ]
     assert {r.rayrag["backend"] for r in replies} == {"llama_cpp"}
     serve.delete("broken")
 
@@ -200,7 +237,9 @@ def test_reindex_while_querying_drops_nothing(app):
 
     def hammer():
         while not stop.is_set():
-            r = httpx.post(f"{app['url']}/v1/search", json={"query": "ice that moves", "index": "test", "top_k": 1}, timeout=30)
+            r = httpx.post(
+                f"{app['url']}/v1/search", json={"query": "ice that moves", "index": "test", "top_k": 1}, timeout=30
+            )
             results.append((r.status_code, r.json()))
 
     thread = threading.Thread(target=hammer)
@@ -225,8 +264,13 @@ def test_killing_the_primary_mid_traffic_fails_no_request(app, client):
 
     def ask(i: int) -> None:
         try:
-            replies.append(client.chat.completions.create(
-                model=MODEL, messages=[{"role": "user", "content": f"Write a long story number {i}."}], max_tokens=48))
+            replies.append(
+                client.chat.completions.create(
+                    model=MODEL,
+                    messages=[{"role": "user", "content": f"Write a long story number {i}."}],
+                    max_tokens=48,
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - collected and asserted on
             errors.append(exc)
 

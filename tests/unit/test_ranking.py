@@ -12,7 +12,14 @@ pytestmark = pytest.mark.unit
 
 
 def chunk(source: str, text: str, section: str | None = None) -> Chunk:
-    return Chunk(chunk_id=f"{abs(hash(source + text)):016x}"[:16], source=source, text=text, start=0, end=len(text), section=section)
+    return Chunk(
+        chunk_id=f"{abs(hash(source + text)):016x}"[:16],
+        source=source,
+        text=text,
+        start=0,
+        end=len(text),
+        section=section,
+    )
 
 
 def test_rrf_rewards_agreement():
@@ -39,7 +46,11 @@ def test_metadata_filters():
 
 
 def test_bm25_ranks_term_matches_and_ignores_unknown_words():
-    chunks = [chunk("a.md", "volcanoes erupt lava and ash"), chunk("b.md", "bread rises with yeast"), chunk("c.md", "lava cools")]
+    chunks = [
+        chunk("a.md", "volcanoes erupt lava and ash"),
+        chunk("b.md", "bread rises with yeast"),
+        chunk("c.md", "lava cools"),
+    ]
     index = LexicalIndex(chunks)
     hits = index.search("lava volcanoes", 3)
     assert hits[0][0] == chunks[0].vid and {vid for vid, _ in hits} == {chunks[0].vid, chunks[2].vid}

@@ -25,8 +25,11 @@ def test_serve_yaml_turns_on_vllm_over_the_default_section(monkeypatch):
 
 @pytest.mark.parametrize(
     ("args", "named"),
-    [({"retriever": {"top_kk": 3}}, "retriever.top_kk"), ({"primary": None, "fallback": None}, "at least one"),
-     ({"router": {"deployment": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}}}, "max_replicas")],
+    [
+        ({"retriever": {"top_kk": 3}}, "retriever.top_kk"),
+        ({"primary": None, "fallback": None}, "at least one"),
+        ({"router": {"deployment": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}}}, "max_replicas"),
+    ],
 )
 def test_bad_args_name_the_key(args, named):
     with pytest.raises(ServeConfigError, match=named):
@@ -34,7 +37,9 @@ def test_bad_args_name_the_key(args, named):
 
 
 def chunk(n: int, text: str) -> ScoredChunk:
-    return ScoredChunk(chunk_id=str(n), source=f"{n}.md", title=None, section=None, page=None, start=0, end=1, score=1.0, text=text)
+    return ScoredChunk(
+        chunk_id=str(n), source=f"{n}.md", title=None, section=None, page=None, start=0, end=1, score=1.0, text=text
+    )
 
 
 def test_context_fits_the_budget_and_keeps_rank_order():
