@@ -46,6 +46,7 @@ test-gpu: setup
 
 bench: setup
 	$(PY) bench/index_throughput.py
+	PATH=$(VENV)/bin:$$PATH $(PY) bench/serving.py
 
 lint: setup
 	$(VENV)/bin/ruff check rayrag pipelines indexes serving bench tests

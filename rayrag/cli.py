@@ -96,7 +96,7 @@ def serve_command(
 
     settings = load_config(_config_path(config), overrides or [])
     connect_ray(settings.ray)
-    typer.echo("starting the serving app (models load in the replicas; first start converts nothing but may take a minute)")
+    typer.echo("starting the serving app (models load in their replicas; this can take a minute)")
     url = start_app(settings)
     typer.echo(examples(url, settings))
     if detach:

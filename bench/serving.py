@@ -1,0 +1,145 @@
+"""Serving benchmarks, each a ratio against the bare library measured in the same run.
+
+- search_http_overhead: p50 of `/v1/search` over HTTP (proxy -> gateway -> retriever) divided by
+  the p50 of the same query embedded and searched in-process (SentenceTransformer.encode + faiss).
+- fallback_vs_llama_cpp: completion tokens/s through `/v1/completions` (router -> llama.cpp
+  deployment) divided by tokens/s of a bare `llama_cpp.Llama` on the same GGUF and prompt.
+- cold_start_s: seconds from launching `serve run <yaml>` to the first answered `/v1/query`
+  (and `cold_start_primary_s`: until vLLM itself answers), for the configs/serve.yaml app.
+
+    python bench/serving.py [--index-root DIR --index NAME] [--requests 50]
+
+The app is started with `serve run` in a subprocess on a free port, on the sample corpus indexed
+into a temporary root unless an index is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import Timer, record
+from indexes.embedder import EmbedderConfig, load_embedder
+from indexes.reader import IndexVersion
+from pipelines.corpus import SAMPLE_DIR
+from serving.generator.models import gguf_path
+
+QUERIES = ["How do I create a virtual environment?", "What does secrets.token_hex do?", "list vs tuple", "read a CSV file"]
+PROMPT = "Write three sentences about the Python programming language."
+
+
+def serve_yaml(path: Path, index_root: Path, index: str, port: int, primary: bool) -> Path:
+    overrides = {"retriever.root": str(index_root), "retriever.indexes": [index], "gateway.port": port,
+                 "gateway.max_tokens_cap": 512}  # fmt: skip
+    overrides |= {"primary.model": "smollm2-135m-instruct"} if primary else {}
+    app = {"name": "rayrag", "route_prefix": "/", "import_path": "serving.app:build_app",
+           "args": {"config": "configs/default.yaml", "set": overrides}}  # fmt: skip
+    path.write_text(yaml.safe_dump({"http_options": {"host": "127.0.0.1", "port": port}, "applications": [app]}))
+    return path
+
+
+@contextmanager
+def serve_run(config: Path):
+    """`serve run config` in a subprocess (a fresh local Ray), stopped afterwards."""
+    server = subprocess.Popen(["serve", "run", str(config)], env=os.environ | {"HF_HUB_OFFLINE": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        yield
+    finally:
+        server.terminate()
+        server.wait(60)
+        subprocess.run(["ray", "stop", "--force"], capture_output=True)
+
+
+def wait(predicate, timeout_s: float = 600) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        try:
+            if predicate():
+                return time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError("the app did not answer in time")
+
+
+def p50(fn, n: int) -> float:
+    times = []
+    for i in range(n):
+        with Timer() as t:
+            fn(QUERIES[i % len(QUERIES)])
+        times.append(t.seconds)
+    return statistics.median(times)
+
+
+def search_overhead(url: str, index_root: Path, index: str, n: int) -> dict[str, float]:
+    embedder = load_embedder(EmbedderConfig())
+    version = IndexVersion.open_current(index_root, index)
+    client = httpx.Client(timeout=30)
+    bare = p50(lambda q: version.vectors.search(embedder.encode([q]), 5), n)
+    http = p50(lambda q: client.post(f"{url}/v1/search", json={"query": q, "index": index, "top_k": 5}).raise_for_status(), n)
+    return {"search_http_p50_ms": http * 1000, "search_bare_p50_ms": bare * 1000, "search_http_overhead": http / bare}
+
+
+def fallback_speed(url: str, max_tokens: int = 128) -> dict[str, float]:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf_path("smollm2-135m-instruct")), n_ctx=2048, n_threads=2, verbose=False)
+    with Timer() as t:
+        out = llm.create_completion(PROMPT, max_tokens=max_tokens, temperature=0)
+    bare = out["usage"]["completion_tokens"] / t.seconds
+    del llm
+    body = {"model": "smollm2-135m-instruct", "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0}
+    with Timer() as t:
+        reply = httpx.post(f"{url}/v1/completions", json=body, timeout=300).raise_for_status().json()
+    app = reply["usage"]["completion_tokens"] / t.seconds
+    assert reply["rayrag"]["backend"] == "llama_cpp", reply["rayrag"]
+    return {"fallback_tok_s": app, "llama_cpp_tok_s": bare, "fallback_vs_llama_cpp": app / bare}
+
+
+def build_sample_index(root: Path) -> None:
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "rayrag", "index", "--source", str(SAMPLE_DIR), "--index", "bench", "--set", f"index.root={root}"]
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--index-root", type=Path)
+    parser.add_argument("--index", default="bench")
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    url = f"http://127.0.0.1:{args.port}"
+    query = {"query": QUERIES[0], "index": args.index, "max_tokens": 8}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = (args.index_root or Path(tmp) / "indexes").resolve()
+        if args.index_root is None:
+            build_sample_index(root)
+        started = time.perf_counter()
+        with serve_run(serve_yaml(Path(tmp) / "serve.yaml", root, args.index, args.port, primary=True)):
+            wait(lambda: httpx.post(f"{url}/v1/query", json=query, timeout=60).status_code == 200)
+            values = {"cold_start_s": time.perf_counter() - started}
+            wait(lambda: httpx.post(f"{url}/v1/query", json=query, timeout=60).json()["backend"] == "vllm")
+            values["cold_start_primary_s"] = time.perf_counter() - started
+        with serve_run(serve_yaml(Path(tmp) / "fallback.yaml", root, args.index, args.port, primary=False)):
+            wait(lambda: httpx.post(f"{url}/v1/query", json=query, timeout=60).status_code == 200)
+            values |= search_overhead(url, root, args.index, args.requests)
+            values |= fallback_speed(url)
+        record("serving", values, {"index": args.index, "requests": args.requests})
+
+
+if __name__ == "__main__":
+    main()
