@@ -82,41 +82,35 @@ def usage_dict(usage: Usage) -> dict[str, int]:
     }
 
 
-def chat_response(request_id: str, model: str, result: GenerationResult, extra: dict[str, Any]) -> dict[str, Any]:
+def _envelope(object_: str, request_id: str, model: str, result: GenerationResult, choices: list[dict],
+              extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": request_id,
-        "object": "chat.completion",
+        "object": object_,
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": f"rayrag-{result.backend}",
-        "choices": [
-            {
-                "index": c.index,
-                "message": {"role": "assistant", "content": c.text},
-                "finish_reason": c.finish_reason or "stop",
-                "logprobs": None,
-            }
-            for c in result.choices
-        ],
+        "choices": choices,
         "usage": usage_dict(result.usage),
         "rayrag": {"backend": result.backend, "generator_model": result.model, **extra},
     }
+
+
+def chat_response(request_id: str, model: str, result: GenerationResult, extra: dict[str, Any]) -> dict[str, Any]:
+    choices = [
+        {"index": c.index, "message": {"role": "assistant", "content": c.text},
+         "finish_reason": c.finish_reason or "stop", "logprobs": None}
+        for c in result.choices
+    ]  # fmt: skip
+    return _envelope("chat.completion", request_id, model, result, choices, extra)
 
 
 def completion_response(request_id: str, model: str, result: GenerationResult, extra: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": request_id,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": f"rayrag-{result.backend}",
-        "choices": [
-            {"index": c.index, "text": c.text, "finish_reason": c.finish_reason or "stop", "logprobs": None}
-            for c in result.choices
-        ],
-        "usage": usage_dict(result.usage),
-        "rayrag": {"backend": result.backend, "generator_model": result.model, **extra},
-    }
+    choices = [
+        {"index": c.index, "text": c.text, "finish_reason": c.finish_reason or "stop", "logprobs": None}
+        for c in result.choices
+    ]
+    return _envelope("text_completion", request_id, model, result, choices, extra)
 
 
 def chat_chunk(

@@ -35,17 +35,11 @@ def grounded_messages(system_prompt: str, messages: list[Message], chunks: list[
     return [system, *(m for m in messages if m.role != "system")]
 
 
+CITED_FIELDS = {"chunk_id", "source", "title", "section", "page", "score"}
+
+
 def citations(chunks: list[ScoredChunk], snippet_chars: int) -> list[Citation]:
     return [
-        Citation(
-            n=n,
-            chunk_id=c.chunk_id,
-            source=c.source,
-            title=c.title,
-            section=c.section,
-            page=c.page,
-            score=c.score,
-            snippet=c.text[:snippet_chars],
-        )
+        Citation(n=n, snippet=c.text[:snippet_chars], **c.model_dump(include=CITED_FIELDS))
         for n, c in enumerate(chunks, start=1)
     ]
