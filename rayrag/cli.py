@@ -22,8 +22,17 @@ from serving.config import ServeConfigError
 from serving.generator.models import ModelUnavailableError
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
-USER_ERRORS = (ConfigError, SourceError, IndexLockedError, IndexNotFoundError, ModelNotFoundError, TrainingDataError,
-               ServeStartError, ModelUnavailableError, ServeConfigError)
+USER_ERRORS = (
+    ConfigError,
+    SourceError,
+    IndexLockedError,
+    IndexNotFoundError,
+    ModelNotFoundError,
+    TrainingDataError,
+    ServeStartError,
+    ModelUnavailableError,
+    ServeConfigError,
+)
 
 app = typer.Typer(help="rayrag: distributed retrieval-augmented generation on Ray.", no_args_is_help=True)
 index_app = typer.Typer(help="Build, update and inspect indexes.")
@@ -37,7 +46,9 @@ SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a c
 def index(
     ctx: typer.Context,
     config: ConfigOption = DEFAULT_CONFIG,
-    source: Annotated[str | None, typer.Option(help="Directory, glob or URI to index (default: config source.path).")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Directory, glob or URI to index (default: config source.path).")
+    ] = None,
     index_name: Annotated[str | None, typer.Option("--index", help="Index name (default: config index.name).")] = None,
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything instead of updating.")] = False,
     overrides: SetOption = None,
@@ -92,9 +103,10 @@ def serve_command(
 ) -> None:
     """Serve the indexes over HTTP (OpenAI-compatible gateway, retriever, generators) on Ray Serve."""
     from rayrag.runtime import connect_ray
-    from rayrag.serve_cli import examples, start_app
+    from rayrag.serve_cli import examples, preflight, start_app
 
     settings = load_config(_config_path(config), overrides or [])
+    preflight(settings)
     connect_ray(settings.ray)
     typer.echo("starting the serving app (models load in their replicas; this can take a minute)")
     url = start_app(settings)
@@ -114,7 +126,9 @@ def serve_command(
 @app.command("query")
 def query_command(
     question: Annotated[str, typer.Argument(help="The question.")],
-    index_name: Annotated[str | None, typer.Option("--index", help="Index to answer from (default: the first served).")] = None,
+    index_name: Annotated[
+        str | None, typer.Option("--index", help="Index to answer from (default: the first served).")
+    ] = None,
     url: Annotated[str | None, typer.Option(help="Gateway URL (default: from the config's gateway host/port).")] = None,
     mode: Annotated[str | None, typer.Option(help="dense | hybrid | mmr | bm25 (default: the retriever's).")] = None,
     top_k: Annotated[int | None, typer.Option(help="Passages to retrieve.")] = None,
@@ -126,7 +140,14 @@ def query_command(
 
     settings = load_config(_config_path(config))
     gateway = settings.serve.gateway
-    ask(url or f"http://{gateway.host}:{gateway.port}", question, index_name or settings.serve.retriever.indexes[0], mode, top_k, as_json)
+    ask(
+        url or f"http://{gateway.host}:{gateway.port}",
+        question,
+        index_name or settings.serve.retriever.indexes[0],
+        mode,
+        top_k,
+        as_json,
+    )
 
 
 def _config_path(config: Path) -> Path | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import typer
 
+from indexes.layout import IndexDirectory, IndexNotFoundError
 from rayrag.config import RootConfig
 from serving.config import ServeConfig
 
@@ -27,13 +28,29 @@ def start_app(settings: RootConfig, wait_s: float = 600.0) -> str:
     serve.start(http_options={"host": config.gateway.host, "port": config.gateway.port})
     serve.run(bind(config), name=config.app_name, route_prefix=config.route_prefix, blocking=False)
     url = f"http://{config.gateway.host}:{config.gateway.port}"
-    wait_ready(url, wait_s)
+    wait_ready(url, wait_s, config.app_name)
     return url
 
 
-def wait_ready(url: str, wait_s: float) -> dict:
+def preflight(settings: RootConfig) -> None:
+    """Fail in the shell, before Ray starts, not in a replica, when a served index was never built."""
+    config = settings.serve.resolved(Path.cwd())
+    for name in config.retriever.indexes:
+        if IndexDirectory(config.retriever.root, name).current_version() is None:
+            raise IndexNotFoundError(
+                f"index {name!r} has no version under {config.retriever.root}: build it first with `rayrag index --index {name}`"
+            )
+
+
+def wait_ready(url: str, wait_s: float, app_name: str) -> dict:
+    """Poll /readyz; give up early with Serve's own message if the app failed to deploy."""
+    from ray import serve
+
     deadline, last = time.monotonic() + wait_s, "no answer"
     while time.monotonic() < deadline:
+        app = serve.status().applications.get(app_name)
+        if app is not None and app.status == "DEPLOY_FAILED":
+            raise ServeStartError(f"the app failed to deploy: {app.message}")
         try:
             response = httpx.get(f"{url}/readyz", timeout=10)
             if response.status_code == 200:

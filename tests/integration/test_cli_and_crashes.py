@@ -119,3 +119,16 @@ def test_job_killed_half_way_leaves_current_and_the_next_run_completes(ray_clust
     assert not list(directory.versions_path.glob("*.partial"))
     assert directory.current_version() == resumed.version
     assert_consistent(config)
+
+
+def test_serve_names_an_index_that_was_never_built(tmp_path):
+    done = rayrag(
+        ["serve", "--set", f"serve.retriever.root={tmp_path}", "--set", "serve.retriever.indexes=[nope]"],
+        os.environ.copy(),
+    )
+    assert done.returncode == 2 and "index 'nope' has no version" in done.stderr and "rayrag index" in done.stderr
+
+
+def test_query_without_a_running_app_says_so(tmp_path):
+    done = rayrag(["query", "hello", "--url", "http://127.0.0.1:9"], os.environ.copy())
+    assert done.returncode == 2 and "cannot reach http://127.0.0.1:9" in done.stderr

