@@ -94,19 +94,22 @@ def search_overhead(url: str, index_root: Path, index: str, n: int) -> dict[str,
 
 
 def fallback_speed(url: str, max_tokens: int = 128) -> dict[str, float]:
+    """The same chat request, greedy, through the app and through a bare Llama (GGUF chat template)."""
     from llama_cpp import Llama
 
+    messages = [{"role": "user", "content": PROMPT}]
     llm = Llama(model_path=str(gguf_path("smollm2-135m-instruct")), n_ctx=2048, n_threads=2, verbose=False)
     with Timer() as t:
-        out = llm.create_completion(PROMPT, max_tokens=max_tokens, temperature=0)
+        out = llm.create_chat_completion(messages, max_tokens=max_tokens, temperature=0)
     bare = out["usage"]["completion_tokens"] / t.seconds
     del llm
-    body = {"model": "smollm2-135m-instruct", "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0}
+    body = {"model": "smollm2-135m-instruct", "messages": messages, "max_tokens": max_tokens, "temperature": 0}
     with Timer() as t:
-        reply = httpx.post(f"{url}/v1/completions", json=body, timeout=300).raise_for_status().json()
+        reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300).raise_for_status().json()
     app = reply["usage"]["completion_tokens"] / t.seconds
     assert reply["rayrag"]["backend"] == "llama_cpp", reply["rayrag"]
-    return {"fallback_tok_s": app, "llama_cpp_tok_s": bare, "fallback_vs_llama_cpp": app / bare}
+    return {"fallback_tok_s": app, "llama_cpp_tok_s": bare, "fallback_vs_llama_cpp": app / bare,
+            "fallback_tokens": reply["usage"]["completion_tokens"], "llama_cpp_tokens": out["usage"]["completion_tokens"]}  # fmt: skip
 
 
 def build_sample_index(root: Path) -> None:
