@@ -17,6 +17,7 @@ from indexes.manifest import Manifest
 from pipelines.report import JobReport
 from pipelines.sources import SourceError
 from rayrag.config import ConfigError, load_config
+from rayrag.keys_cli import keys_app
 from rayrag.serve_cli import ServeStartError
 from serving.config import ServeConfigError
 from serving.generator.models import ModelUnavailableError
@@ -37,6 +38,7 @@ USER_ERRORS = (
 app = typer.Typer(help="rayrag: distributed retrieval-augmented generation on Ray.", no_args_is_help=True)
 index_app = typer.Typer(help="Build, update and inspect indexes.")
 app.add_typer(index_app, name="index")
+app.add_typer(keys_app, name="keys")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]

@@ -128,6 +128,28 @@ class RouterConfig(StrictModel):
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=64)
 
 
+class AuthConfig(StrictModel):
+    """API keys (`rayrag keys create`); off = one anonymous user with access to everything."""
+
+    enabled: bool = False
+    store: Path = Path(".rayrag/keys.sqlite")
+    env_key_var: str | None = "RAYRAG_API_KEY"  # a single-user key taken from the environment
+
+
+class QuotaConfig(StrictModel):
+    """Per-key limits (a key's own limits override these), counted atomically in SQLite or Redis."""
+
+    enabled: bool = False
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    sqlite_path: Path = Path(".rayrag/quotas.sqlite")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    requests_per_minute: PositiveInt = 60
+    tokens_per_minute: PositiveInt = 40_000  # prompt + retrieved context + completion
+    credit_budget: PositiveInt | None = None  # tokens over the key's lifetime; null = unlimited
+    alert_thresholds: list[float] = Field(default_factory=lambda: [0.8, 1.0])
+    webhook_url: str | None = None  # POSTed a JSON alert when a threshold is crossed
+
+
 class GatewayConfig(StrictModel):
     """The HTTP edge: limits checked before any work is done, and the RAG prompt."""
 
@@ -142,6 +164,8 @@ class GatewayConfig(StrictModel):
     )
     snippet_chars: PositiveInt = 240
     max_context_chars: PositiveInt = 4000  # retrieved text put in the prompt; small models have small contexts
+    auth: AuthConfig = AuthConfig()
+    quotas: QuotaConfig = QuotaConfig()
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=128)
 
 
@@ -165,4 +189,8 @@ class ServeConfig(StrictModel):
     def resolved(self, base: Path) -> ServeConfig:
         """A copy whose relative paths are anchored at `base` (the driver's working directory)."""
         retriever = self.retriever.model_copy(update={"root": (base / self.retriever.root).resolve()})
-        return self.model_copy(update={"retriever": retriever})
+        gateway = self.gateway.model_copy(update={
+            "auth": self.gateway.auth.model_copy(update={"store": (base / self.gateway.auth.store).resolve()}),
+            "quotas": self.gateway.quotas.model_copy(update={"sqlite_path": (base / self.gateway.quotas.sqlite_path).resolve()}),
+        })  # fmt: skip
+        return self.model_copy(update={"retriever": retriever, "gateway": gateway})

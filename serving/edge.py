@@ -34,7 +34,8 @@ def error_body(message: str, type_: str, code: str | None, param: str | None, ri
 
 
 def error_response(exc: ServingError, rid: str) -> JSONResponse:
-    headers = {"retry-after": "1"} if exc.status in (429, 503) else None
+    retry_after = getattr(exc, "retry_after", 1)
+    headers = {"retry-after": str(retry_after)} if exc.status in (429, 503) else None
     return JSONResponse(error_body(exc.message, exc.type, exc.code, exc.param, rid), exc.status, headers=headers)
 
 

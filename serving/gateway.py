@@ -21,6 +21,8 @@ from serving import edge
 from serving.config import GatewayConfig
 from serving.errors import LimitExceeded, ModelNotFound, ServingError, unwrap
 from serving.generator.protocol import GenerationRequest, Message
+from serving.middleware.guard import Guard
+from serving.middleware.keys import Principal
 from serving.openai_protocol import (
     RAG_PREFIX,
     ChatCompletionRequest,
@@ -59,10 +61,11 @@ edge.install(app)
 @serve.deployment
 @serve.ingress(app)
 class Gateway:
-    def __init__(self, config: GatewayConfig, retriever: Any, router: Any) -> None:
+    def __init__(self, config: GatewayConfig, retriever: Any, router: Any, guard: Guard | None = None) -> None:
         self.config = config
         self.retriever = retriever
         self.router = router
+        self.guard = guard or Guard(config)
 
     # -- health and catalogue --------------------------------------------------------------------
 
@@ -75,14 +78,19 @@ class Gateway:
         indexes = await self.retriever.describe.remote()
         generators = [s.model_dump() for s in await self.router.models.remote()]
         ready = any(g["ready"] for g in generators)
-        body = {"ready": ready, "indexes": indexes, "generators": generators}
+        body = (
+            {"ready": ready} if self.guard.private else {"ready": ready, "indexes": indexes, "generators": generators}
+        )
         return JSONResponse(body, 200 if ready else 503)
 
     @app.get("/v1/models", tags=["openai"])
-    async def models(self) -> dict:
-        indexes = await self.retriever.describe.remote()
+    async def models(self, request: Request) -> dict:
+        who = self.guard.admit(request.headers)
+        indexes = {n: i for n, i in (await self.retriever.describe.remote()).items() if who.may_use_index(n)}
         generators: dict[str, list] = {}
         for status in await self.router.models.remote():
+            if not who.may_use_model(status.model):
+                continue
             generators.setdefault(status.model, []).append(status)
         data = [
             model_card(name, backends=[s.backend for s in group], ready=any(s.ready for s in group))
@@ -94,12 +102,17 @@ class Gateway:
     # -- retrieval -------------------------------------------------------------------------------
 
     @app.post("/v1/search", tags=["rag"], response_model=SearchResult)
-    async def search(self, body: SearchRequest) -> SearchResult:
+    async def search(self, body: SearchRequest, request: Request) -> SearchResult:
+        self.guard.check_index(self.guard.admit(request.headers), body.index)
         self._check_chars(body.query, "query")
         return await self.retriever.search.remote(body)
 
     @app.post("/v1/query", tags=["rag"], response_model=QueryResponse)
     async def query(self, body: QueryRequest, request: Request) -> QueryResponse:
+        who = self.guard.admit(request.headers)
+        self.guard.check_index(who, body.index)
+        if body.model is not None:
+            self.guard.check_model(who, body.model)
         self._check_chars(body.query, "query")
         search = SearchRequest(**body.model_dump(include=set(SearchRequest.model_fields)))
         messages, result = await self._ground([Message(role="user", content=body.query)], search)
@@ -107,6 +120,7 @@ class Gateway:
             self._generation(messages, None, body.max_tokens, body.temperature, request), body.model
         )
         chunks = fit_context(result.chunks, self.config.max_context_chars)
+        self.guard.charge(who, generation.usage.total_tokens)
         return QueryResponse(
             id=edge.request_id(request),
             answer=generation.choices[0].text,
@@ -119,20 +133,23 @@ class Gateway:
         )
 
     @app.post("/v1/embeddings", tags=["openai"])
-    async def embeddings(self, body: EmbeddingRequest) -> dict:
+    async def embeddings(self, body: EmbeddingRequest, request: Request) -> dict:
+        who = self.guard.admit(request.headers)
         for text in body.texts:
             self._check_chars(text, "input")
-        await self._embedding_model(body.model)
+        await self._embedding_model(body.model, who)
         vectors, tokens = await self.retriever.embed.remote(body.texts)
+        self.guard.charge(who, tokens)
         return embedding_response(body.model, vectors, tokens, body.encoding_format)
 
     # -- generation ------------------------------------------------------------------------------
 
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
+        who = self.guard.admit(request.headers)
         self._check_chars("".join(m.content for m in body.messages), "messages")
         messages, extra = body.messages, {}
-        index, generator = await self._route(body.model)
+        index, generator = await self._route(body.model, who)
         if index is not None:
             search = SearchRequest(query=question_of(body.messages), index=index)
             messages, result = await self._ground(body.messages, search)
@@ -140,15 +157,17 @@ class Gateway:
         generation = self._generation(messages, body, body.token_limit, body.temperature, request)
         rid = edge.request_id(request)
         if body.stream:
-            chunks = self._chat_stream(rid, body.model, generation, generator, extra)
+            chunks = self._chat_stream(rid, body.model, generation, generator, extra, who)
             return EventSourceResponse(chunks)
         result = await self.router.generate.remote(generation, generator)
+        self.guard.charge(who, result.usage.total_tokens)
         return JSONResponse(chat_response(rid, body.model, result, extra), headers=_backend_header(result.backend))
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(self, body: CompletionRequest, request: Request):
+        who = self.guard.admit(request.headers)
         self._check_chars(body.text, "prompt")
-        index, generator = await self._route(body.model)
+        index, generator = await self._route(body.model, who)
         rid, extra = edge.request_id(request), {}
         if index is not None:
             messages, result = await self._ground(
@@ -159,8 +178,9 @@ class Gateway:
         else:
             generation = self._generation(None, body, body.token_limit, body.temperature, request, prompt=body.text)
         if body.stream:
-            return EventSourceResponse(self._completion_stream(rid, body.model, generation, generator))
+            return EventSourceResponse(self._completion_stream(rid, body.model, generation, generator, who))
         result = await self.router.generate.remote(generation, generator)
+        self.guard.charge(who, result.usage.total_tokens)
         return JSONResponse(
             completion_response(rid, body.model, result, extra), headers=_backend_header(result.backend)
         )
@@ -180,9 +200,10 @@ class Gateway:
     async def _socket_turn(self, websocket: WebSocket, raw: str) -> None:
         rid = edge.new_request_id()
         try:
+            who = self.guard.admit(websocket.headers)
             body = ChatCompletionRequest.model_validate_json(raw)
             self._check_chars("".join(m.content for m in body.messages), "messages")
-            index, generator = await self._route(body.model)
+            index, generator = await self._route(body.model, who)
             messages = body.messages
             if index is not None:
                 messages, _ = await self._ground(
@@ -191,6 +212,8 @@ class Gateway:
             generation = self._generation(messages, body, body.token_limit, body.temperature, None, rid=rid)
             async for delta in self.router.options(stream=True).stream.remote(generation, generator):
                 kind = "done" if delta.usage else "delta"
+                if delta.usage:
+                    self.guard.charge(who, delta.usage.total_tokens)
                 await websocket.send_json({"type": kind, "request_id": rid, **delta.model_dump(exclude_none=True)})
         except ValidationError as exc:
             await websocket.send_json(
@@ -210,17 +233,22 @@ class Gateway:
                 f"{param} is {len(text)} characters; the limit is {self.config.max_input_chars}", param=param
             )
 
-    async def _route(self, model: str) -> tuple[str | None, str | None]:
-        """(index, None) for `rag:<index>`, (None, model) for a generator; unknown names are 404."""
+    async def _route(self, model: str, who: Principal) -> tuple[str | None, str | None]:
+        """(index, None) for `rag:<index>`, (None, model) for a generator; unknown names are 404.
+        Permission is checked first, so a refused name gets 403 whether it exists or not."""
         if not model.startswith(RAG_PREFIX):
+            self.guard.check_model(who, model)
             return None, model
         index = model[len(RAG_PREFIX) :]
+        self.guard.check_index(who, index)
         if index not in await self.retriever.describe.remote():
             raise ModelNotFound(f"model {model!r} does not exist: no index {index!r} is served", param="model")
         return index, None
 
-    async def _embedding_model(self, model: str) -> None:
-        indexes = await self.retriever.describe.remote()
+    async def _embedding_model(self, model: str, who: Principal) -> None:
+        if model.startswith(RAG_PREFIX):
+            self.guard.check_index(who, model[len(RAG_PREFIX) :])
+        indexes = {n: i for n, i in (await self.retriever.describe.remote()).items() if who.may_use_index(n)}
         allowed = {f"{RAG_PREFIX}{name}" for name in indexes} | {info.get("embedder") for info in indexes.values()}
         if model not in allowed:
             raise ModelNotFound(
@@ -259,12 +287,13 @@ class Gateway:
         )
 
     async def _chat_stream(
-        self, rid: str, model: str, generation: GenerationRequest, generator: str | None, extra: dict
+        self, rid: str, model: str, generation: GenerationRequest, generator: str | None, extra: dict, who: Principal
     ) -> AsyncIterator[dict]:
         try:
             started: set[int] = set()
             async for delta in self.router.options(stream=True).stream.remote(generation, generator):
                 if delta.usage is not None:
+                    self.guard.charge(who, delta.usage.total_tokens)
                     rayrag = {"backend": delta.backend, **extra}
                     yield {
                         "data": json.dumps(
@@ -281,11 +310,13 @@ class Gateway:
         yield {"data": "[DONE]"}
 
     async def _completion_stream(
-        self, rid: str, model: str, generation: GenerationRequest, generator: str | None
+        self, rid: str, model: str, generation: GenerationRequest, generator: str | None, who: Principal
     ) -> AsyncIterator[dict]:
         try:
             async for delta in self.router.options(stream=True).stream.remote(generation, generator):
-                if delta.usage is None:
+                if delta.usage is not None:
+                    self.guard.charge(who, delta.usage.total_tokens)
+                else:
                     yield {
                         "data": json.dumps(completion_chunk(rid, model, delta.index, delta.text, delta.finish_reason))
                     }

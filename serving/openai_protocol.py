@@ -82,8 +82,9 @@ def usage_dict(usage: Usage) -> dict[str, int]:
     }
 
 
-def _envelope(object_: str, request_id: str, model: str, result: GenerationResult, choices: list[dict],
-              extra: dict[str, Any]) -> dict[str, Any]:
+def _envelope(
+    object_: str, request_id: str, model: str, result: GenerationResult, choices: list[dict], extra: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "id": request_id,
         "object": object_,

@@ -1,0 +1,67 @@
+"""`rayrag keys create|list|revoke`: manage the gateway's API keys in the configured key store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from serving.middleware.keys import ANY, KeyLimits, KeyStore
+
+keys_app = typer.Typer(help="Create, list and revoke API keys (stored hashed; the key is shown once).")
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
+
+
+def _store(config: Path) -> KeyStore:
+    from rayrag.cli import DEFAULT_CONFIG, _config_path
+    from rayrag.config import load_config
+
+    settings = load_config(_config_path(config or DEFAULT_CONFIG))
+    return KeyStore(settings.serve.resolved(Path.cwd()).gateway.auth.store)
+
+
+@keys_app.command("create")
+def create(
+    tenant: Annotated[str, typer.Option(help="Tenant that owns the key.")],
+    index: Annotated[list[str] | None, typer.Option(help="Index the key may use (repeat; default: all).")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="Generator model the key may use (repeat; default: all).")
+    ] = None,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute (default: the config's).")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens per minute (default: the config's).")] = None,
+    budget: Annotated[int | None, typer.Option(help="Credit budget in tokens (default: the config's).")] = None,
+    config: ConfigOption = Path("configs/default.yaml"),
+) -> None:
+    """Issue a key; print it once."""
+    limits = KeyLimits(requests_per_minute=rpm, tokens_per_minute=tpm, credit_budget=budget)
+    key, principal = _store(config).create(tenant, index or [ANY], model or [ANY], limits)
+    typer.echo(key)
+    typer.echo(
+        f"key id {principal.key_id} for tenant {tenant!r}: indexes {principal.indexes}, models {principal.models}",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def list_keys(
+    config: ConfigOption = Path("configs/default.yaml"), as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Keys (ids, tenants, scopes, limits, revocation); never the secrets."""
+    principals = _store(config).list()
+    if as_json:
+        typer.echo(json.dumps([p.model_dump() for p in principals], indent=1))
+        return
+    for p in principals:
+        state = "revoked" if p.revoked else "active"
+        typer.echo(f"{p.key_id}  {p.tenant:<16} {state:<8} indexes={','.join(p.indexes)} models={','.join(p.models)}")
+
+
+@keys_app.command("revoke")
+def revoke(key_id: Annotated[str, typer.Argument(help="The key id shown by `create`/`list`.")],
+           config: ConfigOption = Path("configs/default.yaml")) -> None:  # fmt: skip
+    """Revoke a key at once (the next request with it gets 401)."""
+    if not _store(config).revoke(key_id):
+        raise typer.BadParameter(f"no active key {key_id!r}")
+    typer.echo(f"revoked {key_id}")

@@ -1,0 +1,1 @@
+"""Collaborators of the gateway that make it safe and accountable: keys and tenants, quotas."""
