@@ -150,6 +150,19 @@ class QuotaConfig(StrictModel):
     webhook_url: str | None = None  # POSTed a JSON alert when a threshold is crossed
 
 
+class GuardrailsConfig(StrictModel):
+    """Input and output checks of the gateway (serving/middleware/guardrails.py)."""
+
+    enabled: bool = True
+    injection: bool = True
+    injection_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    profanity: bool = True
+    profanity_threshold: float = Field(default=0.85, ge=0.0, le=1.0)
+    redact_pii: bool = False
+    system_prompt_leak: bool = True
+    leak_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+
+
 class GatewayConfig(StrictModel):
     """The HTTP edge: limits checked before any work is done, and the RAG prompt."""
 
@@ -166,6 +179,7 @@ class GatewayConfig(StrictModel):
     max_context_chars: PositiveInt = 4000  # retrieved text put in the prompt; small models have small contexts
     auth: AuthConfig = AuthConfig()
     quotas: QuotaConfig = QuotaConfig()
+    guardrails: GuardrailsConfig = GuardrailsConfig()
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=128)
 
 

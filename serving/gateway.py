@@ -28,6 +28,7 @@ from serving.openai_protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    ModerationRequest,
     SamplingFields,
     chat_chunk,
     chat_response,
@@ -104,7 +105,7 @@ class Gateway:
     @app.post("/v1/search", tags=["rag"], response_model=SearchResult)
     async def search(self, body: SearchRequest, request: Request) -> SearchResult:
         self.guard.check_index(self.guard.admit(request.headers), body.index)
-        self._check_chars(body.query, "query")
+        body = body.model_copy(update={"query": self.guard.screen(body.query, "query")})
         return await self.retriever.search.remote(body)
 
     @app.post("/v1/query", tags=["rag"], response_model=QueryResponse)
@@ -113,12 +114,13 @@ class Gateway:
         self.guard.check_index(who, body.index)
         if body.model is not None:
             self.guard.check_model(who, body.model)
-        self._check_chars(body.query, "query")
+        body = body.model_copy(update={"query": self.guard.screen(body.query, "query")})
         search = SearchRequest(**body.model_dump(include=set(SearchRequest.model_fields)))
         messages, result = await self._ground([Message(role="user", content=body.query)], search)
         generation = await self.router.generate.remote(
             self._generation(messages, None, body.max_tokens, body.temperature, request), body.model
         )
+        generation = self.guard.screen_result(generation)
         chunks = fit_context(result.chunks, self.config.max_context_chars)
         self.guard.charge(who, generation.usage.total_tokens)
         return QueryResponse(
@@ -136,7 +138,7 @@ class Gateway:
     async def embeddings(self, body: EmbeddingRequest, request: Request) -> dict:
         who = self.guard.admit(request.headers)
         for text in body.texts:
-            self._check_chars(text, "input")
+            self.guard.check_length(text, "input")
         await self._embedding_model(body.model, who)
         vectors, tokens = await self.retriever.embed.remote(body.texts)
         self.guard.charge(who, tokens)
@@ -147,43 +149,52 @@ class Gateway:
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
         who = self.guard.admit(request.headers)
-        self._check_chars("".join(m.content for m in body.messages), "messages")
-        messages, extra = body.messages, {}
+        messages, extra = self.guard.screen_messages(body.messages), {}
         index, generator = await self._route(body.model, who)
         if index is not None:
-            search = SearchRequest(query=question_of(body.messages), index=index)
-            messages, result = await self._ground(body.messages, search)
+            search = SearchRequest(query=question_of(messages), index=index)
+            messages, result = await self._ground(messages, search)
             extra = _rag_extra(result, self.config)
         generation = self._generation(messages, body, body.token_limit, body.temperature, request)
         rid = edge.request_id(request)
         if body.stream:
             chunks = self._chat_stream(rid, body.model, generation, generator, extra, who)
             return EventSourceResponse(chunks)
-        result = await self.router.generate.remote(generation, generator)
+        result = self.guard.screen_result(await self.router.generate.remote(generation, generator))
         self.guard.charge(who, result.usage.total_tokens)
         return JSONResponse(chat_response(rid, body.model, result, extra), headers=_backend_header(result.backend))
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(self, body: CompletionRequest, request: Request):
         who = self.guard.admit(request.headers)
-        self._check_chars(body.text, "prompt")
+        text = self.guard.screen(body.text, "prompt")
         index, generator = await self._route(body.model, who)
         rid, extra = edge.request_id(request), {}
         if index is not None:
             messages, result = await self._ground(
-                [Message(role="user", content=body.text)], SearchRequest(query=body.text, index=index)
+                [Message(role="user", content=text)], SearchRequest(query=text, index=index)
             )
             generation = self._generation(messages, body, body.token_limit, body.temperature, request)
             extra = _rag_extra(result, self.config)
         else:
-            generation = self._generation(None, body, body.token_limit, body.temperature, request, prompt=body.text)
+            generation = self._generation(None, body, body.token_limit, body.temperature, request, prompt=text)
         if body.stream:
             return EventSourceResponse(self._completion_stream(rid, body.model, generation, generator, who))
-        result = await self.router.generate.remote(generation, generator)
+        result = self.guard.screen_result(await self.router.generate.remote(generation, generator))
         self.guard.charge(who, result.usage.total_tokens)
         return JSONResponse(
             completion_response(rid, body.model, result, extra), headers=_backend_header(result.backend)
         )
+
+    @app.post("/v1/moderations", tags=["openai"])
+    async def moderations(self, body: ModerationRequest, request: Request) -> dict:
+        """The gateway's input guardrails as OpenAI's moderation endpoint."""
+        self.guard.admit(request.headers)
+        for text in body.texts:
+            self.guard.check_length(text, "input")
+        verdicts = [self.guard.guardrails.check(text) for text in body.texts]
+        results = [{"flagged": v.any, "categories": v.flagged, "category_scores": v.scores} for v in verdicts]
+        return {"id": f"modr-{edge.request_id(request)}", "model": "rayrag-guardrails", "results": results}
 
     @app.websocket("/v1/chat/ws")
     async def chat_socket(self, websocket: WebSocket) -> None:
@@ -202,13 +213,10 @@ class Gateway:
         try:
             who = self.guard.admit(websocket.headers)
             body = ChatCompletionRequest.model_validate_json(raw)
-            self._check_chars("".join(m.content for m in body.messages), "messages")
+            messages = self.guard.screen_messages(body.messages)
             index, generator = await self._route(body.model, who)
-            messages = body.messages
             if index is not None:
-                messages, _ = await self._ground(
-                    body.messages, SearchRequest(query=question_of(body.messages), index=index)
-                )
+                messages, _ = await self._ground(messages, SearchRequest(query=question_of(messages), index=index))
             generation = self._generation(messages, body, body.token_limit, body.temperature, None, rid=rid)
             async for delta in self.router.options(stream=True).stream.remote(generation, generator):
                 kind = "done" if delta.usage else "delta"
@@ -226,12 +234,6 @@ class Gateway:
             )
         except ServingError as exc:
             await websocket.send_json({"type": "error", **json.loads(edge.sse_error(exc, rid))})
-
-    def _check_chars(self, text: str, param: str) -> None:
-        if len(text) > self.config.max_input_chars:
-            raise LimitExceeded(
-                f"{param} is {len(text)} characters; the limit is {self.config.max_input_chars}", param=param
-            )
 
     async def _route(self, model: str, who: Principal) -> tuple[str | None, str | None]:
         """(index, None) for `rag:<index>`, (None, model) for a generator; unknown names are 404.
@@ -291,6 +293,7 @@ class Gateway:
     ) -> AsyncIterator[dict]:
         try:
             started: set[int] = set()
+            texts: dict[int, str] = {}
             async for delta in self.router.options(stream=True).stream.remote(generation, generator):
                 if delta.usage is not None:
                     self.guard.charge(who, delta.usage.total_tokens)
@@ -304,6 +307,10 @@ class Gateway:
                     continue
                 content = {"content": delta.text} | ({} if delta.index in started else {"role": "assistant"})
                 started.add(delta.index)
+                texts[delta.index] = texts.get(delta.index, "") + delta.text
+                if self.guard.guardrails.screen_output(texts[delta.index]):  # stop before more of it is sent
+                    yield {"data": json.dumps(chat_chunk(rid, model, delta.index, {}, "content_filter"))}
+                    break
                 yield {"data": json.dumps(chat_chunk(rid, model, delta.index, content, delta.finish_reason))}
         except Exception as exc:  # noqa: BLE001 - headers are sent; the error travels as an event
             yield {"data": edge.sse_error(unwrap(exc), rid)}

@@ -63,15 +63,22 @@ class CompletionRequest(SamplingFields):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
-class EmbeddingRequest(_Lenient):
-    model: str
+class _TextsInput(_Lenient):
     input: str | list[str] = Field(min_length=1)
-    encoding_format: Literal["float", "base64"] = "float"
-    user: str | None = None
 
     @property
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class EmbeddingRequest(_TextsInput):
+    model: str
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+
+
+class ModerationRequest(_TextsInput):
+    model: str | None = None
 
 
 def usage_dict(usage: Usage) -> dict[str, int]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from serving.config import GatewayConfig
+from serving.errors import LimitExceeded
+from serving.generator.protocol import GenerationResult, Message
 from serving.middleware.auth import Authenticator
+from serving.middleware.guardrails import Guardrails
 from serving.middleware.keys import Principal
 from serving.middleware.quotas import Quotas
 
@@ -14,6 +17,8 @@ class Guard:
     def __init__(self, config: GatewayConfig, auth: Authenticator | None = None, quotas: Quotas | None = None) -> None:
         self.auth = auth or Authenticator(config.auth)
         self.quotas = quotas or Quotas(config.quotas)
+        self.guardrails = Guardrails(config.guardrails, config.system_prompt)
+        self.max_input_chars = config.max_input_chars
 
     @property
     def private(self) -> bool:
@@ -34,3 +39,29 @@ class Guard:
 
     def charge(self, who: Principal, tokens: int) -> None:
         self.quotas.charge(who, tokens)
+
+    def check_length(self, text: str, param: str) -> None:
+        if len(text) > self.max_input_chars:
+            message = f"{param} is {len(text)} characters; the limit is {self.max_input_chars}"
+            raise LimitExceeded(message, param=param)
+
+    def screen(self, text: str, param: str) -> str:
+        """Length limit, then the input guardrails; the text to use (PII redacted when configured)."""
+        self.check_length(text, param)
+        return self.guardrails.screen_input(text, param)
+
+    def screen_messages(self, messages: list[Message]) -> list[Message]:
+        """User turns checked and (if configured) redacted; the length limit is on the whole conversation."""
+        self.check_length("".join(m.content for m in messages), "messages")
+        return [m.model_copy(update={"content": self.guardrails.screen_input(m.content, "messages")}) if m.role == "user" else m
+                for m in messages]  # fmt: skip
+
+    def screen_result(self, result: GenerationResult) -> GenerationResult:
+        """Withhold answers that fail an output check, the OpenAI way: empty text, finish_reason content_filter."""
+        choices = []
+        for choice in result.choices:
+            violated = self.guardrails.screen_output(choice.text)
+            choices.append(
+                choice.model_copy(update={"text": "", "finish_reason": "content_filter"}) if violated else choice
+            )
+        return result.model_copy(update={"choices": choices})
