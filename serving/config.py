@@ -171,10 +171,8 @@ class GatewayConfig(StrictModel):
     max_input_chars: PositiveInt = 8000
     max_tokens_cap: PositiveInt = 512
     default_max_tokens: PositiveInt = 128
-    system_prompt: str = (
-        "You answer questions using only the numbered context passages. Cite passages as [n]. "
-        "If the context does not contain the answer, say you do not know."
-    )
+    prompts_dir: Path = Path("configs/prompts")  # versioned templates, see serving/prompts.py
+    default_prompt: str = "rag_answer@1"  # `name` (its latest version) or `name@version`
     snippet_chars: PositiveInt = 240
     max_context_chars: PositiveInt = 4000  # retrieved text put in the prompt; small models have small contexts
     auth: AuthConfig = AuthConfig()
@@ -206,5 +204,6 @@ class ServeConfig(StrictModel):
         gateway = self.gateway.model_copy(update={
             "auth": self.gateway.auth.model_copy(update={"store": (base / self.gateway.auth.store).resolve()}),
             "quotas": self.gateway.quotas.model_copy(update={"sqlite_path": (base / self.gateway.quotas.sqlite_path).resolve()}),
+            "prompts_dir": (base / self.gateway.prompts_dir).resolve(),
         })  # fmt: skip
         return self.model_copy(update={"retriever": retriever, "gateway": gateway})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -38,6 +39,7 @@ from serving.openai_protocol import (
     model_card,
     usage_dict,
 )
+from serving.prompts import PromptRegistry
 from serving.protocol import QueryRequest, QueryResponse, SearchRequest, SearchResult
 from serving.rag import citations, fit_context, grounded_messages, question_of
 
@@ -46,10 +48,21 @@ def _backend_header(backend: str) -> dict[str, str]:
     return {"x-rayrag-backend": backend}
 
 
-def _rag_extra(result: SearchResult, config: GatewayConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Grounding:
+    """A RAG request after retrieval: the messages to generate from, what was found, the prompt used."""
+
+    messages: list[Message]
+    result: SearchResult
+    prompt: str
+
+
+def _rag_extra(grounded: Grounding, config: GatewayConfig) -> dict[str, Any]:
+    result = grounded.result
     chunks = fit_context(result.chunks, config.max_context_chars)
     return {
         "index": result.index,
+        "prompt": grounded.prompt,
         "index_version": result.version,
         "citations": [c.model_dump() for c in citations(chunks, config.snippet_chars)],
     }
@@ -66,7 +79,9 @@ class Gateway:
         self.config = config
         self.retriever = retriever
         self.router = router
-        self.guard = guard or Guard(config)
+        self.prompts = PromptRegistry.load(config.prompts_dir, config.default_prompt)
+        # the leak check compares answers with the instructions only (quoting passages is the point)
+        self.guard = guard or Guard(config, system_prompt=self.prompts.default.render([]))
 
     # -- health and catalogue --------------------------------------------------------------------
 
@@ -116,7 +131,8 @@ class Gateway:
             self.guard.check_model(who, body.model)
         body = body.model_copy(update={"query": self.guard.screen(body.query, "query")})
         search = SearchRequest(**body.model_dump(include=set(SearchRequest.model_fields)))
-        messages, result = await self._ground([Message(role="user", content=body.query)], search)
+        grounded = await self._ground([Message(role="user", content=body.query)], search, body.prompt_template)
+        messages, result = grounded.messages, grounded.result
         generation = await self.router.generate.remote(
             self._generation(messages, None, body.max_tokens, body.temperature, request), body.model
         )
@@ -132,6 +148,7 @@ class Gateway:
             model=generation.model,
             backend=generation.backend,
             usage=usage_dict(generation.usage),
+            prompt=grounded.prompt,
         )
 
     @app.post("/v1/embeddings", tags=["openai"])
@@ -153,8 +170,8 @@ class Gateway:
         index, generator = await self._route(body.model, who)
         if index is not None:
             search = SearchRequest(query=question_of(messages), index=index)
-            messages, result = await self._ground(messages, search)
-            extra = _rag_extra(result, self.config)
+            grounded = await self._ground(messages, search, body.prompt_template)
+            messages, extra = grounded.messages, _rag_extra(grounded, self.config)
         generation = self._generation(messages, body, body.token_limit, body.temperature, request)
         rid = edge.request_id(request)
         if body.stream:
@@ -171,11 +188,10 @@ class Gateway:
         index, generator = await self._route(body.model, who)
         rid, extra = edge.request_id(request), {}
         if index is not None:
-            messages, result = await self._ground(
-                [Message(role="user", content=text)], SearchRequest(query=text, index=index)
-            )
-            generation = self._generation(messages, body, body.token_limit, body.temperature, request)
-            extra = _rag_extra(result, self.config)
+            search = SearchRequest(query=text, index=index)
+            grounded = await self._ground([Message(role="user", content=text)], search, body.prompt_template)
+            generation = self._generation(grounded.messages, body, body.token_limit, body.temperature, request)
+            extra = _rag_extra(grounded, self.config)
         else:
             generation = self._generation(None, body, body.token_limit, body.temperature, request, prompt=text)
         if body.stream:
@@ -216,7 +232,8 @@ class Gateway:
             messages = self.guard.screen_messages(body.messages)
             index, generator = await self._route(body.model, who)
             if index is not None:
-                messages, _ = await self._ground(messages, SearchRequest(query=question_of(messages), index=index))
+                search = SearchRequest(query=question_of(messages), index=index)
+                messages = (await self._ground(messages, search, body.prompt_template)).messages
             generation = self._generation(messages, body, body.token_limit, body.temperature, None, rid=rid)
             async for delta in self.router.options(stream=True).stream.remote(generation, generator):
                 kind = "done" if delta.usage else "delta"
@@ -258,10 +275,11 @@ class Gateway:
                 param="model",
             )
 
-    async def _ground(self, messages: list[Message], search: SearchRequest) -> tuple[list[Message], SearchResult]:
+    async def _ground(self, messages: list[Message], search: SearchRequest, prompt: str | None) -> Grounding:
+        template = self.prompts.get(prompt)
         result = await self.retriever.search.remote(search)
         chunks = fit_context(result.chunks, self.config.max_context_chars)
-        return grounded_messages(self.config.system_prompt, messages, chunks), result
+        return Grounding(grounded_messages(template.render(chunks), messages), result, template.ref)
 
     def _generation(
         self,

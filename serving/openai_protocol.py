@@ -34,6 +34,7 @@ class SamplingFields(_Lenient):
     seed: int | None = None
     stream: bool = False
     user: str | None = None
+    prompt_template: str | None = None  # rayrag: versioned RAG prompt (`name` or `name@version`)
 
     @property
     def stop_list(self) -> list[str]:

@@ -76,6 +76,7 @@ class QueryRequest(SearchRequest):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     model: str | None = Field(default=None, description="generator; null: the router's choice")
+    prompt_template: str | None = Field(default=None, description="`name` or `name@version`; null: the default")
 
 
 class QueryResponse(BaseModel):
@@ -87,3 +88,4 @@ class QueryResponse(BaseModel):
     model: str
     backend: str
     usage: dict[str, int]
+    prompt: str

@@ -28,11 +28,10 @@ def fit_context(chunks: list[ScoredChunk], max_chars: int) -> list[ScoredChunk]:
     return kept
 
 
-def grounded_messages(system_prompt: str, messages: list[Message], chunks: list[ScoredChunk]) -> list[Message]:
-    """System prompt + numbered passages, then the conversation without its own system turns."""
-    passages = "\n\n".join(f"[{n}] {c.title or c.source}: {c.text}" for n, c in enumerate(chunks, start=1))
-    system = Message(role="system", content=f"{system_prompt}\n\nContext:\n{passages}")
-    return [system, *(m for m in messages if m.role != "system")]
+def grounded_messages(system: str, messages: list[Message]) -> list[Message]:
+    """The rendered system prompt (instructions + passages), then the conversation without the
+    client's own system turns: in a RAG request the instructions are the platform's."""
+    return [Message(role="system", content=system), *(m for m in messages if m.role != "system")]
 
 
 CITED_FIELDS = {"chunk_id", "source", "title", "section", "page", "score"}

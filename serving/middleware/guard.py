@@ -14,10 +14,11 @@ from serving.middleware.quotas import Quotas
 
 
 class Guard:
-    def __init__(self, config: GatewayConfig, auth: Authenticator | None = None, quotas: Quotas | None = None) -> None:
+    def __init__(self, config: GatewayConfig, auth: Authenticator | None = None, quotas: Quotas | None = None,
+                 system_prompt: str = "") -> None:  # fmt: skip
         self.auth = auth or Authenticator(config.auth)
         self.quotas = quotas or Quotas(config.quotas)
-        self.guardrails = Guardrails(config.guardrails, config.system_prompt)
+        self.guardrails = Guardrails(config.guardrails, system_prompt)
         self.max_input_chars = config.max_input_chars
 
     @property

@@ -126,6 +126,21 @@ def test_rag_answers_cite_the_right_document(client, app):
     ).json()
     assert body["citations"][0]["source"] == "tides.md" and body["answer"].strip()
     assert body["backend"] in {"vllm", "llama_cpp"} and body["usage"]["total_tokens"] > 0
+    assert reply.rayrag["prompt"] == body["prompt"] == "rag_answer@1"  # the configured default, recorded
+
+
+def test_a_request_picks_a_prompt_version(client, app):
+    pinned = {"query": "What causes spring tides?", "index": "test", "prompt_template": "rag_answer@2", "max_tokens": 4}
+    assert httpx.post(f"{app['url']}/v1/query", json=pinned, timeout=120).json()["prompt"] == "rag_answer@2"
+    reply = client.chat.completions.create(
+        model="rag:test",
+        messages=[{"role": "user", "content": "What is a volcano?"}],
+        max_tokens=4,
+        extra_body={"prompt_template": "rag_answer"},
+    )
+    assert reply.rayrag["prompt"] == "rag_answer@2"  # a bare name means its latest version
+    missing = httpx.post(f"{app['url']}/v1/query", json=pinned | {"prompt_template": "nope@1"}, timeout=60)
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "prompt"
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid", "mmr"])

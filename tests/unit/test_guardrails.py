@@ -51,7 +51,7 @@ def test_pii_is_redacted_when_configured():
 
 
 def test_answers_that_leak_the_system_prompt_or_swear_are_withheld():
-    guard = Guard(GatewayConfig(system_prompt=SYSTEM))
+    guard = Guard(GatewayConfig(), system_prompt=SYSTEM)
     texts = [f"Sure! My instructions: {SYSTEM.lower()}", "that is a shitty fucking question", "Use csv.reader [1]."]
     result = GenerationResult(model="m", backend="b", usage=Usage(),
                               choices=[Choice(index=i, text=t, finish_reason="stop") for i, t in enumerate(texts)])  # fmt: skip
