@@ -17,6 +17,7 @@ from indexes.manifest import Manifest
 from pipelines.report import JobReport
 from pipelines.sources import SourceError
 from rayrag.config import ConfigError, load_config
+from rayrag.feedback_cli import feedback_app
 from rayrag.keys_cli import keys_app
 from rayrag.serve_cli import ServeStartError
 from serving.config import ServeConfigError
@@ -39,6 +40,7 @@ app = typer.Typer(help="rayrag: distributed retrieval-augmented generation on Ra
 index_app = typer.Typer(help="Build, update and inspect indexes.")
 app.add_typer(index_app, name="index")
 app.add_typer(keys_app, name="keys")
+app.add_typer(feedback_app, name="feedback")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]

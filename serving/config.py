@@ -163,6 +163,13 @@ class GuardrailsConfig(StrictModel):
     leak_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
 
 
+class RecordsConfig(StrictModel):
+    """Explanation records of answers (and their feedback), by request id."""
+
+    enabled: bool = True
+    path: Path = Path(".rayrag/records.sqlite")
+
+
 class GatewayConfig(StrictModel):
     """The HTTP edge: limits checked before any work is done, and the RAG prompt."""
 
@@ -178,6 +185,7 @@ class GatewayConfig(StrictModel):
     auth: AuthConfig = AuthConfig()
     quotas: QuotaConfig = QuotaConfig()
     guardrails: GuardrailsConfig = GuardrailsConfig()
+    records: RecordsConfig = RecordsConfig()
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=128)
 
 
@@ -205,5 +213,6 @@ class ServeConfig(StrictModel):
             "auth": self.gateway.auth.model_copy(update={"store": (base / self.gateway.auth.store).resolve()}),
             "quotas": self.gateway.quotas.model_copy(update={"sqlite_path": (base / self.gateway.quotas.sqlite_path).resolve()}),
             "prompts_dir": (base / self.gateway.prompts_dir).resolve(),
+            "records": self.gateway.records.model_copy(update={"path": (base / self.gateway.records.path).resolve()}),
         })  # fmt: skip
         return self.model_copy(update={"retriever": retriever, "gateway": gateway})

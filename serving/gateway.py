@@ -20,10 +20,11 @@ from sse_starlette.sse import EventSourceResponse
 
 from serving import edge
 from serving.config import GatewayConfig
-from serving.errors import LimitExceeded, ModelNotFound, ServingError, unwrap
-from serving.generator.protocol import GenerationRequest, Message
+from serving.errors import LimitExceeded, ModelNotFound, NotFound, ServingError, unwrap
+from serving.generator.protocol import GenerationRequest, GenerationResult, Message
 from serving.middleware.guard import Guard
 from serving.middleware.keys import Principal
+from serving.middleware.records import AnswerRecord, Feedback, RecordStore
 from serving.openai_protocol import (
     RAG_PREFIX,
     ChatCompletionRequest,
@@ -82,6 +83,7 @@ class Gateway:
         self.prompts = PromptRegistry.load(config.prompts_dir, config.default_prompt)
         # the leak check compares answers with the instructions only (quoting passages is the point)
         self.guard = guard or Guard(config, system_prompt=self.prompts.default.render([]))
+        self.records = RecordStore(config.records.path) if config.records.enabled else None
 
     # -- health and catalogue --------------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class Gateway:
         generation = self.guard.screen_result(generation)
         chunks = fit_context(result.chunks, self.config.max_context_chars)
         self.guard.charge(who, generation.usage.total_tokens)
+        self._remember(edge.request_id(request), who, "query", generation, _rag_extra(grounded, self.config))
         return QueryResponse(
             id=edge.request_id(request),
             answer=generation.choices[0].text,
@@ -179,6 +182,7 @@ class Gateway:
             return EventSourceResponse(chunks)
         result = self.guard.screen_result(await self.router.generate.remote(generation, generator))
         self.guard.charge(who, result.usage.total_tokens)
+        self._remember(rid, who, "chat", result, extra)
         return JSONResponse(chat_response(rid, body.model, result, extra), headers=_backend_header(result.backend))
 
     @app.post("/v1/completions", tags=["openai"])
@@ -198,6 +202,7 @@ class Gateway:
             return EventSourceResponse(self._completion_stream(rid, body.model, generation, generator, who))
         result = self.guard.screen_result(await self.router.generate.remote(generation, generator))
         self.guard.charge(who, result.usage.total_tokens)
+        self._remember(rid, who, "completion", result, extra)
         return JSONResponse(
             completion_response(rid, body.model, result, extra), headers=_backend_header(result.backend)
         )
@@ -211,6 +216,19 @@ class Gateway:
         verdicts = [self.guard.guardrails.check(text) for text in body.texts]
         results = [{"flagged": v.any, "categories": v.flagged, "category_scores": v.scores} for v in verdicts]
         return {"id": f"modr-{edge.request_id(request)}", "model": "rayrag-guardrails", "results": results}
+
+    @app.get("/v1/records/{request_id}", tags=["rag"])
+    async def record(self, request_id: str, request: Request) -> dict:
+        """How an answer was made: chunks and scores, prompt and index versions, model, backend, usage, feedback."""
+        who = self.guard.admit(request.headers)
+        return self._records().get(request_id, who.tenant)
+
+    @app.post("/v1/feedback", tags=["rag"])
+    async def feedback(self, body: Feedback, request: Request) -> dict:
+        """Thumbs up/down (and a comment) on an answer, stored with its record for evaluation."""
+        who = self.guard.admit(request.headers)
+        self._records().add_feedback(body, who.tenant)
+        return {"request_id": body.request_id, "stored": True}
 
     @app.websocket("/v1/chat/ws")
     async def chat_socket(self, websocket: WebSocket) -> None:
@@ -251,6 +269,22 @@ class Gateway:
             )
         except ServingError as exc:
             await websocket.send_json({"type": "error", **json.loads(edge.sse_error(exc, rid))})
+
+    def _records(self) -> RecordStore:
+        if self.records is None:
+            raise NotFound("answer records are turned off (serve.gateway.records.enabled)", code="records_disabled")
+        return self.records
+
+    def _remember(self, rid: str, who: Principal, endpoint: str, result: GenerationResult, extra: dict) -> None:
+        if self.records is None:
+            return
+        chunks = [{k: c[k] for k in ("chunk_id", "source", "score")} for c in extra.get("citations", [])]
+        self.records.save(AnswerRecord(
+            request_id=rid, tenant=who.tenant, key_id=who.key_id, endpoint=endpoint, model=result.model,
+            backend=result.backend, prompt=extra.get("prompt"), index=extra.get("index"),
+            index_version=extra.get("index_version"), chunks=chunks, usage=usage_dict(result.usage),
+            finish_reasons=[c.finish_reason for c in result.choices],
+        ))  # fmt: skip
 
     async def _route(self, model: str, who: Principal) -> tuple[str | None, str | None]:
         """(index, None) for `rag:<index>`, (None, model) for a generator; unknown names are 404.
@@ -315,6 +349,8 @@ class Gateway:
             async for delta in self.router.options(stream=True).stream.remote(generation, generator):
                 if delta.usage is not None:
                     self.guard.charge(who, delta.usage.total_tokens)
+                    streamed = GenerationResult(model=model, backend=delta.backend, choices=[], usage=delta.usage)
+                    self._remember(rid, who, "chat", streamed, extra)
                     rayrag = {"backend": delta.backend, **extra}
                     yield {
                         "data": json.dumps(

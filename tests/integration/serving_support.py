@@ -55,6 +55,7 @@ def serve_settings(index_root: Path, port: int, **sections) -> dict:
             "max_input_chars": 2000,
             "max_tokens_cap": 64,
             "default_max_tokens": 16,
+            "records": {"path": str(index_root.parent / "records.sqlite")},
             "deployment": zero,
         },
     } | sections

@@ -12,6 +12,7 @@ from ray import serve
 
 from serving.app import build_app
 from serving.middleware.keys import KeyLimits, KeyStore
+from serving.middleware.records import RecordStore
 from tests.integration.conftest import job_config, run_job
 from tests.integration.serving_support import free_port, make_corpus, serve_settings, wait_for
 
@@ -50,7 +51,7 @@ def secure(ray_cluster, tmp_path_factory, redis_url):
     url = f"http://127.0.0.1:{port}"
     for name in ("sqlite", "redis"):
         wait_for(f"{url}/{name}/readyz", lambda r: r.status_code == 200)
-    yield {"url": url, "keys": keys}
+    yield {"url": url, "keys": keys, "root": root}
     serve.shutdown()
 
 
@@ -109,3 +110,22 @@ def test_spent_credit_budget_stops_the_key(secure):
     with pytest.raises(openai.RateLimitError) as stopped:
         budget.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert stopped.value.body["code"] == "insufficient_quota"
+
+
+def test_answer_records_and_feedback_are_per_tenant(secure):
+    acme_headers = {"authorization": f"Bearer {secure['keys']['acme']}"}
+    other_headers = {"authorization": f"Bearer {secure['keys']['other']}"}
+    reply = client(secure, secure["keys"]["acme"]).chat.completions.create(
+        model="rag:test", messages=[{"role": "user", "content": "What makes sourdough rise?"}], max_tokens=4
+    )
+    url = f"{secure['url']}/sqlite/v1"
+    record = httpx.get(f"{url}/records/{reply.id}", headers=acme_headers).json()
+    assert record["prompt"] == "rag_answer@1" and record["backend"] == "llama_cpp" and record["index"] == "test"
+    assert record["chunks"][0]["source"] == "sourdough.md" and record["usage"]["total_tokens"] > 0
+    assert httpx.get(f"{url}/records/{reply.id}", headers=other_headers).status_code == 404
+    feedback = {"request_id": reply.id, "rating": "down", "comment": "too short"}
+    assert httpx.post(f"{url}/feedback", json=feedback, headers=other_headers).status_code == 404
+    assert httpx.post(f"{url}/feedback", json=feedback, headers=acme_headers).json()["stored"]
+    assert httpx.post(f"{url}/feedback", json=feedback | {"rating": "meh"}, headers=acme_headers).status_code == 400
+    exported = list(RecordStore(secure["root"] / "records.sqlite").export())
+    assert [(r["request_id"], r["feedback"]["rating"]) for r in exported] == [(reply.id, "down")]
