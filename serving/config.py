@@ -170,6 +170,15 @@ class RecordsConfig(StrictModel):
     path: Path = Path(".rayrag/records.sqlite")
 
 
+class CacheConfig(StrictModel):
+    """Semantic cache of RAG answers (serving/middleware/cache.py)."""
+
+    enabled: bool = False
+    path: Path = Path(".rayrag/cache.sqlite")
+    threshold: float = Field(default=0.95, gt=0.0, le=1.0)  # cosine of the question embeddings
+    ttl_s: PositiveFloat = 86_400.0
+
+
 class GatewayConfig(StrictModel):
     """The HTTP edge: limits checked before any work is done, and the RAG prompt."""
 
@@ -186,6 +195,7 @@ class GatewayConfig(StrictModel):
     quotas: QuotaConfig = QuotaConfig()
     guardrails: GuardrailsConfig = GuardrailsConfig()
     records: RecordsConfig = RecordsConfig()
+    cache: CacheConfig = CacheConfig()
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=128)
 
 
@@ -214,5 +224,6 @@ class ServeConfig(StrictModel):
             "quotas": self.gateway.quotas.model_copy(update={"sqlite_path": (base / self.gateway.quotas.sqlite_path).resolve()}),
             "prompts_dir": (base / self.gateway.prompts_dir).resolve(),
             "records": self.gateway.records.model_copy(update={"path": (base / self.gateway.records.path).resolve()}),
+            "cache": self.gateway.cache.model_copy(update={"path": (base / self.gateway.cache.path).resolve()}),
         })  # fmt: skip
         return self.model_copy(update={"retriever": retriever, "gateway": gateway})

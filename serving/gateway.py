@@ -8,6 +8,7 @@ deployment handles. Errors are mapped once, in `serving.edge`.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from serving import edge
 from serving.config import GatewayConfig
 from serving.errors import LimitExceeded, ModelNotFound, NotFound, ServingError, unwrap
 from serving.generator.protocol import GenerationRequest, GenerationResult, Message
+from serving.middleware.cache import SemanticCache, partition_key
 from serving.middleware.guard import Guard
 from serving.middleware.keys import Principal
 from serving.middleware.records import AnswerRecord, Feedback, RecordStore
@@ -47,6 +49,17 @@ from serving.rag import citations, fit_context, grounded_messages, question_of
 
 def _backend_header(backend: str) -> dict[str, str]:
     return {"x-rayrag-backend": backend}
+
+
+@dataclass(frozen=True)
+class CacheProbe:
+    """A RAG question looked up in the semantic cache: where it belongs and what was found."""
+
+    partition: str
+    version: str
+    question: str
+    vector: list[float]
+    hit: tuple[dict, float] | None
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,7 @@ class Gateway:
         # the leak check compares answers with the instructions only (quoting passages is the point)
         self.guard = guard or Guard(config, system_prompt=self.prompts.default.render([]))
         self.records = RecordStore(config.records.path) if config.records.enabled else None
+        self.cache = SemanticCache(config.cache) if config.cache.enabled else None
 
     # -- health and catalogue --------------------------------------------------------------------
 
@@ -171,19 +185,26 @@ class Gateway:
         who = self.guard.admit(request.headers)
         messages, extra = self.guard.screen_messages(body.messages), {}
         index, generator = await self._route(body.model, who)
+        rid, probe = edge.request_id(request), None
         if index is not None:
+            probe = await self._cache_probe(who, index, messages, body)
+            if probe is not None and probe.hit is not None:
+                return self._cached_reply(rid, who, probe)
             search = SearchRequest(query=question_of(messages), index=index)
             grounded = await self._ground(messages, search, body.prompt_template)
             messages, extra = grounded.messages, _rag_extra(grounded, self.config)
         generation = self._generation(messages, body, body.token_limit, body.temperature, request)
-        rid = edge.request_id(request)
         if body.stream:
             chunks = self._chat_stream(rid, body.model, generation, generator, extra, who)
             return EventSourceResponse(chunks)
         result = self.guard.screen_result(await self.router.generate.remote(generation, generator))
         self.guard.charge(who, result.usage.total_tokens)
         self._remember(rid, who, "chat", result, extra)
-        return JSONResponse(chat_response(rid, body.model, result, extra), headers=_backend_header(result.backend))
+        reply = chat_response(rid, body.model, result, extra)
+        if probe is not None:
+            self.cache.store(probe.partition, index, probe.version, probe.question, probe.vector, reply)
+        headers = _backend_header(result.backend) | ({"x-rayrag-cache": "miss"} if probe is not None else {})
+        return JSONResponse(reply, headers=headers)
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(self, body: CompletionRequest, request: Request):
@@ -269,6 +290,31 @@ class Gateway:
             )
         except ServingError as exc:
             await websocket.send_json({"type": "error", **json.loads(edge.sse_error(exc, rid))})
+
+    async def _cache_probe(self, who: Principal, index: str, messages: list[Message], body: ChatCompletionRequest):
+        """Look the question up in the semantic cache; None when the cache does not apply (off,
+        streaming, or a multi-turn conversation, whose answer depends on more than the question)."""
+        if self.cache is None or body.stream or sum(m.role != "system" for m in messages) != 1:
+            return None
+        question = question_of(messages)
+        version = (await self.retriever.describe.remote())[index]["version"]
+        self.cache.observe_version(index, version)
+        vectors, _ = await self.retriever.embed.remote([question])
+        params = body.model_dump(
+            include={"max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stop", "seed"}
+        )
+        prompt = self.prompts.get(body.prompt_template).ref
+        partition = partition_key(
+            tenant=who.tenant, index=index, version=version, prompt=prompt, model=body.model, **params
+        )
+        return CacheProbe(partition, version, question, vectors[0], self.cache.lookup(partition, vectors[0]))
+
+    def _cached_reply(self, rid: str, who: Principal, probe: CacheProbe) -> JSONResponse:
+        cached, similarity = probe.hit
+        reply = cached | {"id": rid, "created": int(time.time())}
+        reply["rayrag"] = cached["rayrag"] | {"cache": {"hit": True, "similarity": round(similarity, 4)}}
+        headers = {"x-rayrag-cache": "hit", "x-rayrag-cache-similarity": f"{similarity:.4f}"}
+        return JSONResponse(reply, headers=headers | _backend_header(cached["rayrag"]["backend"]))
 
     def _records(self) -> RecordStore:
         if self.records is None:

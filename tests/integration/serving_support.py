@@ -56,6 +56,7 @@ def serve_settings(index_root: Path, port: int, **sections) -> dict:
             "max_tokens_cap": 64,
             "default_max_tokens": 16,
             "records": {"path": str(index_root.parent / "records.sqlite")},
+            "cache": {"enabled": True, "path": str(index_root.parent / "cache.sqlite"), "threshold": 0.95},
             "deployment": zero,
         },
     } | sections

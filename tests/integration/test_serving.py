@@ -307,6 +307,27 @@ def test_reindex_while_querying_drops_nothing(app):
     assert results[-1][1]["chunks"][0]["source"] == "glaciers.md"
 
 
+def test_semantic_cache_hits_paraphrases_and_a_reindex_invalidates(app):
+    url = f"{app['url']}/v1/chat/completions"
+
+    def ask(question: str, max_tokens: int = 6, history: list | None = None) -> httpx.Response:
+        messages = [*(history or []), {"role": "user", "content": question}]
+        return httpx.post(url, json={"model": "rag:test", "messages": messages, "max_tokens": max_tokens}, timeout=120)
+
+    first = ask("Which phases of the Moon give spring tides?")
+    again = ask("which phases of the moon give spring tides")
+    assert first.headers["x-rayrag-cache"] == "miss" and again.headers["x-rayrag-cache"] == "hit"
+    assert again.json()["choices"] == first.json()["choices"] and again.json()["rayrag"]["cache"]["hit"]
+    assert ask("Which phases of the Moon give spring tides?", max_tokens=7).headers["x-rayrag-cache"] == "miss"
+    history = [{"role": "user", "content": "Tell me about tides."}, {"role": "assistant", "content": "They rise."}]
+    assert "x-rayrag-cache" not in ask("Which phases of the Moon give spring tides?", history=history).headers
+    before = httpx.post(f"{app['url']}/v1/search", json={"query": "tides", "index": "test"}).json()["version"]
+    write_corpus(app["corpus"], {"estuaries.md": "# Estuaries\n\nAn estuary is where a river meets the sea.\n"})
+    run_job(app["config"], app["corpus"])
+    wait_for(f"{app['url']}/readyz", lambda r: r.json()["indexes"]["test"]["version"] != before, timeout_s=60)
+    assert ask("which phases of the moon give spring tides").headers["x-rayrag-cache"] == "miss"
+
+
 def test_killing_the_primary_mid_traffic_fails_no_request(app, client):
     """In-flight requests on a killed vLLM replica are answered again by the fallback."""
     replies, errors = [], []

@@ -1,0 +1,87 @@
+"""Semantic answer cache: reuse an answer when a new question means the same as a cached one.
+
+An entry is reusable only inside its partition, the hash of everything that changes an answer
+besides the wording: tenant, index and its version, prompt version, model and generation parameters.
+Within a partition the nearest cached question (cosine of unit vectors) must reach `threshold`.
+A new index version is a new partition, so a reindex is never served stale answers; entries of the
+old version are dropped the first time the new one is seen. SQLite holds the entries (shared by the
+replicas of one node); the search is a brute-force dot product over one partition's vectors, which
+stays well under a millisecond for the few thousand questions a partition holds between reindexes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from serving.config import CacheConfig
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cache (
+  partition TEXT NOT NULL, index_name TEXT NOT NULL, index_version TEXT NOT NULL, question TEXT NOT NULL,
+  vector BLOB NOT NULL, response TEXT NOT NULL, created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cache_partition ON cache (partition);
+"""
+
+
+def partition_key(**parts: Any) -> str:
+    """A stable hash of the answer-shaping parameters (order-independent)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class SemanticCache:
+    def __init__(self, config: CacheConfig) -> None:
+        self.config = config
+        config.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(config.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._versions: dict[str, str] = {}
+
+    def lookup(self, partition: str, vector: np.ndarray) -> tuple[dict[str, Any], float] | None:
+        """The cached response of the nearest question in the partition and its similarity, or None."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT vector, response FROM cache WHERE partition = ? AND created > ?",
+                (partition, time.time() - self.config.ttl_s),
+            ).fetchall()
+        if not rows:
+            return None
+        vectors = np.stack([np.frombuffer(v, dtype=np.float32) for v, _ in rows])
+        similarities = vectors @ np.asarray(vector, dtype=np.float32)
+        best = int(np.argmax(similarities))
+        if similarities[best] < self.config.threshold:
+            return None
+        return json.loads(rows[best][1]), float(similarities[best])
+
+    def store(
+        self, partition: str, index: str, version: str, question: str, vector: np.ndarray, response: dict
+    ) -> None:
+        row = (
+            partition,
+            index,
+            version,
+            question,
+            np.asarray(vector, dtype=np.float32).tobytes(),
+            json.dumps(response),
+            time.time(),
+        )
+        with self._lock:
+            self._db.execute("INSERT INTO cache VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+
+    def observe_version(self, index: str, version: str) -> int:
+        """Drop the entries of `index` made on other versions when a new version shows up; how many."""
+        if self._versions.get(index) == version:
+            return 0
+        self._versions[index] = version
+        with self._lock:
+            done = self._db.execute("DELETE FROM cache WHERE index_name = ? AND index_version != ?", (index, version))
+        return done.rowcount
