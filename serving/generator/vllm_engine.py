@@ -46,6 +46,12 @@ class VllmGenerator(GeneratorBase):
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("vLLM engine failed to start")
 
+    def __del__(self) -> None:
+        """Serve calls this on graceful replica shutdown: stop vLLM's EngineCore child process with us."""
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()
+
     def check_health(self) -> None:
         """Serve restarts the replica when an engine that was running has died."""
         if self.engine is not None and getattr(self.engine, "errored", False):
