@@ -1,8 +1,8 @@
-"""The gateway's work behind its routes (serving/gateway.py holds the routes themselves).
+"""The gateway's work behind its routes (the routes are in serving/gateway.py).
 
-It validates and limits requests, resolves `model` (`rag:<index>` answers from that index, a
-plain name calls the generator), and talks to the retriever and the router through injected
-deployment handles. Errors are mapped once, in `serving.edge`.
+Resolving `model` (`rag:<index>` or a generator), grounding a question in retrieved passages with a
+versioned prompt, streaming as SSE or websocket events with output guardrails, the semantic cache and
+the answer records. Collaborators (retriever and router handles, the guard) are injected.
 """
 
 from __future__ import annotations
