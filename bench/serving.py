@@ -4,6 +4,8 @@
   the p50 of the same query embedded and searched in-process (SentenceTransformer.encode + faiss).
 - fallback_vs_llama_cpp: completion tokens/s through `/v1/completions` (router -> llama.cpp
   deployment) divided by tokens/s of a bare `llama_cpp.Llama` on the same GGUF and prompt.
+- cache_hit_vs_miss: p50 of a RAG chat answered from the semantic cache over the same chat answered
+  by retrieval + generation (`cache_hit_p50_ms` is the absolute figure).
 - cold_start_s: seconds from launching `serve run <yaml>` to the first answered `/v1/query`
   (and `cold_start_primary_s`: until vLLM itself answers), for the configs/serve.yaml app.
 
@@ -36,13 +38,19 @@ from indexes.reader import IndexVersion
 from pipelines.corpus import SAMPLE_DIR
 from serving.generator.models import gguf_path
 
-QUERIES = ["How do I create a virtual environment?", "What does secrets.token_hex do?", "list vs tuple", "read a CSV file"]
+QUERIES = [
+    "How do I create a virtual environment?",
+    "What does secrets.token_hex do?",
+    "list vs tuple",
+    "read a CSV file",
+]
 PROMPT = "Write three sentences about the Python programming language."
 
 
 def serve_yaml(path: Path, index_root: Path, index: str, port: int, primary: bool) -> Path:
     overrides = {"retriever.root": str(index_root), "retriever.indexes": [index], "gateway.port": port,
-                 "gateway.max_tokens_cap": 512}  # fmt: skip
+                 "gateway.max_tokens_cap": 512, "gateway.cache.enabled": True,
+                 "gateway.cache.path": str(path.parent / f"{path.stem}-cache.sqlite")}  # fmt: skip
     overrides |= {"primary.model": "smollm2-135m-instruct"} if primary else {}
     app = {"name": "rayrag", "route_prefix": "/", "import_path": "serving.app:build_app",
            "args": {"config": "configs/default.yaml", "set": overrides}}  # fmt: skip
@@ -89,7 +97,9 @@ def search_overhead(url: str, index_root: Path, index: str, n: int) -> dict[str,
     version = IndexVersion.open_current(index_root, index)
     client = httpx.Client(timeout=30)
     bare = p50(lambda q: version.vectors.search(embedder.encode([q]), 5), n)
-    http = p50(lambda q: client.post(f"{url}/v1/search", json={"query": q, "index": index, "top_k": 5}).raise_for_status(), n)
+    http = p50(
+        lambda q: client.post(f"{url}/v1/search", json={"query": q, "index": index, "top_k": 5}).raise_for_status(), n
+    )
     return {"search_http_p50_ms": http * 1000, "search_bare_p50_ms": bare * 1000, "search_http_overhead": http / bare}
 
 
@@ -112,9 +122,38 @@ def fallback_speed(url: str, max_tokens: int = 128) -> dict[str, float]:
             "fallback_tokens": reply["usage"]["completion_tokens"], "llama_cpp_tokens": out["usage"]["completion_tokens"]}  # fmt: skip
 
 
+def cache_speed(url: str, index: str, n: int) -> dict[str, float]:
+    """A RAG chat answered once (miss: retrieve + generate) and then from the semantic cache (hits)."""
+    body = {"model": f"rag:{index}", "messages": [{"role": "user", "content": QUERIES[1]}], "max_tokens": 64}
+    with Timer() as miss:
+        assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300).headers["x-rayrag-cache"] == "miss"
+    client = httpx.Client(timeout=30)
+
+    def hit(_):
+        assert client.post(f"{url}/v1/chat/completions", json=body).headers["x-rayrag-cache"] == "hit"
+
+    hit_s = p50(hit, n)
+    return {
+        "cache_hit_p50_ms": hit_s * 1000,
+        "cache_miss_ms": miss.seconds * 1000,
+        "cache_hit_vs_miss": hit_s / miss.seconds,
+    }
+
+
 def build_sample_index(root: Path) -> None:
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "rayrag", "index", "--source", str(SAMPLE_DIR), "--index", "bench", "--set", f"index.root={root}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rayrag",
+        "index",
+        "--source",
+        str(SAMPLE_DIR),
+        "--index",
+        "bench",
+        "--set",
+        f"index.root={root}",
+    ]
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
@@ -141,6 +180,7 @@ def main() -> None:
             wait(lambda: httpx.post(f"{url}/v1/query", json=query, timeout=60).status_code == 200)
             values |= search_overhead(url, root, args.index, args.requests)
             values |= fallback_speed(url)
+            values |= cache_speed(url, args.index, args.requests)
         record("serving", values, {"index": args.index, "requests": args.requests})
 
 
