@@ -29,7 +29,7 @@ from serving.openai_protocol import (
     usage_dict,
 )
 from serving.protocol import QueryRequest, QueryResponse, SearchRequest, SearchResult
-from serving.rag import citations, fit_context, question_of
+from serving.rag import citations, question_of
 
 app = FastAPI(title="rayrag", version="0.1.0", description="OpenAI-compatible RAG serving on Ray Serve.")
 edge.install(app)
@@ -87,20 +87,19 @@ class Gateway(GatewayCore):
         body = body.model_copy(update={"query": self.guard.screen(body.query, "query")})
         search = SearchRequest(**body.model_dump(include=set(SearchRequest.model_fields)))
         grounded = await self._ground([Message(role="user", content=body.query)], search, body.prompt_template)
-        messages, result = grounded.messages, grounded.result
         generation = await self.router.generate.remote(
-            self._generation(messages, None, body.max_tokens, body.temperature, request), body.model
+            self._generation(grounded.messages, None, body.max_tokens, body.temperature, request), body.model
         )
         generation = self.guard.screen_result(generation)
-        chunks = fit_context(result.chunks, self.config.max_context_chars)
         self.guard.charge(who, generation.usage.total_tokens)
-        self._remember(edge.request_id(request), who, "query", generation, rag_extra(grounded, self.config))
+        rid = edge.request_id(request)
+        self._remember(rid, who, "query", generation, rag_extra(grounded, self.config))
         return QueryResponse(
-            id=edge.request_id(request),
+            id=rid,
             answer=generation.choices[0].text,
-            citations=citations(chunks, self.config.snippet_chars),
-            index=result.index,
-            version=result.version,
+            citations=citations(grounded.chunks, self.config.snippet_chars),
+            index=grounded.result.index,
+            version=grounded.result.version,
             model=generation.model,
             backend=generation.backend,
             usage=usage_dict(generation.usage),
@@ -123,10 +122,11 @@ class Gateway(GatewayCore):
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
         who = self.guard.admit(request.headers)
         messages, extra = self.guard.screen_messages(body.messages), {}
-        index, generator = await self._route(body.model, who)
+        route = await self._route(body.model, who)
+        index, generator = route.index, route.generator
         rid, probe = edge.request_id(request), None
         if index is not None:
-            probe = await self._cache_probe(who, index, messages, body)
+            probe = await self._cache_probe(who, route, messages, body)
             if probe is not None and probe.hit is not None:
                 return self._cached_reply(rid, who, probe)
             search = SearchRequest(query=question_of(messages), index=index)
@@ -149,7 +149,7 @@ class Gateway(GatewayCore):
     async def completions(self, body: CompletionRequest, request: Request):
         who = self.guard.admit(request.headers)
         text = self.guard.screen(body.text, "prompt")
-        index, generator = await self._route(body.model, who)
+        index, generator, _ = await self._route(body.model, who)
         rid, extra = edge.request_id(request), {}
         if index is not None:
             search = SearchRequest(query=text, index=index)

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import Request, WebSocket
 from fastapi.responses import JSONResponse
@@ -34,7 +34,7 @@ from serving.openai_protocol import (
     usage_dict,
 )
 from serving.prompts import PromptRegistry
-from serving.protocol import SearchRequest, SearchResult
+from serving.protocol import ScoredChunk, SearchRequest, SearchResult
 from serving.rag import citations, fit_context, grounded_messages, question_of
 
 
@@ -59,18 +59,25 @@ class Grounding:
 
     messages: list[Message]
     result: SearchResult
+    chunks: list[ScoredChunk]  # the retrieved chunks that fit the context budget, as put in the prompt
     prompt: str
 
 
 def rag_extra(grounded: Grounding, config: GatewayConfig) -> dict[str, Any]:
-    result = grounded.result
-    chunks = fit_context(result.chunks, config.max_context_chars)
     return {
-        "index": result.index,
+        "index": grounded.result.index,
         "prompt": grounded.prompt,
-        "index_version": result.version,
-        "citations": [c.model_dump() for c in citations(chunks, config.snippet_chars)],
+        "index_version": grounded.result.version,
+        "citations": [c.model_dump() for c in citations(grounded.chunks, config.snippet_chars)],
     }
+
+
+class Route(NamedTuple):
+    """Where a `model` name leads: an index (with its served version) or a generator."""
+
+    index: str | None
+    generator: str | None
+    version: str | None = None
 
 
 class GatewayCore:
@@ -94,7 +101,7 @@ class GatewayCore:
             who = self.guard.admit(websocket.headers)
             body = ChatCompletionRequest.model_validate_json(raw)
             messages = self.guard.screen_messages(body.messages)
-            index, generator = await self._route(body.model, who)
+            index, generator, _ = await self._route(body.model, who)
             if index is not None:
                 search = SearchRequest(query=question_of(messages), index=index)
                 messages = (await self._ground(messages, search, body.prompt_template)).messages
@@ -116,13 +123,13 @@ class GatewayCore:
         except ServingError as exc:
             await websocket.send_json({"type": "error", **json.loads(edge.sse_error(exc, rid))})
 
-    async def _cache_probe(self, who: Principal, index: str, messages: list[Message], body: ChatCompletionRequest):
+    async def _cache_probe(self, who: Principal, route: Route, messages: list[Message], body: ChatCompletionRequest):
         """Look the question up in the semantic cache; None when the cache does not apply (off,
         streaming, or a multi-turn conversation, whose answer depends on more than the question)."""
         if self.cache is None or body.stream or sum(m.role != "system" for m in messages) != 1:
             return None
         question = question_of(messages)
-        version = (await self.retriever.describe.remote())[index]["version"]
+        index, version = route.index, route.version
         self.cache.observe_version(index, version)
         vectors, _ = await self.retriever.embed.remote([question])
         params = body.model_dump(
@@ -157,17 +164,18 @@ class GatewayCore:
             finish_reasons=[c.finish_reason for c in result.choices],
         ))  # fmt: skip
 
-    async def _route(self, model: str, who: Principal) -> tuple[str | None, str | None]:
-        """(index, None) for `rag:<index>`, (None, model) for a generator; unknown names are 404.
+    async def _route(self, model: str, who: Principal) -> Route:
+        """An index for `rag:<index>`, else a generator; unknown names are 404.
         Permission is checked first, so a refused name gets 403 whether it exists or not."""
         if not model.startswith(RAG_PREFIX):
             self.guard.check_model(who, model)
-            return None, model
+            return Route(None, model)
         index = model[len(RAG_PREFIX) :]
         self.guard.check_index(who, index)
-        if index not in await self.retriever.describe.remote():
+        served = await self.retriever.describe.remote()
+        if index not in served:
             raise ModelNotFound(f"model {model!r} does not exist: no index {index!r} is served", param="model")
-        return index, None
+        return Route(index, None, served[index]["version"])
 
     async def _embedding_model(self, model: str, who: Principal) -> None:
         if model.startswith(RAG_PREFIX):
@@ -184,7 +192,7 @@ class GatewayCore:
         template = self.prompts.get(prompt)
         result = await self.retriever.search.remote(search)
         chunks = fit_context(result.chunks, self.config.max_context_chars)
-        return Grounding(grounded_messages(template.render(chunks), messages), result, template.ref)
+        return Grounding(grounded_messages(template.render(chunks), messages), result, chunks, template.ref)
 
     def _generation(
         self,

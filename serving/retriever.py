@@ -132,37 +132,38 @@ class Retriever:
         if top_k > self.config.max_top_k:
             raise InvalidRequest(f"top_k {top_k} is over the limit of {self.config.max_top_k}", param="top_k")
         mode = request.mode or self.config.mode
+        rerank = self._rerank_wanted(request)
         started = time.perf_counter()
-        hits = self._rank(loaded, request, mode, top_k)
+        hits = self._rank(loaded, request, mode, top_k, rerank)
         return SearchResult(
             index=request.index,
             version=loaded.version_id,
             mode=mode,
-            reranked=self._rerank_wanted(request),
+            reranked=rerank,
             took_ms=(time.perf_counter() - started) * 1000,
             chunks=[ScoredChunk.from_hit(hit) for hit in hits],
         )
 
-    def _rank(self, loaded: Loaded, request: SearchRequest, mode: str, top_k: int) -> list[Hit]:
+    def _rank(self, loaded: Loaded, request: SearchRequest, mode: str, top_k: int, rerank: bool) -> list[Hit]:
         fetch = max(self.config.fetch_k, top_k)
+        query = self.embedder.encode([request.query]) if mode != "bm25" else None
         if mode == "bm25":
             candidates = self._lexical(loaded, request, fetch)
         elif mode == "hybrid":
-            candidates = self._fuse(self._dense(loaded, request, fetch), self._lexical(loaded, request, fetch))
+            candidates = self._fuse(self._dense(loaded, request, query, fetch), self._lexical(loaded, request, fetch))
         else:
-            candidates = self._dense(loaded, request, fetch)
+            candidates = self._dense(loaded, request, query, fetch)
         if mode == "mmr":
-            candidates = self._diversify(request.query, candidates, top_k)
-        if self._rerank_wanted(request):
+            candidates = self._diversify(query[0], candidates, top_k)
+        if rerank:
             candidates = self._rerank(request.query, candidates)
         return candidates[:top_k]
 
     def _filtered(self, request: SearchRequest, hits: list[Hit]) -> list[Hit]:
         return [h for h in hits if matches(h.chunk, request.source, request.section)]
 
-    def _dense(self, loaded: Loaded, request: SearchRequest, fetch: int) -> list[Hit]:
+    def _dense(self, loaded: Loaded, request: SearchRequest, query: np.ndarray, fetch: int) -> list[Hit]:
         """Nearest chunks; with a filter, search wider so `fetch` survivors remain when they exist."""
-        query = self.embedder.encode([request.query])
         count = loaded.index.vectors.count
         k = fetch if not (request.source or request.section) else min(count, max(fetch * 20, 500))
         return self._filtered(request, loaded.index.search(query, max(1, min(k, count)))[0])[:fetch]
@@ -179,12 +180,12 @@ class Retriever:
         fused = rrf_fuse([[h.chunk.vid for h in dense], [h.chunk.vid for h in lexical]], k=self.config.rrf_k)
         return [Hit(by_vid[vid], score) for vid, score in fused]
 
-    def _diversify(self, query: str, candidates: list[Hit], top_k: int) -> list[Hit]:
+    def _diversify(self, query: np.ndarray, candidates: list[Hit], top_k: int) -> list[Hit]:
         """MMR over the candidates, re-embedding their texts (the backends need not return vectors)."""
         if not candidates:
             return []
-        vectors = self.embedder.encode([query] + [h.chunk.text for h in candidates])
-        order = mmr(vectors[0], vectors[1:], top_k, self.config.mmr_lambda)
+        vectors = self.embedder.encode([h.chunk.text for h in candidates])
+        order = mmr(query, vectors, top_k, self.config.mmr_lambda)
         return [candidates[i] for i in order]
 
     def _rerank_wanted(self, request: SearchRequest) -> bool:
