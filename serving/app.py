@@ -60,6 +60,7 @@ def bind(config: ServeConfig) -> Application:
         config.gateway,
         retriever.bind(config.retriever),
         router.bind(config.router, primary, fallback),
+        embedder=config.retriever.embedder,  # the cache and the graders embed in the gateway itself
     )
 
 

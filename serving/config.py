@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from indexes.embedder import EmbedderConfig
 from indexes.layout import validate_index_name
@@ -119,13 +119,46 @@ class LlamaCppConfig(StrictModel):
         return self.served_name or Path(self.model).stem
 
 
-class RouterConfig(StrictModel):
-    """When the router leaves the primary for the fallback."""
+ChainBackend = Literal["primary", "fallback", "extractive"]
 
-    max_queue_depth: PositiveInt = 8  # requests in flight to the primary from one router replica
-    timeout_s: PositiveFloat = 60.0  # whole answer (non-streaming) or first token (streaming)
+
+class ChainStep(StrictModel):
+    """One step of the fallback chain: which generator, how long to wait, how often to retry it."""
+
+    backend: ChainBackend
+    timeout_s: PositiveFloat | None = None  # whole answer or first token; null = router.timeout_s
+    retries: NonNegativeInt = 1  # further attempts on a server-side error (never on a 4xx or a timeout)
+
+
+class RetryConfig(StrictModel):
+    """Exponential backoff with jitter between attempts of one step (tenacity)."""
+
+    initial_s: NonNegativeFloat = 0.2
+    max_s: PositiveFloat = 2.0
+    jitter_s: NonNegativeFloat = 0.2
+
+
+class BreakerConfig(StrictModel):
+    """A step that failed `failures` times in a row is skipped for `reset_s`, then tried once (pybreaker)."""
+
+    failures: PositiveInt = 3
+    reset_s: PositiveFloat = 30.0
+
+
+class RouterConfig(StrictModel):
+    """The fallback chain and when the router leaves a step for the next."""
+
+    chain: list[ChainStep] | None = None  # null = every configured generator in order, then extractive
+    max_queue_depth: PositiveInt = 8  # requests in flight to one step from one router replica
+    timeout_s: PositiveFloat = 60.0  # default per-step timeout
     status_interval_s: PositiveFloat = 1.0
+    retry: RetryConfig = RetryConfig()
+    breaker: BreakerConfig = BreakerConfig()
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=64)
+
+    def steps(self) -> list[ChainStep]:
+        default = [ChainStep(backend=b) for b in ("primary", "fallback", "extractive")]
+        return self.chain if self.chain is not None else default
 
 
 class AuthConfig(StrictModel):
@@ -179,6 +212,30 @@ class CacheConfig(StrictModel):
     ttl_s: PositiveFloat = 86_400.0
 
 
+class HistoryConfig(StrictModel):
+    """Conversation history by `session_id` (serving/middleware/history.py)."""
+
+    enabled: bool = True
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    path: Path = Path(".rayrag/history.sqlite")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    ttl_s: PositiveFloat = 86_400.0  # refreshed by every turn
+    max_messages: PositiveInt = 50  # stored per session
+    max_chars: PositiveInt = 2000  # earlier turns put in a prompt; the passages and the answer need the rest
+
+
+class GradersConfig(StrictModel):
+    """Groundedness and answer-relevance graders (serving/graders.py) and the self-check they drive."""
+
+    enabled: bool = False
+    judge: Literal["embedding", "llm"] = "embedding"  # llm: the router's own generator, JSON-constrained
+    support_threshold: float = Field(default=0.55, ge=-1.0, le=1.0)  # each claim vs its closest passage sentence
+    relevance_threshold: float = Field(default=0.3, ge=-1.0, le=1.0)  # answer vs question
+    regenerate: bool = True  # once, with the strict prompt and more context, when an answer is not grounded
+    strict_prompt: str = "rag_answer_strict"
+    context_factor: PositiveFloat = 1.5  # more context for the second try
+
+
 class GatewayConfig(StrictModel):
     """The HTTP edge: limits checked before any work is done, and the RAG prompt."""
 
@@ -196,6 +253,9 @@ class GatewayConfig(StrictModel):
     guardrails: GuardrailsConfig = GuardrailsConfig()
     records: RecordsConfig = RecordsConfig()
     cache: CacheConfig = CacheConfig()
+    history: HistoryConfig = HistoryConfig()
+    graders: GradersConfig = GradersConfig()
+    json_retries: NonNegativeInt = 2  # JSON mode: regenerations after an invalid answer
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=128)
 
 
@@ -214,6 +274,10 @@ class ServeConfig(StrictModel):
     def _some_generator(self) -> ServeConfig:
         if self.primary is None and self.fallback is None:
             raise ValueError("configure at least one of primary or fallback")
+        if self.router.chain is not None:
+            for step in self.router.chain:
+                if step.backend != "extractive" and getattr(self, step.backend) is None:
+                    raise ValueError(f"router.chain names {step.backend!r}, which is not configured")
         return self
 
     def resolved(self, base: Path) -> ServeConfig:
@@ -225,5 +289,6 @@ class ServeConfig(StrictModel):
             "prompts_dir": (base / self.gateway.prompts_dir).resolve(),
             "records": self.gateway.records.model_copy(update={"path": (base / self.gateway.records.path).resolve()}),
             "cache": self.gateway.cache.model_copy(update={"path": (base / self.gateway.cache.path).resolve()}),
+            "history": self.gateway.history.model_copy(update={"path": (base / self.gateway.history.path).resolve()}),
         })  # fmt: skip
         return self.model_copy(update={"retriever": retriever, "gateway": gateway})

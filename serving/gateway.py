@@ -13,8 +13,10 @@ from ray import serve
 from sse_starlette.sse import EventSourceResponse
 
 from serving import edge
-from serving.gateway_core import GatewayCore, backend_header, rag_extra
+from serving.errors import NotFound
+from serving.gateway_core import GatewayCore, answer_extra, answer_headers, backend_header, rag_extra
 from serving.generator.protocol import Message
+from serving.middleware.history import require
 from serving.middleware.records import Feedback
 from serving.openai_protocol import (
     RAG_PREFIX,
@@ -28,8 +30,8 @@ from serving.openai_protocol import (
     model_card,
     usage_dict,
 )
-from serving.protocol import QueryRequest, QueryResponse, SearchRequest, SearchResult
-from serving.rag import citations, question_of
+from serving.protocol import GradeRequest, QueryRequest, QueryResponse, SearchRequest, SearchResult
+from serving.rag import citations, fit_context, question_of
 
 app = FastAPI(title="rayrag", version="0.1.0", description="OpenAI-compatible RAG serving on Ray Serve.")
 edge.install(app)
@@ -46,7 +48,7 @@ class Gateway(GatewayCore):
 
     @app.get("/readyz", tags=["health"])
     async def readyz(self) -> JSONResponse:
-        indexes = await self.retriever.describe.remote()
+        indexes = await self._served_indexes(fresh=True)
         generators = [s.model_dump() for s in await self.router.models.remote()]
         ready = any(g["ready"] for g in generators)
         body = (
@@ -87,23 +89,26 @@ class Gateway(GatewayCore):
         body = body.model_copy(update={"query": self.guard.screen(body.query, "query")})
         search = SearchRequest(**body.model_dump(include=set(SearchRequest.model_fields)))
         grounded = await self._ground([Message(role="user", content=body.query)], search, body.prompt_template)
-        generation = await self.router.generate.remote(
-            self._generation(grounded.messages, None, body.max_tokens, body.temperature, request), body.model
+        generation = self._generation(
+            grounded.messages, None, body.max_tokens, body.temperature, request, grounded=grounded
         )
-        generation = self.guard.screen_result(generation)
-        self.guard.charge(who, generation.usage.total_tokens)
+        answer = await self._answer(grounded, generation, body.model, search)
+        result = self.guard.screen_result(answer.result)
+        self.guard.charge(who, result.usage.total_tokens)
         rid = edge.request_id(request)
-        self._remember(rid, who, "query", generation, rag_extra(grounded, self.config))
+        self._remember(rid, who, "query", result, rag_extra(answer.grounded, self.config) | answer_extra(answer))
         return QueryResponse(
             id=rid,
-            answer=generation.choices[0].text,
-            citations=citations(grounded.chunks, self.config.snippet_chars),
-            index=grounded.result.index,
-            version=grounded.result.version,
-            model=generation.model,
-            backend=generation.backend,
-            usage=usage_dict(generation.usage),
-            prompt=grounded.prompt,
+            answer=result.choices[0].text,
+            citations=citations(answer.grounded.chunks, self.config.snippet_chars),
+            index=answer.grounded.result.index,
+            version=answer.grounded.result.version,
+            model=result.model,
+            backend=result.backend,
+            usage=usage_dict(result.usage),
+            prompt=answer.grounded.prompt,
+            steps=result.steps,
+            grades=answer.grades,
         )
 
     @app.post("/v1/embeddings", tags=["openai"])
@@ -121,29 +126,36 @@ class Gateway(GatewayCore):
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
         who = self.guard.admit(request.headers)
-        messages, extra = self.guard.screen_messages(body.messages), {}
+        asked = self.guard.screen_messages(body.messages)
+        messages, extra = self._with_history(who, body.session_id, asked), {}
         route = await self._route(body.model, who)
-        index, generator = route.index, route.generator
-        rid, probe = edge.request_id(request), None
-        if index is not None:
+        rid, probe, grounded = edge.request_id(request), None, None
+        if route.index is not None:
             probe = await self._cache_probe(who, route, messages, body)
             if probe is not None and probe.hit is not None:
                 return self._cached_reply(rid, who, probe)
-            search = SearchRequest(query=question_of(messages), index=index)
+            search = SearchRequest(query=question_of(messages), index=route.index)
             grounded = await self._ground(messages, search, body.prompt_template)
-            messages, extra = grounded.messages, rag_extra(grounded, self.config)
-        generation = self._generation(messages, body, body.token_limit, body.temperature, request)
+        generation = self._generation(
+            grounded.messages if grounded else messages, body, body.token_limit, body.temperature, request,
+            grounded=grounded,
+        )  # fmt: skip
         if body.stream:
-            chunks = self._chat_stream(rid, body.model, generation, generator, extra, who)
-            return EventSourceResponse(chunks)
-        result = self.guard.screen_result(await self.router.generate.remote(generation, generator))
+            extra = rag_extra(grounded, self.config) if grounded else {}
+            return EventSourceResponse(self._chat_stream(rid, body, generation, route.generator, extra, who, asked))
+        if grounded is not None:
+            answer = await self._answer(grounded, generation, route.generator, search)
+            result, extra = answer.result, rag_extra(answer.grounded, self.config) | answer_extra(answer)
+        else:
+            result = await self._generate(generation, route.generator)
+        result = self.guard.screen_result(result)
         self.guard.charge(who, result.usage.total_tokens)
-        self._remember(rid, who, "chat", result, extra)
-        reply = chat_response(rid, body.model, result, extra)
+        self._remember(rid, who, "chat", result, extra, body.session_id)
+        self._save_turn(who, body.session_id, asked, result.choices[0].text)
+        reply = chat_response(rid, body.model, result, extra | {"steps": result.steps})
         if probe is not None:
-            self.cache.store(probe.partition, index, probe.version, probe.question, probe.vector, reply)
-        headers = backend_header(result.backend) | ({"x-rayrag-cache": "miss"} if probe is not None else {})
-        return JSONResponse(reply, headers=headers)
+            self.cache.store(probe.partition, route.index, probe.version, probe.question, probe.vector, reply)
+        return JSONResponse(reply, headers=answer_headers(result, extra, probe is not None))
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(self, body: CompletionRequest, request: Request):
@@ -154,16 +166,19 @@ class Gateway(GatewayCore):
         if index is not None:
             search = SearchRequest(query=text, index=index)
             grounded = await self._ground([Message(role="user", content=text)], search, body.prompt_template)
-            generation = self._generation(grounded.messages, body, body.token_limit, body.temperature, request)
+            generation = self._generation(
+                grounded.messages, body, body.token_limit, body.temperature, request, grounded=grounded
+            )
             extra = rag_extra(grounded, self.config)
         else:
             generation = self._generation(None, body, body.token_limit, body.temperature, request, prompt=text)
         if body.stream:
             return EventSourceResponse(self._completion_stream(rid, body.model, generation, generator, who))
-        result = self.guard.screen_result(await self.router.generate.remote(generation, generator))
+        result = self.guard.screen_result(await self._generate(generation, generator))
         self.guard.charge(who, result.usage.total_tokens)
         self._remember(rid, who, "completion", result, extra)
-        return JSONResponse(completion_response(rid, body.model, result, extra), headers=backend_header(result.backend))
+        reply = completion_response(rid, body.model, result, extra | {"steps": result.steps})
+        return JSONResponse(reply, headers=backend_header(result.backend))
 
     @app.post("/v1/moderations", tags=["openai"])
     async def moderations(self, body: ModerationRequest, request: Request) -> dict:
@@ -187,6 +202,33 @@ class Gateway(GatewayCore):
         who = self.guard.admit(request.headers)
         self._records().add_feedback(body, who.tenant)
         return {"request_id": body.request_id, "stored": True}
+
+    @app.get("/v1/sessions/{session_id}", tags=["rag"])
+    async def session(self, session_id: str, request: Request) -> dict:
+        """A conversation's stored turns, for the tenant that owns it (others get 404)."""
+        who = self.guard.admit(request.headers)
+        found = require(self._sessions(), who.tenant, session_id)
+        return {"object": "session", **found.model_dump()}
+
+    @app.delete("/v1/sessions/{session_id}", tags=["rag"])
+    async def delete_session(self, session_id: str, request: Request) -> dict:
+        who = self.guard.admit(request.headers)
+        if not self._sessions().delete(who.tenant, session_id):
+            raise NotFound(f"no session {session_id!r}", param="session_id", code="session_not_found")
+        return {"id": session_id, "object": "session.deleted", "deleted": True}
+
+    @app.post("/v1/grade", tags=["rag"])
+    async def grade(self, body: GradeRequest, request: Request) -> dict:
+        """Groundedness and relevance verdicts for any answer: against the given passages, or the
+        passages the index returns for the question."""
+        who = self.guard.admit(request.headers)
+        passages = body.passages
+        if passages is None:
+            self.guard.check_index(who, body.index)
+            found = await self.retriever.search.remote(SearchRequest(query=body.question, index=body.index))
+            passages = [c.text for c in fit_context(found.chunks, self.config.max_context_chars)]
+        verdicts = await self._graders().grade(body.question, body.answer, passages)
+        return {name: v.model_dump() for name, v in verdicts.items()}
 
     @app.websocket("/v1/chat/ws")
     async def chat_socket(self, websocket: WebSocket) -> None:

@@ -12,15 +12,40 @@ import time
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serving.generator.protocol import GenerationResult, Message, Usage
+from serving.generator.protocol import GenerationResult, Message, ResponseFormat, Usage
 
 RAG_PREFIX = "rag:"
 
 
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+class JsonSchemaSpec(_Lenient):
+    name: str = "response"
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class OpenAIResponseFormat(_Lenient):
+    """OpenAI's `response_format`: `text` (the default), `json_object`, or `json_schema`."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> OpenAIResponseFormat:
+        if self.type == "json_schema" and (self.json_schema is None or not self.json_schema.schema_):
+            raise ValueError("response_format of type json_schema needs json_schema.schema")
+        return self
+
+    def for_generation(self) -> ResponseFormat | None:
+        if self.type == "text":
+            return None
+        schema = self.json_schema.schema_ if self.type == "json_schema" and self.json_schema else None
+        return ResponseFormat(type=self.type, schema=schema)
 
 
 class SamplingFields(_Lenient):
@@ -35,6 +60,7 @@ class SamplingFields(_Lenient):
     stream: bool = False
     user: str | None = None
     prompt_template: str | None = None  # rayrag: versioned RAG prompt (`name` or `name@version`)
+    response_format: OpenAIResponseFormat | None = None
 
     @property
     def stop_list(self) -> list[str]:
@@ -47,6 +73,7 @@ class SamplingFields(_Lenient):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[Message] = Field(min_length=1)
+    session_id: str | None = Field(default=None, min_length=1, max_length=128)  # rayrag: conversation history
 
 
 class CompletionRequest(SamplingFields):

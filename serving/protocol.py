@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -89,3 +89,14 @@ class QueryResponse(BaseModel):
     backend: str
     usage: dict[str, int]
     prompt: str
+    steps: list[str] = Field(default_factory=list)  # the fallback chain's path to the answer
+    grades: dict[str, Any] | None = None  # grader verdicts when the graders are on
+
+
+class GradeRequest(BaseModel):
+    """An answer to grade: against `passages`, or against what `index` retrieves for the question."""
+
+    question: str = Field(min_length=1, max_length=8000)
+    answer: str = Field(max_length=16000)
+    passages: list[str] | None = None
+    index: str = "pydocs"

@@ -1,10 +1,14 @@
-"""The router: the primary generator first, the quantized fallback when the primary cannot answer.
+"""The router: the configured fallback chain, e.g. vLLM -> quantized llama.cpp -> extractive answer.
 
-It leaves the primary when it is not ready (cold start, failed start), overloaded (this router
-already has `max_queue_depth` requests in flight to it), too slow (no answer, or no first token,
-within `timeout_s`) or failing with a server-side error (dead engine, lost replica). A client
-error (a 4xx: prompt too long, bad parameters) is raised at once: another backend would reject it
-too. Every result names the backend that produced it.
+Each step is tried in order. A step is skipped when it is not ready (cold start, failed start),
+overloaded (this router already has `max_queue_depth` requests in flight to it), its circuit is
+open (it failed `breaker.failures` times in a row; pybreaker lets one trial through after
+`breaker.reset_s`), or it cannot answer this request (the extractive step needs retrieved
+passages). A server-side failure is retried on the same step with exponential backoff and jitter
+(tenacity, `retries` times), then the next step is tried; a timeout (no answer, or no first
+token, within the step's `timeout_s`) moves on at once. A client error (a 4xx: prompt too long,
+bad parameters) is raised at once and never retried: another attempt would be refused too.
+Every result names its backend and the steps taken to reach it.
 """
 
 from __future__ import annotations
@@ -12,12 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from serving.config import RouterConfig
+import pybreaker
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from serving.config import ChainStep, RouterConfig
 from serving.errors import GenerationTimeout, ModelNotFound, NotReady, Overloaded, RetryableError, ServingError, unwrap
+from serving.generator.extractive import ExtractiveGenerator
 from serving.generator.protocol import Delta, GenerationRequest, GenerationResult, GeneratorStatus
 
 log = logging.getLogger(__name__)
@@ -46,27 +55,66 @@ def as_backend(target: Any) -> Any:
 
 
 def is_client_error(exc: BaseException) -> bool:
-    """True for errors no other backend would answer differently."""
+    """True for errors no other attempt or backend would answer differently."""
+    exc = unwrap(exc)
     return isinstance(exc, ServingError) and not isinstance(exc, RetryableError) and exc.status < 500
+
+
+def _not_a_failure(exc: BaseException) -> bool:
+    """What the circuit breaker ignores: client errors and cancelled requests."""
+    return is_client_error(exc) or isinstance(exc, asyncio.CancelledError | GeneratorExit)
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """Retry server-side failures on the same step; a timeout or an open circuit moves on instead."""
+    exc = unwrap(exc)
+    slow = isinstance(exc, TimeoutError | asyncio.TimeoutError | GenerationTimeout)
+    return not (slow or is_client_error(exc) or isinstance(exc, pybreaker.CircuitBreakerError))
+
+
+def _still_open(breaker: pybreaker.CircuitBreaker) -> bool:
+    """Open and within `reset_timeout` (after it, pybreaker lets the next call through as a trial)."""
+    opened = breaker._state_storage.opened_at
+    if breaker.current_state != pybreaker.STATE_OPEN or opened is None:
+        return False
+    return datetime.now(UTC) < opened + timedelta(seconds=breaker.reset_timeout)
 
 
 @dataclass
 class Slot:
-    """One backend in the chain with what the router knows of it."""
+    """One step of the chain with what the router knows of it."""
 
-    role: str
+    step: ChainStep
     backend: Any
+    breaker: pybreaker.CircuitBreaker
+    timeout_s: float
     status: GeneratorStatus | None = None
     in_flight: int = 0
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def role(self) -> str:
+        return self.step.backend
 
 
 class Router:
     def __init__(self, config: RouterConfig, primary: Any = None, fallback: Any = None) -> None:
         self.config = config
-        self.slots = [
-            Slot(role, as_backend(b)) for role, b in (("primary", primary), ("fallback", fallback)) if b is not None
-        ]
+        backends = {"primary": primary, "fallback": fallback, "extractive": ExtractiveGenerator()}
+        self.slots = [self._slot(step, backends[step.backend]) for step in config.steps()]
+        self.slots = [slot for slot in self.slots if slot.backend is not None]
         self._poller: asyncio.Task | None = None
+
+    def _slot(self, step: ChainStep, backend: Any) -> Slot:
+        breaker = pybreaker.CircuitBreaker(
+            fail_max=self.config.breaker.failures,
+            reset_timeout=self.config.breaker.reset_s,
+            exclude=[_not_a_failure],
+            throw_new_error_on_trip=False,
+            name=step.backend,
+        )
+        timeout = step.timeout_s or self.config.timeout_s
+        return Slot(step, None if backend is None else as_backend(backend), breaker, timeout)
 
     # -- what the backends can do ----------------------------------------------------------------
 
@@ -91,56 +139,91 @@ class Router:
         await self._ensure_status()
         return [slot.status for slot in self.slots if slot.status is not None]
 
-    def _skip_reason(self, slot: Slot) -> RetryableError | None:
+    def _skip_reason(self, slot: Slot, last: Slot) -> str | None:
+        if slot is last:
+            return None  # the last step that applies is always tried: its own error is the answer
         if slot.status is None or not slot.status.ready:
-            return NotReady(f"{slot.role} not ready: {slot.status.error if slot.status else 'no status yet'}")
+            return f"not ready: {slot.status.error if slot.status else 'no status yet'}"
         if slot.in_flight >= self.config.max_queue_depth:
-            return Overloaded(f"{slot.role} has {slot.in_flight} requests in flight")
+            return f"overloaded: {slot.in_flight} in flight"
+        if _still_open(slot.breaker):
+            return "circuit open"
         return None
 
-    async def _plan(self, model: str | None) -> list[Slot]:
+    async def _plan(self, model: str | None, request: GenerationRequest) -> list[Slot]:
+        """The steps that can answer this request (the extractive one needs retrieved passages)."""
         await self._ensure_status()
         names = {slot.status.model for slot in self.slots if slot.status}
         if model is not None and model not in names:
             raise ModelNotFound(f"model {model!r} does not exist; served: {sorted(names)}", param="model")
-        return self.slots
+        return [s for s in self.slots if not isinstance(s.backend, ExtractiveGenerator) or s.backend.applies(request)]
+
+    def _retrying(self, slot: Slot) -> AsyncRetrying:
+        retry = self.config.retry
+        return AsyncRetrying(
+            stop=stop_after_attempt(slot.step.retries + 1),
+            wait=wait_exponential_jitter(initial=retry.initial_s, max=retry.max_s, jitter=retry.jitter_s),
+            retry=retry_if_exception(_worth_retrying),
+            reraise=True,
+        )
+
+    async def _attempt(self, slot: Slot, call: Callable[[], Awaitable[Any]]) -> Any:
+        """One call through the slot's circuit breaker, counted in flight, within its timeout."""
+        with slot.breaker.calling(), self._counting(slot):
+            return await asyncio.wait_for(call(), slot.timeout_s)
 
     # -- generation ------------------------------------------------------------------------------
 
     async def generate(self, request: GenerationRequest, model: str | None = None) -> GenerationResult:
-        last: Exception = NotReady("no generator configured")
-        for slot in await self._plan(model):
-            if (reason := self._skip_reason(slot)) is not None and slot is not self.slots[-1]:
-                last = reason
+        steps: list[str] = []
+        last: Exception = NotReady("no step of the chain can answer")
+        plan = await self._plan(model, request)
+        for slot in plan:
+            if (reason := self._skip_reason(slot, plan[-1])) is not None:
+                steps.append(f"{slot.role}: skipped ({reason})")
                 continue
             try:
-                with self._counting(slot):
-                    return await asyncio.wait_for(slot.backend.generate(request), self.config.timeout_s)
+                async for attempt in self._retrying(slot):
+                    with attempt:
+                        result = await self._attempt(slot, lambda s=slot: s.backend.generate(request))
+                return result.model_copy(update={"steps": [*steps, f"{slot.role}: answered"]})
             except Exception as exc:  # noqa: BLE001 - classified by _fall_or_raise (client errors re-raised)
                 last = self._fall_or_raise(slot, exc)
+                steps.append(f"{slot.role}: failed ({type(last).__name__})")
         raise last
 
     async def stream(self, request: GenerationRequest, model: str | None = None) -> AsyncIterator[Delta]:
-        """Stream from the first backend that yields a first token in time; once tokens flow, stay."""
-        last: Exception = NotReady("no generator configured")
-        for slot in await self._plan(model):
-            if (reason := self._skip_reason(slot)) is not None and slot is not self.slots[-1]:
-                last = reason
+        """Stream from the first step that yields a first token in time; once tokens flow, stay."""
+        steps: list[str] = []
+        last: Exception = NotReady("no step of the chain can answer")
+        plan = await self._plan(model, request)
+        for slot in plan:
+            if (reason := self._skip_reason(slot, plan[-1])) is not None:
+                steps.append(f"{slot.role}: skipped ({reason})")
                 continue
+            try:
+                async for attempt in self._retrying(slot):
+                    with attempt:
+                        stream, first = await self._first_token(slot, request)
+            except Exception as exc:  # noqa: BLE001 - classified by _fall_or_raise (client errors re-raised)
+                last = self._fall_or_raise(slot, exc)
+                steps.append(f"{slot.role}: failed ({type(last).__name__})")
+                continue
+            steps.append(f"{slot.role}: answered")
             with self._counting(slot):
-                stream = slot.backend.stream(request)
-                try:
-                    first = await asyncio.wait_for(anext(stream), self.config.timeout_s)
-                except Exception as exc:  # noqa: BLE001 - classified by _fall_or_raise (client errors re-raised)
-                    last = self._fall_or_raise(slot, exc)
-                    with contextlib.suppress(Exception):
-                        await _close(stream)
-                    continue
-                yield first
-                async for delta in stream:
-                    yield delta
-                return
+                async for delta in _chain(first, stream):
+                    yield delta.model_copy(update={"steps": steps}) if delta.usage is not None else delta
+            return
         raise last
+
+    async def _first_token(self, slot: Slot, request: GenerationRequest) -> tuple[AsyncIterator[Delta], Delta]:
+        stream = slot.backend.stream(request)
+        try:
+            return stream, await self._attempt(slot, lambda: anext(stream))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await _close(stream)
+            raise
 
     @contextlib.contextmanager
     def _counting(self, slot: Slot):
@@ -151,16 +234,24 @@ class Router:
             slot.in_flight -= 1
 
     def _fall_or_raise(self, slot: Slot, exc: Exception) -> Exception:
-        """Re-raise client errors; turn anything else into the reason to try the next backend."""
+        """Re-raise client errors; turn anything else into the reason to try the next step."""
         exc = unwrap(exc)
         if is_client_error(exc):
             raise exc
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-            exc = GenerationTimeout(f"{slot.role} gave no answer within {self.config.timeout_s}s")
-        log.warning("router: %s failed (%s: %s); trying the next backend", slot.role, type(exc).__name__, exc)
-        if slot.status is not None and not isinstance(exc, Overloaded | GenerationTimeout):
+            exc = GenerationTimeout(f"{slot.role} gave no answer within {slot.timeout_s}s")
+        if isinstance(exc, pybreaker.CircuitBreakerError):
+            exc = NotReady(f"{slot.role} is skipped: its circuit is open after repeated failures")
+        log.warning("router: %s failed (%s: %s); trying the next step", slot.role, type(exc).__name__, exc)
+        if slot.status is not None and not isinstance(exc, Overloaded | GenerationTimeout | NotReady):
             slot.status = slot.status.model_copy(update={"ready": False, "error": str(exc)[:200]})
         return exc if isinstance(exc, ServingError) else RetryableError(f"{slot.role} failed: {exc}")
+
+
+async def _chain(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    yield first
+    async for delta in rest:
+        yield delta
 
 
 async def _close(stream: Any) -> None:

@@ -10,23 +10,37 @@ from serving.generator.protocol import Choice, Delta, GenerationRequest, Generat
 
 
 class FakeGenerator:
-    """Answers `"<backend> says hi"`; `fail` is raised by calls, `delay_s` delays the (first) answer."""
+    """Answers `"<backend> says hi"` (or `text`); `fail` is raised by the first `fail_times` calls
+    (every call when None), `delay_s` delays the (first) answer."""
 
     def __init__(
-        self, backend: str, model: str = "m", ready: bool = True, fail: Exception | None = None, delay_s: float = 0.0
+        self,
+        backend: str,
+        model: str = "m",
+        ready: bool = True,
+        fail: Exception | None = None,
+        delay_s: float = 0.0,
+        fail_times: int | None = None,
+        text: str | None = None,
     ) -> None:
         self.backend, self.model, self.ready, self.fail, self.delay_s = backend, model, ready, fail, delay_s
+        self.fail_times, self.text = fail_times, text
         self.calls = 0
+        self.requests: list[GenerationRequest] = []
+
+    def _maybe_fail(self, request: GenerationRequest) -> None:
+        self.calls += 1
+        self.requests.append(request)
+        if self.fail and (self.fail_times is None or self.calls <= self.fail_times):
+            raise self.fail
 
     async def status(self) -> GeneratorStatus:
         return GeneratorStatus(backend=self.backend, model=self.model, ready=self.ready)
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        self.calls += 1
         await asyncio.sleep(self.delay_s)
-        if self.fail:
-            raise self.fail
-        text = f"{self.backend} says hi"
+        self._maybe_fail(request)
+        text = self.text or f"{self.backend} says hi"
         return GenerationResult(
             model=self.model,
             backend=self.backend,
@@ -35,10 +49,8 @@ class FakeGenerator:
         )
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
-        self.calls += 1
         await asyncio.sleep(self.delay_s)
-        if self.fail:
-            raise self.fail
+        self._maybe_fail(request)
         for word in (self.backend, " says", " hi"):
             yield Delta(text=word, backend=self.backend)
         yield Delta(backend=self.backend, usage=Usage(prompt_tokens=3, completion_tokens=3))

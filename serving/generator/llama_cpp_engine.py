@@ -9,6 +9,7 @@ chat handler, so both backends see the same prompt for the same model.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -38,6 +39,7 @@ class LlamaCppGenerator(GeneratorBase):
             bos_token=token(self.llm.token_bos()) if self.llm.token_bos() != -1 else "",
         )
         self._lock = asyncio.Lock()
+        self._grammars: dict[str, Any] = {}
         self.ready = True
 
     def _prompt(self, request: GenerationRequest) -> tuple[str, list[str], int]:
@@ -60,7 +62,21 @@ class LlamaCppGenerator(GeneratorBase):
             "top_p": request.top_p,
             "stop": stop or None,
             "seed": request.seed,
+            "grammar": self._grammar(request),
         }
+
+    def _grammar(self, request: GenerationRequest) -> Any:
+        """JSON mode as a llama.cpp GBNF grammar (the schema's own, or any JSON value); compiled once."""
+        if request.response_format is None:
+            return None
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        schema = request.response_format.schema_
+        key = json.dumps(schema, sort_keys=True) if schema else ""
+        if key not in self._grammars:
+            grammar = LlamaGrammar.from_json_schema(key, verbose=False) if schema else None
+            self._grammars[key] = grammar or LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        return self._grammars[key]
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         prompt, stop, prompt_tokens = self._prompt(request)

@@ -18,8 +18,21 @@ class Message(BaseModel):
     content: str
 
 
+class ResponseFormat(BaseModel):
+    """JSON mode: any JSON object, or one that validates against `schema` (OpenAI's `json_schema`)."""
+
+    type: Literal["json_object", "json_schema"]
+    schema_: dict | None = Field(default=None, alias="schema")
+
+    model_config = {"populate_by_name": True}
+
+
 class GenerationRequest(BaseModel):
-    """What to generate; sampling fields mean what they mean in the OpenAI API."""
+    """What to generate; sampling fields mean what they mean in the OpenAI API.
+
+    `context` holds the retrieved passages a RAG prompt was grounded on, so the chain's extractive
+    last step can answer from them without the retriever.
+    """
 
     messages: list[Message] | None = None
     prompt: str | None = None
@@ -29,6 +42,8 @@ class GenerationRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
     n: int = Field(default=1, ge=1, le=8)
     seed: int | None = None
+    response_format: ResponseFormat | None = None
+    context: list[str] = Field(default_factory=list)
     request_id: str = "request"
 
     @model_validator(mode="after")
@@ -58,6 +73,7 @@ class GenerationResult(BaseModel):
     backend: str
     choices: list[Choice]
     usage: Usage
+    steps: list[str] = Field(default_factory=list)  # the fallback chain's path to this answer
 
 
 class Delta(BaseModel):
@@ -68,6 +84,7 @@ class Delta(BaseModel):
     finish_reason: str | None = None
     backend: str = ""
     usage: Usage | None = None
+    steps: list[str] = Field(default_factory=list)  # on the last delta, like usage
 
 
 class GeneratorStatus(BaseModel):

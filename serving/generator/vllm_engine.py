@@ -84,6 +84,7 @@ class VllmGenerator(GeneratorBase):
             stop=request.stop or None,
             seed=request.seed,
             output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY,
+            structured_outputs=_structured(request),
         )
 
     async def _outputs(self, request: GenerationRequest, delta: bool) -> AsyncIterator[Any]:
@@ -120,6 +121,16 @@ class VllmGenerator(GeneratorBase):
                 completion_tokens += len(o.token_ids)
                 yield Delta(index=o.index, text=o.text, finish_reason=o.finish_reason, backend=self.backend)
         yield Delta(backend=self.backend, usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
+
+
+def _structured(request: GenerationRequest) -> Any:
+    """JSON mode as vLLM guided decoding (xgrammar): only tokens that keep the output valid JSON."""
+    if request.response_format is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    schema = request.response_format.schema_
+    return StructuredOutputsParams(json=schema) if schema else StructuredOutputsParams(json_object=True)
 
 
 def _start_engine(config: VllmConfig) -> tuple[Any, Any]:

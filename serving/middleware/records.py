@@ -40,6 +40,9 @@ class AnswerRecord(BaseModel):
     chunks: list[dict[str, Any]] = Field(default_factory=list)  # chunk_id, source, score
     usage: dict[str, int] = Field(default_factory=dict)
     finish_reasons: list[str | None] = Field(default_factory=list)
+    steps: list[str] = Field(default_factory=list)  # the fallback chain's path to the answer
+    grades: dict[str, Any] | None = None  # grader verdicts, whether the answer was regenerated
+    session_id: str | None = None
     created: float = Field(default_factory=time.time)
 
 

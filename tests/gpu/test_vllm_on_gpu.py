@@ -24,7 +24,9 @@ def test_vllm_generator_on_the_gpu():
     while not generator.ready and generator.error is None and time.monotonic() < deadline:
         time.sleep(1)
     assert generator.ready, generator.error
-    request = GenerationRequest(messages=[Message(role="user", content="What is the capital of France?")], max_tokens=16)
+    request = GenerationRequest(
+        messages=[Message(role="user", content="What is the capital of France?")], max_tokens=16
+    )
 
     async def run():
         whole = await generator.generate(request)

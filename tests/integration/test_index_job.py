@@ -86,9 +86,18 @@ def test_changed_chunker_or_embedder_spec_forces_a_full_rebuild(ray_cluster, tmp
     assert changed.full_rebuild and changed.documents.parsed == 3
     assert changed.rebuild_reason.startswith("chunker settings changed (")
     assert "overlap: 150 -> 50" in changed.rebuild_reason and "size: 1000 -> 400" in changed.rebuild_reason
-    resized = run_job(job_config(tmp_path, **{"chunker.size": 400, "chunker.overlap": 50, "embedder.max_seq_length": 128}), corpus)
+    resized = run_job(
+        job_config(tmp_path, **{"chunker.size": 400, "chunker.overlap": 50, "embedder.max_seq_length": 128}), corpus
+    )
     assert resized.rebuild_reason == "embedder spec changed (max_seq_length: 256 -> 128)"
-    assert run_job(job_config(tmp_path, **{"chunker.size": 400, "chunker.overlap": 50, "embedder.max_seq_length": 128}), corpus, rebuild=True).rebuild_reason == "--rebuild requested"
+    assert (
+        run_job(
+            job_config(tmp_path, **{"chunker.size": 400, "chunker.overlap": 50, "embedder.max_seq_length": 128}),
+            corpus,
+            rebuild=True,
+        ).rebuild_reason
+        == "--rebuild requested"
+    )
 
 
 def test_only_the_last_k_versions_are_kept_and_each_has_its_report(ray_cluster, tmp_path):
@@ -109,7 +118,8 @@ def test_bad_files_are_reported_and_everything_else_is_indexed(ray_cluster, tmp_
     latin1 = "Les élèves apprennent la programmation. Le café est très bon pour travailler longtemps."
     corpus = write_corpus(
         tmp_path / "corpus",
-        DOCS | {
+        DOCS
+        | {
             "empty.txt": b"",
             "junk.txt": bytes(range(256)) * 16,
             "latin1.txt": latin1.encode("latin-1"),
@@ -141,7 +151,13 @@ def test_ivf_pq_trains_on_the_first_build_and_updates_incrementally(ray_cluster,
 
     corpus = tmp_path / "corpus"
     shutil.copytree(sample_dir, corpus)
-    ivf = {"backend.index_type": "ivf_pq", "backend.nlist": 4, "backend.pq_m": 8, "backend.pq_nbits": 4, "backend.nprobe": 4}
+    ivf = {
+        "backend.index_type": "ivf_pq",
+        "backend.nlist": 4,
+        "backend.pq_m": 8,
+        "backend.pq_nbits": 4,
+        "backend.nprobe": 4,
+    }
     config = job_config(tmp_path, **ivf)
     first = run_job(config, corpus)
     assert first.backend == "faiss-ivf_pq" and first.chunks.total == first.chunks.added > 16

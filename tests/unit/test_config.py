@@ -51,7 +51,9 @@ def test_token_chunks_must_fit_the_embedder(tmp_path):
 
 
 def test_overrides_are_validated_like_the_file(tmp_path):
-    config = load_config(write(tmp_path, "embed:\n  batch_size: 8\n"), ["embed.batch_size=32", "backend.index_type=hnsw"])
+    config = load_config(
+        write(tmp_path, "embed:\n  batch_size: 8\n"), ["embed.batch_size=32", "backend.index_type=hnsw"]
+    )
     assert config.embed.batch_size == 32 and config.backend.index_type == "hnsw"
     with pytest.raises(ConfigError, match=r"embed\.concurrency: .*greater than 0"):
         load_config(None, ["embed.concurrency=0"])

@@ -80,3 +80,88 @@ def test_unknown_model_is_404_and_the_last_backend_is_tried_even_if_unready():
     assert answer(router, "small").backend == "vllm"  # the chain is primary-first whatever the name
     lonely = Router(RouterConfig(), None, FakeGenerator("llama_cpp", ready=False))
     assert answer(lonely).backend == "llama_cpp"
+
+
+FAST_RETRY = {"retry": {"initial_s": 0.01, "max_s": 0.02, "jitter_s": 0.01}}
+GROUNDED = GenerationRequest(
+    messages=[{"role": "user", "content": "When do spring tides happen?"}],
+    context=[
+        "# Ocean tides\n\nTides are the rise and fall of sea levels. Spring tides happen at new and full moon.",
+        "Sourdough is bread leavened by a starter of wild yeast.",
+    ],
+)
+
+
+def test_a_transient_failure_is_retried_on_the_same_step():
+    primary = FakeGenerator("vllm", fail=EngineDead("blip"), fail_times=1)
+    result = answer(Router(RouterConfig(**FAST_RETRY), primary, FakeGenerator("llama_cpp")))
+    assert result.backend == "vllm" and primary.calls == 2
+    assert result.steps == ["primary: answered"]
+
+
+def test_retries_are_bounded_then_the_next_step_answers():
+    primary = FakeGenerator("vllm", fail=EngineDead("down"))
+    config = RouterConfig(chain=[{"backend": "primary", "retries": 2}, {"backend": "fallback"}], **FAST_RETRY)
+    result = answer(Router(config, primary, FakeGenerator("llama_cpp")))
+    assert primary.calls == 3 and result.backend == "llama_cpp"
+    assert result.steps == ["primary: failed (EngineDead)", "fallback: answered"]
+
+
+def test_a_client_error_is_never_retried():
+    primary = FakeGenerator("vllm", fail=InvalidRequest("bad"))
+    with pytest.raises(InvalidRequest):
+        answer(Router(RouterConfig(chain=[{"backend": "primary", "retries": 3}], **FAST_RETRY), primary))
+    assert primary.calls == 1
+
+
+def test_the_circuit_opens_after_repeated_failures_and_closes_after_reset():
+    primary, fallback = FakeGenerator("vllm", fail=EngineDead("down")), FakeGenerator("llama_cpp")
+    config = RouterConfig(
+        breaker={"failures": 2, "reset_s": 0.3}, chain=[{"backend": "primary", "retries": 0}, {"backend": "fallback"}]
+    )
+    router = Router(config, primary, fallback)
+
+    async def scenario():
+        for _ in range(2):
+            await router.generate(REQUEST)
+        router.slots[0].status = router.slots[0].status.model_copy(update={"ready": True})  # the poller says up
+        skipped = await router.generate(REQUEST)
+        calls_while_open = primary.calls
+        await asyncio.sleep(0.35)
+        primary.fail = None
+        recovered = await router.generate(REQUEST)
+        return skipped, calls_while_open, recovered
+
+    skipped, calls_while_open, recovered = run(scenario())
+    assert calls_while_open == 2 and skipped.steps[0] == "primary: skipped (circuit open)"
+    assert recovered.backend == "vllm"
+
+
+def test_extractive_step_answers_from_the_passages_when_every_generator_is_down():
+    router = Router(
+        RouterConfig(**FAST_RETRY),
+        FakeGenerator("vllm", fail=EngineDead("down")),
+        FakeGenerator("llama_cpp", fail=RuntimeError("replica lost")),
+    )
+    result = run(router.generate(GROUNDED))
+    assert result.backend == "extractive"
+    text = result.choices[0].text
+    assert "Spring tides happen at new and full moon. [1]" in text and "Sourdough" not in text
+    assert result.steps == ["primary: failed (EngineDead)", "fallback: failed (RetryableError)", "extractive: answered"]
+
+    async def collect():
+        return [d async for d in router.stream(GROUNDED)]
+
+    deltas = run(collect())
+    assert deltas[0].text == text and deltas[-1].steps[-1] == "extractive: answered"
+
+
+def test_extractive_step_does_not_apply_without_passages_or_in_json_mode():
+    router = Router(
+        RouterConfig(breaker={"failures": 10}, **FAST_RETRY), FakeGenerator("vllm", fail=EngineDead("down"))
+    )
+    with pytest.raises(EngineDead):
+        answer(router)
+    json_mode = GROUNDED.model_copy(update={"response_format": {"type": "json_object"}})
+    with pytest.raises(EngineDead):
+        run(router.generate(GenerationRequest.model_validate(json_mode.model_dump(by_alias=True))))

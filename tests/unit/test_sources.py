@@ -28,7 +28,13 @@ def test_split_source_separates_scheme_base_and_glob(source, expected):
 def corpus(tmp_path):
     return write_corpus(
         tmp_path / "corpus",
-        {"a.md": "# A\n\ntext", "sub/b.txt": "text", "sub/deep/c.md": "# C", "logo.png": b"\x89PNG", "big.md": "x" * 5000},
+        {
+            "a.md": "# A\n\ntext",
+            "sub/b.txt": "text",
+            "sub/deep/c.md": "# C",
+            "logo.png": b"\x89PNG",
+            "big.md": "x" * 5000,
+        },
     )
 
 
@@ -41,7 +47,11 @@ def test_directory_listing_reports_unsupported_and_oversized_files(corpus):
 
 
 def test_globs_and_excludes(corpus):
-    assert [f.key for f in list_source(f"{corpus}/**/*.md", SourceConfig()).files] == ["a.md", "big.md", "sub/deep/c.md"]
+    assert [f.key for f in list_source(f"{corpus}/**/*.md", SourceConfig()).files] == [
+        "a.md",
+        "big.md",
+        "sub/deep/c.md",
+    ]
     assert [f.key for f in list_source(f"{corpus}/sub/*.txt", SourceConfig()).files] == ["b.txt"]
     keys = [f.key for f in list_source(str(corpus), SourceConfig(exclude=("sub/*",))).files]
     assert keys == ["a.md", "big.md"]

@@ -1,0 +1,146 @@
+"""Conversation history by `session_id`: stored with a TTL in SQLite (one node) or Redis (any number
+of gateway replicas), so a conversation survives a gateway restart.
+
+A session belongs to the tenant that made it: the store is keyed by (tenant, session id), so
+another tenant's id is simply not found. Each turn refreshes the TTL and the store keeps the last
+`max_messages`; what goes into a prompt is trimmed further, oldest first, to `max_chars` (the share
+of the model's context given to earlier turns; the retrieved passages and the answer need the rest).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from serving.config import HistoryConfig
+from serving.errors import NotFound
+from serving.generator.protocol import Message
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+  tenant TEXT NOT NULL, session_id TEXT NOT NULL, messages TEXT NOT NULL, expires REAL NOT NULL,
+  PRIMARY KEY (tenant, session_id)
+);
+"""
+
+
+class Session(BaseModel):
+    id: str
+    messages: list[Message]
+    expires_at: float
+
+
+class HistoryStore(Protocol):
+    def load(self, tenant: str, session_id: str) -> Session | None: ...
+
+    def append(self, tenant: str, session_id: str, messages: list[Message]) -> None: ...
+
+    def delete(self, tenant: str, session_id: str) -> bool: ...
+
+
+def trim(messages: list[Message], max_chars: int) -> list[Message]:
+    """The latest messages whose text fits `max_chars`, never starting with an assistant turn."""
+    kept, used = [], 0
+    for message in reversed(messages):
+        if used + len(message.content) > max_chars:
+            break
+        kept.append(message)
+        used += len(message.content)
+    kept.reverse()
+    while kept and kept[0].role == "assistant":
+        kept.pop(0)
+    return kept
+
+
+def require(store: HistoryStore, tenant: str, session_id: str) -> Session:
+    session = store.load(tenant, session_id)
+    if session is None:
+        raise NotFound(f"no session {session_id!r}", param="session_id", code="session_not_found")
+    return session
+
+
+class SqliteHistory:
+    def __init__(self, config: HistoryConfig) -> None:
+        self.config = config
+        config.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(config.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def load(self, tenant: str, session_id: str) -> Session | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT messages, expires FROM sessions WHERE tenant = ? AND session_id = ? AND expires > ?",
+                (tenant, session_id, time.time()),
+            ).fetchone()
+        if row is None:
+            return None
+        return Session(id=session_id, messages=json.loads(row[0]), expires_at=row[1])
+
+    def append(self, tenant: str, session_id: str, messages: list[Message]) -> None:
+        """Read-modify-write in one IMMEDIATE transaction, so concurrent turns do not lose each other."""
+        expires = time.time() + self.config.ttl_s
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT messages FROM sessions WHERE tenant = ? AND session_id = ? AND expires > ?",
+                    (tenant, session_id, time.time()),
+                ).fetchone()
+                stored = [*(json.loads(row[0]) if row else []), *(m.model_dump() for m in messages)]
+                self._db.execute(
+                    "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?)",
+                    (tenant, session_id, json.dumps(stored[-self.config.max_messages :]), expires),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def delete(self, tenant: str, session_id: str) -> bool:
+        with self._lock:
+            done = self._db.execute("DELETE FROM sessions WHERE tenant = ? AND session_id = ?", (tenant, session_id))
+        return done.rowcount > 0
+
+
+class RedisHistory:
+    """A Redis list per session; RPUSH + LTRIM + EXPIRE in one MULTI, so replicas never interleave halves."""
+
+    def __init__(self, config: HistoryConfig) -> None:
+        import redis
+
+        self.config = config
+        self._redis = redis.Redis.from_url(config.redis_url, decode_responses=True)
+
+    @staticmethod
+    def _key(tenant: str, session_id: str) -> str:
+        return f"rayrag:session:{json.dumps([tenant, session_id])}"
+
+    def load(self, tenant: str, session_id: str) -> Session | None:
+        key = self._key(tenant, session_id)
+        with self._redis.pipeline() as pipe:
+            items, ttl_ms = pipe.lrange(key, 0, -1).pttl(key).execute()
+        if not items:
+            return None
+        return Session(id=session_id, messages=[json.loads(i) for i in items], expires_at=time.time() + ttl_ms / 1000)
+
+    def append(self, tenant: str, session_id: str, messages: list[Message]) -> None:
+        key = self._key(tenant, session_id)
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, *(m.model_dump_json() for m in messages))
+            pipe.ltrim(key, -self.config.max_messages, -1)
+            pipe.pexpire(key, int(self.config.ttl_s * 1000))
+            pipe.execute()
+
+    def delete(self, tenant: str, session_id: str) -> bool:
+        return bool(self._redis.delete(self._key(tenant, session_id)))
+
+
+def open_history(config: HistoryConfig) -> HistoryStore:
+    return RedisHistory(config) if config.backend == "redis" else SqliteHistory(config)
