@@ -44,11 +44,12 @@ def load_serve_config(args: dict[str, Any] | None) -> ServeConfig:
 
 def bind(config: ServeConfig) -> Application:
     """Bind the deployment graph: gateway -> (retriever, router -> (primary, fallback))."""
+    generators = config.generators_in_chain()
     primary = fallback = None
-    if config.primary is not None:
+    if "primary" in generators:
         primary = serve.deployment(VllmGenerator, name="vllm").options(**config.primary.deployment.serve_options())
         primary = primary.bind(config.primary)
-    if config.fallback is not None:
+    if "fallback" in generators:
         fallback = serve.deployment(LlamaCppGenerator, name="llama_cpp").options(
             **config.fallback.deployment.serve_options()
         )

@@ -148,7 +148,7 @@ class BreakerConfig(StrictModel):
 class RouterConfig(StrictModel):
     """The fallback chain and when the router leaves a step for the next."""
 
-    chain: list[ChainStep] | None = None  # null = every configured generator in order, then extractive
+    chain: list[ChainStep] | None = Field(default=None, min_length=1)  # null = primary, fallback, extractive
     max_queue_depth: PositiveInt = 8  # requests in flight to one step from one router replica
     timeout_s: PositiveFloat = 60.0  # default per-step timeout
     status_interval_s: PositiveFloat = 1.0
@@ -229,7 +229,7 @@ class GradersConfig(StrictModel):
 
     enabled: bool = False
     judge: Literal["embedding", "llm"] = "embedding"  # llm: the router's own generator, JSON-constrained
-    support_threshold: float = Field(default=0.55, ge=-1.0, le=1.0)  # each claim vs its closest passage sentence
+    support_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)  # each claim vs its closest passage sentence
     relevance_threshold: float = Field(default=0.3, ge=-1.0, le=1.0)  # answer vs question
     regenerate: bool = True  # once, with the strict prompt and more context, when an answer is not grounded
     strict_prompt: str = "rag_answer_strict"
@@ -272,13 +272,17 @@ class ServeConfig(StrictModel):
 
     @model_validator(mode="after")
     def _some_generator(self) -> ServeConfig:
-        if self.primary is None and self.fallback is None:
-            raise ValueError("configure at least one of primary or fallback")
-        if self.router.chain is not None:
-            for step in self.router.chain:
-                if step.backend != "extractive" and getattr(self, step.backend) is None:
-                    raise ValueError(f"router.chain names {step.backend!r}, which is not configured")
+        if self.router.chain is None and self.primary is None and self.fallback is None:
+            raise ValueError("configure at least one of primary or fallback (or a router.chain of extractive only)")
+        for step in self.router.chain or []:
+            if step.backend != "extractive" and getattr(self, step.backend) is None:
+                raise ValueError(f"router.chain names {step.backend!r}, which is not configured")
         return self
+
+    def generators_in_chain(self) -> dict[str, VllmConfig | LlamaCppConfig]:
+        """The generator deployments to start: those configured and named by the chain."""
+        named = {step.backend for step in self.router.steps()}
+        return {n: c for n, c in (("primary", self.primary), ("fallback", self.fallback)) if c and n in named}
 
     def resolved(self, base: Path) -> ServeConfig:
         """A copy whose relative paths are anchored at `base` (the driver's working directory)."""

@@ -4,7 +4,9 @@ Two judges behind one interface:
 - `embedding` (default): every claim (sentence) of the answer must have a passage sentence within
   `support_threshold` cosine, and the answer must be within `relevance_threshold` of the question,
   with the index's own embedder. Deterministic and cheap, so it can run on every answer; the reason
-  names the weakest claim and its score.
+  names the weakest claim and its score. It catches answers about something else (the usual
+  hallucination of a small model), not a wrong detail on the right topic ("spring tides are caused
+  by the wind" scores 0.72 against the tides passage): that takes the `llm` judge.
 - `llm`: the platform's own generator asked for `{"verdict": "yes"|"no", "reason": "..."}` under a
   JSON schema (constrained decoding, see serving/middleware/json_mode.py). As good as the model
   behind it: a 135M model on CPU here is a weak judge, a real deployment's vLLM model a fair one.
@@ -27,6 +29,7 @@ from serving.generator.protocol import GenerationRequest, GenerationResult, Mess
 Embed = Callable[[list[str]], Awaitable[np.ndarray]]
 Generate = Callable[[GenerationRequest], Awaitable[GenerationResult]]
 CITATION = re.compile(r"\s*\[\d+(?:,\s*\d+)*\]")
+ABSTAINS = re.compile(r"^\W*(i do not know|i don't know|the passages do not say)\b", re.IGNORECASE)
 VERDICT_SCHEMA = {
     "type": "object",
     "properties": {"verdict": {"type": "string", "enum": ["yes", "no"]}, "reason": {"type": "string"}},
@@ -69,6 +72,8 @@ class EmbeddingJudge:
     async def groundedness(self, question: str, answer: str, passages: list[str]) -> Verdict:
         said = claims(answer)
         evidence = [s for _, s in sentences(passages)] or passages
+        if ABSTAINS.match(answer):
+            return Verdict(grader="groundedness", verdict="yes", reason="the answer abstains: it claims nothing")
         if not said:
             return Verdict(grader="groundedness", verdict="yes", reason="the answer makes no claim to check")
         if not evidence:
