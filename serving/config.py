@@ -232,7 +232,7 @@ class GradersConfig(StrictModel):
     support_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)  # each claim vs its closest passage sentence
     relevance_threshold: float = Field(default=0.3, ge=-1.0, le=1.0)  # answer vs question
     regenerate: bool = True  # once, with the strict prompt and more context, when an answer is not grounded
-    strict_prompt: str = "rag_answer_strict"
+    strict_prompt: str = "rag_answer@2"
     context_factor: PositiveFloat = 1.5  # more context for the second try
 
 

@@ -62,7 +62,7 @@ class Gateway(GatewayCore):
         indexes = {n: i for n, i in (await self.retriever.describe.remote()).items() if who.may_use_index(n)}
         generators: dict[str, list] = {}
         for status in await self.router.models.remote():
-            if not who.may_use_model(status.model):
+            if status.backend == "extractive" or not who.may_use_model(status.model):
                 continue
             generators.setdefault(status.model, []).append(status)
         data = [

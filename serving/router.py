@@ -72,6 +72,11 @@ def _worth_retrying(exc: BaseException) -> bool:
     return not (slow or is_client_error(exc) or isinstance(exc, pybreaker.CircuitBreakerError))
 
 
+def _quotes(slot: Slot) -> bool:
+    """The extractive step: part of the chain, but not a model anyone can call by name."""
+    return isinstance(slot.backend, ExtractiveGenerator)
+
+
 def _still_open(breaker: pybreaker.CircuitBreaker) -> bool:
     """Open and within `reset_timeout` (after it, pybreaker lets the next call through as a trial)."""
     opened = breaker._state_storage.opened_at
@@ -153,10 +158,10 @@ class Router:
     async def _plan(self, model: str | None, request: GenerationRequest) -> list[Slot]:
         """The steps that can answer this request (the extractive one needs retrieved passages)."""
         await self._ensure_status()
-        names = {slot.status.model for slot in self.slots if slot.status}
+        names = {slot.status.model for slot in self.slots if slot.status and not _quotes(slot)}
         if model is not None and model not in names:
             raise ModelNotFound(f"model {model!r} does not exist; served: {sorted(names)}", param="model")
-        return [s for s in self.slots if not isinstance(s.backend, ExtractiveGenerator) or s.backend.applies(request)]
+        return [s for s in self.slots if not _quotes(s) or s.backend.applies(request)]
 
     def _retrying(self, slot: Slot) -> AsyncRetrying:
         retry = self.config.retry

@@ -57,6 +57,7 @@ def serve_settings(index_root: Path, port: int, **sections) -> dict:
             "default_max_tokens": 16,
             "records": {"path": str(index_root.parent / "records.sqlite")},
             "cache": {"enabled": True, "path": str(index_root.parent / "cache.sqlite"), "threshold": 0.95},
+            "history": {"path": str(index_root.parent / "history.sqlite")},
             "deployment": zero,
         },
     } | sections

@@ -58,7 +58,9 @@ def test_the_extractive_step_answers_with_cited_sentences_of_the_passages(quotes
     assert "[1]" in reply.choices[0].message.content
     assert reply.rayrag["backend"] == "extractive" and reply.rayrag["steps"] == ["extractive: answered"]
     with pytest.raises(openai.NotFoundError):  # no generator: only grounded requests can be answered
-        client(quotes).chat.completions.create(model="smollm2-135m-instruct", messages=[{"role": "user", "content": "hi"}])
+        client(quotes).chat.completions.create(
+            model="smollm2-135m-instruct", messages=[{"role": "user", "content": "hi"}]
+        )
 
 
 def test_answers_are_graded_and_the_record_explains_them(quotes):

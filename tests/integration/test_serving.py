@@ -10,6 +10,7 @@ import threading
 import time
 
 import httpx
+import jsonschema
 import numpy as np
 import openai
 import pytest
@@ -31,6 +32,11 @@ from tests.integration.serving_support import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 MODEL = "smollm2-135m-instruct"
+VOLCANO = {
+    "type": "object",
+    "properties": {"volcano": {"type": "string"}, "country": {"type": "string"}},
+    "required": ["volcano", "country"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -258,10 +264,38 @@ def test_openapi_schema_lists_every_endpoint(app):
     assert expected <= set(paths)
 
 
-def test_primary_that_cannot_start_leaves_every_request_to_the_fallback(app):
-    """A second app whose vLLM model does not exist: nothing fails, llama.cpp answers all."""
+def test_json_object_mode_on_vllm_guided_decoding(client):
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Describe Mount Fuji in JSON."}],
+        response_format={"type": "json_object"},
+        max_tokens=64,
+    )
+    assert reply.rayrag["backend"] == "vllm"
+    assert isinstance(json.loads(reply.choices[0].message.content), dict)
+
+
+def test_a_session_carries_earlier_turns_into_the_prompt(client, app):
+    def turn(question: str, session: str | None):
+        return client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": question}], max_tokens=8,
+            extra_body={"session_id": session} if session else None,
+        )  # fmt: skip
+
+    turn("My name is Ada.", "llm-session")
+    alone, remembered = turn("What is my name?", None), turn("What is my name?", "llm-session")
+    assert remembered.usage.prompt_tokens > alone.usage.prompt_tokens + 5
+    stored = httpx.get(f"{app['url']}/v1/sessions/llm-session").json()["messages"]
+    assert [m["content"] for m in stored[::2]] == ["My name is Ada.", "What is my name?"]
+
+
+@pytest.fixture(scope="module")
+def broken(app):
+    """A second app whose vLLM model does not exist, with the graders regenerating any answer that
+    is not a near-verbatim quote (support 0.99), so the self-check path runs on real answers."""
     settings = serve_settings(app["config"].index.root, app["port"])
     settings["primary"] = settings["primary"] | {"model": "/nonexistent/model"}
+    settings["gateway"] |= {"graders": {"enabled": True, "support_threshold": 0.99}, "cache": {"enabled": False}}
     serve.run(build_app(settings), name="broken", route_prefix="/broken", blocking=False)
     base = f"{app['url']}/broken"
 
@@ -270,15 +304,48 @@ def test_primary_that_cannot_start_leaves_every_request_to_the_fallback(app):
         return any(g["backend"] == "vllm" and g["error"] for g in generators)
 
     status = wait_for(f"{base}/readyz", primary_failed)["generators"]
-    primary = next(g for g in status if g["backend"] == "vllm")
+    yield {"url": base, "status": status}
+    serve.delete("broken")
+
+
+def test_primary_that_cannot_start_leaves_every_request_to_the_fallback(broken):
+    """Nothing fails: llama.cpp answers all, and each answer says the chain skipped the primary."""
+    primary = next(g for g in broken["status"] if g["backend"] == "vllm")
     assert not primary["ready"] and "nonexistent" in primary["error"]
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
+    client = openai.OpenAI(base_url=f"{broken['url']}/v1", api_key="unused", max_retries=0, timeout=120)
     replies = [
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"Say {i}"}], max_tokens=4)
         for i in range(3)
     ]
     assert {r.rayrag["backend"] for r in replies} == {"llama_cpp"}
-    serve.delete("broken")
+    assert replies[0].rayrag["steps"][0].startswith("primary: skipped (not ready")
+    assert replies[0].rayrag["steps"][-1] == "fallback: answered"
+
+
+def test_json_schema_mode_on_the_llama_cpp_grammar(broken):
+    client = openai.OpenAI(base_url=f"{broken['url']}/v1", api_key="unused", max_retries=0, timeout=120)
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Name a volcano and its country."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "volcano", "schema": VOLCANO}},
+        max_tokens=60,
+    )
+    assert reply.rayrag["backend"] == "llama_cpp"
+    jsonschema.validate(json.loads(reply.choices[0].message.content), VOLCANO)
+
+
+def test_an_ungrounded_answer_is_regenerated_once_and_marked(broken):
+    response = httpx.post(
+        f"{broken['url']}/v1/query",
+        json={"query": "What is a volcano?", "index": "test", "max_tokens": 24},
+        timeout=120,
+    )
+    grades = response.json()["grades"]
+    assert grades["regenerated"] and grades["first_try"]["groundedness"]["verdict"] == "no"
+    assert grades["grounded"] == (grades["groundedness"]["verdict"] == "yes")
+    assert response.json()["prompt"] == "rag_answer@2"  # the strict prompt, with more context
+    record = httpx.get(f"{broken['url']}/v1/records/{response.json()['id']}").json()
+    assert record["grades"] == grades and record["steps"][-1] == "fallback: answered"
 
 
 def test_reindex_while_querying_drops_nothing(app):
