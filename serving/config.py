@@ -274,9 +274,12 @@ class ServeConfig(StrictModel):
     def _some_generator(self) -> ServeConfig:
         if self.router.chain is None and self.primary is None and self.fallback is None:
             raise ValueError("configure at least one of primary or fallback (or a router.chain of extractive only)")
-        for step in self.router.chain or []:
-            if step.backend != "extractive" and getattr(self, step.backend) is None:
-                raise ValueError(f"router.chain names {step.backend!r}, which is not configured")
+        named = {step.backend for step in self.router.chain or []}
+        for role in ("primary", "fallback"):
+            if role in named and getattr(self, role) is None:
+                raise ValueError(f"router.chain names {role!r}, which is not configured")
+            if self.router.chain is not None and role not in named and getattr(self, role) is not None:
+                raise ValueError(f"{role} is configured but router.chain does not name it: add it or set {role}: null")
         return self
 
     def generators_in_chain(self) -> dict[str, VllmConfig | LlamaCppConfig]:

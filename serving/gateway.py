@@ -13,8 +13,9 @@ from ray import serve
 from sse_starlette.sse import EventSourceResponse
 
 from serving import edge
+from serving.answers import answer_extra, answer_headers, backend_header, rag_extra
 from serving.errors import NotFound
-from serving.gateway_core import GatewayCore, answer_extra, answer_headers, backend_header, rag_extra
+from serving.gateway_core import GatewayCore
 from serving.generator.protocol import Message
 from serving.middleware.history import require
 from serving.middleware.records import Feedback
@@ -127,7 +128,7 @@ class Gateway(GatewayCore):
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
         who = self.guard.admit(request.headers)
         asked = self.guard.screen_messages(body.messages)
-        messages, extra = self._with_history(who, body.session_id, asked), {}
+        messages, extra = self.conversations.with_history(who.tenant, body.session_id, asked), {}
         route = await self._route(body.model, who)
         rid, probe, grounded = edge.request_id(request), None, None
         if route.index is not None:
@@ -151,7 +152,7 @@ class Gateway(GatewayCore):
         result = self.guard.screen_result(result)
         self.guard.charge(who, result.usage.total_tokens)
         self._remember(rid, who, "chat", result, extra, body.session_id)
-        self._save_turn(who, body.session_id, asked, result.choices[0].text)
+        self.conversations.save_turn(who.tenant, body.session_id, asked, result.choices[0].text)
         reply = chat_response(rid, body.model, result, extra | {"steps": result.steps})
         if probe is not None:
             self.cache.store(probe.partition, route.index, probe.version, probe.question, probe.vector, reply)
@@ -207,13 +208,13 @@ class Gateway(GatewayCore):
     async def session(self, session_id: str, request: Request) -> dict:
         """A conversation's stored turns, for the tenant that owns it (others get 404)."""
         who = self.guard.admit(request.headers)
-        found = require(self._sessions(), who.tenant, session_id)
+        found = require(self.conversations.required(), who.tenant, session_id)
         return {"object": "session", **found.model_dump()}
 
     @app.delete("/v1/sessions/{session_id}", tags=["rag"])
     async def delete_session(self, session_id: str, request: Request) -> dict:
         who = self.guard.admit(request.headers)
-        if not self._sessions().delete(who.tenant, session_id):
+        if not self.conversations.required().delete(who.tenant, session_id):
             raise NotFound(f"no session {session_id!r}", param="session_id", code="session_not_found")
         return {"id": session_id, "object": "session.deleted", "deleted": True}
 

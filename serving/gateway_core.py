@@ -9,27 +9,32 @@ websocket events with output guardrails, the semantic cache and the answer recor
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from fastapi import Request, WebSocket
+from fastapi import Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from indexes.embedder import EmbedderConfig, load_embedder
 from serving import edge
+from serving.answers import (
+    Answer,
+    CacheProbe,
+    Grounding,
+    added,
+    backend_header,
+    grades_summary,
+)
 from serving.config import GatewayConfig
-from serving.errors import InvalidRequest, LimitExceeded, ModelNotFound, NotFound, ServingError, unwrap
-from serving.generator.protocol import GenerationRequest, GenerationResult, Message, Usage
+from serving.errors import InvalidRequest, LimitExceeded, ModelNotFound, NotFound
+from serving.gateway_streams import GatewayStreams
+from serving.generator.protocol import GenerationRequest, GenerationResult, Message
 from serving.graders import Graders, Verdict
 from serving.middleware.cache import SemanticCache, partition_key
 from serving.middleware.guard import Guard
-from serving.middleware.history import open_history, trim
+from serving.middleware.history import Conversations
 from serving.middleware.json_mode import generate_json
 from serving.middleware.keys import Principal
 from serving.middleware.records import AnswerRecord, RecordStore
@@ -37,85 +42,13 @@ from serving.openai_protocol import (
     RAG_PREFIX,
     ChatCompletionRequest,
     SamplingFields,
-    chat_chunk,
-    completion_chunk,
     usage_dict,
 )
 from serving.prompts import PromptRegistry
-from serving.protocol import ScoredChunk, SearchRequest, SearchResult
-from serving.rag import citations, fit_context, grounded_messages, question_of
+from serving.protocol import SearchRequest
+from serving.rag import fit_context, grounded_messages, question_of
 
 SERVED_TTL_S = 1.0  # how long the gateway reuses the retriever's list of served index versions
-
-
-def backend_header(backend: str) -> dict[str, str]:
-    return {"x-rayrag-backend": backend}
-
-
-def added(a: Usage, b: Usage) -> Usage:
-    return Usage(
-        prompt_tokens=a.prompt_tokens + b.prompt_tokens, completion_tokens=a.completion_tokens + b.completion_tokens
-    )
-
-
-@dataclass(frozen=True)
-class CacheProbe:
-    """A RAG question looked up in the semantic cache: where it belongs and what was found."""
-
-    partition: str
-    version: str
-    question: str
-    vector: list[float]
-    hit: tuple[dict, float] | None
-
-
-@dataclass(frozen=True)
-class Grounding:
-    """A RAG request after retrieval: the messages to generate from, what was found, the prompt used."""
-
-    messages: list[Message]
-    result: SearchResult
-    chunks: list[ScoredChunk]  # the retrieved chunks that fit the context budget, as put in the prompt
-    prompt: str
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A grounded answer after the self-check: the grounding it finally used, and the verdicts."""
-
-    result: GenerationResult
-    grounded: Grounding
-    grades: dict[str, Any] | None = None
-
-
-def grades_summary(first: dict[str, Verdict], final: dict[str, Verdict] | None) -> dict[str, Any]:
-    """The verdicts as recorded and returned: the final ones, the first try's when it was redone."""
-    last = final or first
-    summary: dict[str, Any] = {name: v.model_dump() for name, v in last.items()}
-    summary |= {"grounded": last["groundedness"].passed, "regenerated": final is not None}
-    if final is not None:
-        summary["first_try"] = {name: v.model_dump() for name, v in first.items()}
-    return summary
-
-
-def rag_extra(grounded: Grounding, config: GatewayConfig) -> dict[str, Any]:
-    return {
-        "index": grounded.result.index,
-        "prompt": grounded.prompt,
-        "index_version": grounded.result.version,
-        "citations": [c.model_dump() for c in citations(grounded.chunks, config.snippet_chars)],
-    }
-
-
-def answer_extra(answer: Answer) -> dict[str, Any]:
-    return {"grades": answer.grades} if answer.grades is not None else {}
-
-
-def answer_headers(result: GenerationResult, extra: dict[str, Any], cacheable: bool) -> dict[str, str]:
-    headers = backend_header(result.backend) | ({"x-rayrag-cache": "miss"} if cacheable else {})
-    if "grades" in extra:
-        headers["x-rayrag-grounded"] = "yes" if extra["grades"]["grounded"] else "no"
-    return headers
 
 
 class Route(NamedTuple):
@@ -126,7 +59,7 @@ class Route(NamedTuple):
     version: str | None = None
 
 
-class GatewayCore:
+class GatewayCore(GatewayStreams):
     """The work behind the routes: routing models, grounding, streaming, caching, records."""
 
     def __init__(
@@ -145,7 +78,7 @@ class GatewayCore:
         self.guard = guard or Guard(config, system_prompt=self.prompts.default.render([]))
         self.records = RecordStore(config.records.path) if config.records.enabled else None
         self.cache = SemanticCache(config.cache) if config.cache.enabled else None
-        self.history = open_history(config.history) if config.history.enabled else None
+        self.conversations = Conversations(config.history)
         self.graders = Graders(config.graders, self._embed, self._generate) if config.graders.enabled else None
         self.embedder_config, self._embedder = embedder, None
         self._served_at, self._served = -math.inf, {}
@@ -176,24 +109,6 @@ class GatewayCore:
         return await generate_json(
             lambda r: self.router.generate.remote(r, generator), generation, self.config.json_retries
         )
-
-    # -- conversation history --------------------------------------------------------------------
-
-    def _with_history(self, who: Principal, session_id: str | None, messages: list[Message]) -> list[Message]:
-        """The request's turns after the session's earlier ones (trimmed to the history budget)."""
-        if session_id is None:
-            return messages
-        if self.history is None:
-            raise InvalidRequest("conversation history is turned off (serve.gateway.history)", param="session_id")
-        session = self.history.load(who.tenant, session_id)
-        earlier = trim(session.messages, self.config.history.max_chars) if session else []
-        return [*(m for m in messages if m.role == "system"), *earlier, *(m for m in messages if m.role != "system")]
-
-    def _save_turn(self, who: Principal, session_id: str | None, asked: list[Message], answer: str) -> None:
-        if session_id is None or self.history is None:
-            return
-        said = [m for m in asked if m.role != "system"] + [Message(role="assistant", content=answer)]
-        self.history.append(who.tenant, session_id, said)
 
     # -- grounded answers and their self-check ---------------------------------------------------
 
@@ -229,42 +144,6 @@ class GatewayCore:
         context = [c.text for c in grounded.chunks]
         return generation.model_copy(update={"messages": grounded.messages, "context": context})
 
-    # -- helpers ---------------------------------------------------------------------------------
-
-    async def _socket_turn(self, websocket: WebSocket, raw: str) -> None:
-        rid = edge.new_request_id()
-        try:
-            who = self.guard.admit(websocket.headers)
-            body = ChatCompletionRequest.model_validate_json(raw)
-            asked = self.guard.screen_messages(body.messages)
-            messages = self._with_history(who, body.session_id, asked)
-            index, generator, _ = await self._route(body.model, who)
-            grounded = None
-            if index is not None:
-                search = SearchRequest(query=question_of(messages), index=index)
-                grounded = await self._ground(messages, search, body.prompt_template)
-                messages = grounded.messages
-            generation = self._generation(messages, body, body.token_limit, body.temperature, None, rid, grounded)
-            text = ""
-            async for delta in self.router.options(stream=True).stream.remote(generation, generator):
-                kind = "done" if delta.usage else "delta"
-                text += delta.text if delta.index == 0 else ""
-                if delta.usage:
-                    self.guard.charge(who, delta.usage.total_tokens)
-                    self._save_turn(who, body.session_id, asked, text)
-                await websocket.send_json({"type": kind, "request_id": rid, **delta.model_dump(exclude_none=True)})
-        except ValidationError as exc:
-            await websocket.send_json(
-                {
-                    "type": "error",
-                    **edge.error_body(
-                        str(exc.errors()[0]["msg"]), "invalid_request_error", "invalid_request", None, rid
-                    ),
-                }
-            )
-        except ServingError as exc:
-            await websocket.send_json({"type": "error", **json.loads(edge.sse_error(exc, rid))})
-
     async def _cache_probe(self, who: Principal, route: Route, messages: list[Message], body: ChatCompletionRequest):
         """Look the question up in the semantic cache; None when the cache does not apply (off,
         streaming, or a multi-turn conversation, whose answer depends on more than the question)."""
@@ -298,13 +177,6 @@ class GatewayCore:
         reply["rayrag"] = cached["rayrag"] | {"cache": {"hit": True, "similarity": round(similarity, 4)}}
         headers = {"x-rayrag-cache": "hit", "x-rayrag-cache-similarity": f"{similarity:.4f}"}
         return JSONResponse(reply, headers=headers | backend_header(cached["rayrag"]["backend"]))
-
-    def _sessions(self):
-        if self.history is None:
-            raise NotFound(
-                "conversation history is turned off (serve.gateway.history.enabled)", code="history_disabled"
-            )
-        return self.history
 
     def _graders(self) -> Graders:
         if self.graders is None:
@@ -390,53 +262,3 @@ class GatewayCore:
             context=[c.text for c in grounded.chunks] if grounded else [],
             **sampling,
         )
-
-    async def _chat_stream(
-        self, rid: str, body: ChatCompletionRequest, generation: GenerationRequest, generator: str | None,
-        extra: dict, who: Principal, asked: list[Message],
-    ) -> AsyncIterator[dict]:  # fmt: skip
-        model = body.model
-        try:
-            started: set[int] = set()
-            texts: dict[int, str] = {}
-            async for delta in self.router.options(stream=True).stream.remote(generation, generator):
-                if delta.usage is not None:
-                    self.guard.charge(who, delta.usage.total_tokens)
-                    streamed = GenerationResult(
-                        model=model, backend=delta.backend, choices=[], usage=delta.usage, steps=delta.steps
-                    )
-                    self._remember(rid, who, "chat", streamed, extra, body.session_id)
-                    self._save_turn(who, body.session_id, asked, texts.get(0, ""))
-                    rayrag = {"backend": delta.backend, "steps": delta.steps, **extra}
-                    yield {
-                        "data": json.dumps(
-                            chat_chunk(rid, model, 0, {}, None, usage=usage_dict(delta.usage), rayrag=rayrag)
-                            | {"choices": []}
-                        )
-                    }
-                    continue
-                content = {"content": delta.text} | ({} if delta.index in started else {"role": "assistant"})
-                started.add(delta.index)
-                texts[delta.index] = texts.get(delta.index, "") + delta.text
-                if self.guard.guardrails.screen_output(texts[delta.index]):  # stop before more of it is sent
-                    yield {"data": json.dumps(chat_chunk(rid, model, delta.index, {}, "content_filter"))}
-                    break
-                yield {"data": json.dumps(chat_chunk(rid, model, delta.index, content, delta.finish_reason))}
-        except Exception as exc:  # noqa: BLE001 - headers are sent; the error travels as an event
-            yield {"data": edge.sse_error(unwrap(exc), rid)}
-        yield {"data": "[DONE]"}
-
-    async def _completion_stream(
-        self, rid: str, model: str, generation: GenerationRequest, generator: str | None, who: Principal
-    ) -> AsyncIterator[dict]:
-        try:
-            async for delta in self.router.options(stream=True).stream.remote(generation, generator):
-                if delta.usage is not None:
-                    self.guard.charge(who, delta.usage.total_tokens)
-                else:
-                    yield {
-                        "data": json.dumps(completion_chunk(rid, model, delta.index, delta.text, delta.finish_reason))
-                    }
-        except Exception as exc:  # noqa: BLE001 - headers are sent; the error travels as an event
-            yield {"data": edge.sse_error(unwrap(exc), rid)}
-        yield {"data": "[DONE]"}

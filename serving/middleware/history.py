@@ -18,7 +18,7 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from serving.config import HistoryConfig
-from serving.errors import NotFound
+from serving.errors import InvalidRequest, NotFound
 from serving.generator.protocol import Message
 
 _SCHEMA = """
@@ -144,3 +144,34 @@ class RedisHistory:
 
 def open_history(config: HistoryConfig) -> HistoryStore:
     return RedisHistory(config) if config.backend == "redis" else SqliteHistory(config)
+
+
+class Conversations:
+    """The gateway's view of history: earlier turns into a request, the new turn into the store."""
+
+    def __init__(self, config: HistoryConfig) -> None:
+        self.config = config
+        self.store: HistoryStore | None = open_history(config) if config.enabled else None
+
+    def with_history(self, tenant: str, session_id: str | None, messages: list[Message]) -> list[Message]:
+        """The request's turns after the session's earlier ones (trimmed to the history budget)."""
+        if session_id is None:
+            return messages
+        if self.store is None:
+            raise InvalidRequest("conversation history is turned off (serve.gateway.history)", param="session_id")
+        session = self.store.load(tenant, session_id)
+        earlier = trim(session.messages, self.config.max_chars) if session else []
+        return [*(m for m in messages if m.role == "system"), *earlier, *(m for m in messages if m.role != "system")]
+
+    def save_turn(self, tenant: str, session_id: str | None, asked: list[Message], answer: str) -> None:
+        if session_id is None or self.store is None:
+            return
+        said = [m for m in asked if m.role != "system"] + [Message(role="assistant", content=answer)]
+        self.store.append(tenant, session_id, said)
+
+    def required(self) -> HistoryStore:
+        if self.store is None:
+            raise NotFound(
+                "conversation history is turned off (serve.gateway.history.enabled)", code="history_disabled"
+            )
+        return self.store

@@ -23,6 +23,13 @@ def test_serve_yaml_turns_on_vllm_over_the_default_section(monkeypatch):
     assert config.fallback.model == "smollm2-135m-instruct"
     assert config.retriever.root.is_absolute()
     assert config.primary.deployment.serve_options()["autoscaling_config"]["max_replicas"] == 1
+    assert [s.backend for s in config.router.steps()] == ["primary", "fallback", "extractive"]
+    assert set(config.generators_in_chain()) == {"primary", "fallback"}
+
+
+def test_a_retrieval_only_app_needs_no_generator():
+    config = load_serve_config({"primary": None, "fallback": None, "router": {"chain": [{"backend": "extractive"}]}})
+    assert config.generators_in_chain() == {}
 
 
 @pytest.mark.parametrize(
@@ -31,6 +38,10 @@ def test_serve_yaml_turns_on_vllm_over_the_default_section(monkeypatch):
         ({"retriever": {"top_kk": 3}}, "retriever.top_kk"),
         ({"primary": None, "fallback": None}, "at least one"),
         ({"router": {"deployment": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}}}, "max_replicas"),
+        ({"primary": None, "router": {"chain": [{"backend": "primary"}]}}, "names 'primary', which is not configured"),
+        ({"router": {"chain": [{"backend": "fallback"}]}}, "primary is configured but router.chain does not name"),
+        ({"router": {"chain": [{"backend": "cloud"}]}}, "router.chain.0.backend"),
+        ({"router": {"chain": []}}, "router.chain"),
     ],
 )
 def test_bad_args_name_the_key(args, named):
