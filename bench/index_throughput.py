@@ -34,7 +34,9 @@ def main() -> None:
     parser.add_argument("--config", default="configs/default.yaml")
     howto = Path(".rayrag/corpus/python-3.11-docs/howto")
     default = howto if howto.exists() else SAMPLE_DIR
-    parser.add_argument("--source", default=str(default), help="corpus (default: the docs' howto/ after `make run`, else data/sample)")
+    parser.add_argument(
+        "--source", default=str(default), help="corpus (default: the docs' howto/ after `make run`, else data/sample)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(args.config, updates={"index.root": tmp, "index.name": "bench"})

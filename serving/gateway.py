@@ -7,6 +7,8 @@ deployment handles. Errors are mapped once, in `serving.edge`.
 
 from __future__ import annotations
 
+import time
+
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from ray import serve
@@ -126,6 +128,7 @@ class Gateway(GatewayCore):
 
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
+        started = time.perf_counter()
         who = self.guard.admit(request.headers)
         asked = self.guard.screen_messages(body.messages)
         messages, extra = self.conversations.with_history(who.tenant, body.session_id, asked), {}
@@ -134,7 +137,7 @@ class Gateway(GatewayCore):
         if route.index is not None:
             probe = await self._cache_probe(who, route, messages, body)
             if probe is not None and probe.hit is not None:
-                return self._cached_reply(rid, who, probe)
+                return self._cached_reply(rid, probe, started)
             search = SearchRequest(query=question_of(messages), index=route.index)
             grounded = await self._ground(messages, search, body.prompt_template)
         generation = self._generation(

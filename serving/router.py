@@ -179,7 +179,11 @@ class Router:
 
     # -- generation ------------------------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest, model: str | None = None) -> GenerationResult:
+    async def _first_success(
+        self, request: GenerationRequest, model: str | None, call: Callable[[Slot], Awaitable[Any]]
+    ) -> tuple[Slot, Any, list[str]]:
+        """Walk the chain: the first step whose `call` succeeds (retried as configured), what it
+        returned, and the steps taken; the last step's error when none does."""
         steps: list[str] = []
         last: Exception = NotReady("no step of the chain can answer")
         plan = await self._plan(model, request)
@@ -190,36 +194,26 @@ class Router:
             try:
                 async for attempt in self._retrying(slot):
                     with attempt:
-                        result = await self._attempt(slot, lambda s=slot: s.backend.generate(request))
-                return result.model_copy(update={"steps": [*steps, f"{slot.role}: answered"]})
+                        value = await call(slot)
+                return slot, value, [*steps, f"{slot.role}: answered"]
             except Exception as exc:  # noqa: BLE001 - classified by _fall_or_raise (client errors re-raised)
                 last = self._fall_or_raise(slot, exc)
                 steps.append(f"{slot.role}: failed ({type(last).__name__})")
         raise last
 
+    async def generate(self, request: GenerationRequest, model: str | None = None) -> GenerationResult:
+        call = lambda slot: self._attempt(slot, lambda: slot.backend.generate(request))  # noqa: E731
+        _, result, steps = await self._first_success(request, model, call)
+        return result.model_copy(update={"steps": steps})
+
     async def stream(self, request: GenerationRequest, model: str | None = None) -> AsyncIterator[Delta]:
         """Stream from the first step that yields a first token in time; once tokens flow, stay."""
-        steps: list[str] = []
-        last: Exception = NotReady("no step of the chain can answer")
-        plan = await self._plan(model, request)
-        for slot in plan:
-            if (reason := self._skip_reason(slot, plan[-1])) is not None:
-                steps.append(f"{slot.role}: skipped ({reason})")
-                continue
-            try:
-                async for attempt in self._retrying(slot):
-                    with attempt:
-                        stream, first = await self._first_token(slot, request)
-            except Exception as exc:  # noqa: BLE001 - classified by _fall_or_raise (client errors re-raised)
-                last = self._fall_or_raise(slot, exc)
-                steps.append(f"{slot.role}: failed ({type(last).__name__})")
-                continue
-            steps.append(f"{slot.role}: answered")
-            with self._counting(slot):
-                async for delta in _chain(first, stream):
-                    yield delta.model_copy(update={"steps": steps}) if delta.usage is not None else delta
-            return
-        raise last
+        slot, (stream, first), steps = await self._first_success(
+            request, model, lambda slot: self._first_token(slot, request)
+        )
+        with self._counting(slot):
+            async for delta in _chain(first, stream):
+                yield delta.model_copy(update={"steps": steps}) if delta.usage is not None else delta
 
     async def _first_token(self, slot: Slot, request: GenerationRequest) -> tuple[AsyncIterator[Delta], Delta]:
         stream = slot.backend.stream(request)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from serving.config import CacheConfig
+from serving.middleware.sqlite import open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache (
@@ -39,10 +39,7 @@ def partition_key(**parts: Any) -> str:
 class SemanticCache:
     def __init__(self, config: CacheConfig) -> None:
         self.config = config
-        config.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(config.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(config.path, _SCHEMA)
         self._lock = threading.Lock()
         self._versions: dict[str, str] = {}
 

@@ -8,11 +8,12 @@ clean themselves up.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Protocol
+
+from serving.middleware.sqlite import open_db
 
 
 class Counter(Protocol):
@@ -23,11 +24,8 @@ class Counter(Protocol):
 
 class SqliteCounter:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires REAL)"
+        self._db = open_db(
+            path, "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires REAL);"
         )
         self._lock = threading.Lock()  # one connection, many request threads: one transaction at a time
 

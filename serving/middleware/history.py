@@ -10,7 +10,6 @@ of the model's context given to earlier turns; the retrieved passages and the an
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from typing import Protocol
@@ -20,6 +19,7 @@ from pydantic import BaseModel
 from serving.config import HistoryConfig
 from serving.errors import InvalidRequest, NotFound
 from serving.generator.protocol import Message
+from serving.middleware.sqlite import open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -67,10 +67,7 @@ def require(store: HistoryStore, tenant: str, session_id: str) -> Session:
 class SqliteHistory:
     def __init__(self, config: HistoryConfig) -> None:
         self.config = config
-        config.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(config.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(config.path, _SCHEMA)
         self._lock = threading.Lock()
 
     def load(self, tenant: str, session_id: str) -> Session | None:

@@ -12,11 +12,12 @@ import hashlib
 import hmac
 import json
 import secrets
-import sqlite3
 import time
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+
+from serving.middleware.sqlite import open_db
 
 ANY = "*"
 _SCHEMA = """
@@ -64,9 +65,7 @@ def split_key(key: str) -> tuple[str, str] | None:
 
 class KeyStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(path, _SCHEMA)
 
     def create(
         self, tenant: str, indexes: list[str], models: list[str], limits: KeyLimits | None = None

@@ -9,7 +9,6 @@ only ever sees its own records (another tenant's id is simply not found).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from serving.errors import NotFound
+from serving.middleware.sqlite import open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -54,10 +54,7 @@ class Feedback(BaseModel):
 
 class RecordStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(path, _SCHEMA)
         self._lock = threading.Lock()
 
     def save(self, record: AnswerRecord) -> None:
