@@ -21,6 +21,7 @@ from indexes.manifest import DocumentEntry, Manifest
 from indexes.reader import VECTORS_DIR
 from pipelines.config import IndexJobConfig
 from pipelines.corpus import default_source
+from pipelines.metrics import record_job
 from pipelines.report import ChunkCounts, DocumentCounts, FileNote, JobReport
 from pipelines.sources import Listing, list_source
 from pipelines.stages import PARSED, SKIPPED, UNCHANGED, ChunkEmbedder, DocumentProcessor, explode_chunks
@@ -48,7 +49,9 @@ def decide_rebuild(
     ]
     for label, old, new in checks:
         if old != new:
-            changed = {k: f"{old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+            changed = {
+                k: f"{old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+            }
             return RebuildDecision(True, f"{label} changed ({', '.join(f'{k}: {v}' for k, v in changed.items())})")
     return RebuildDecision(False)
 
@@ -66,6 +69,7 @@ def run_index_job(config: IndexJobConfig, source: str | None = None, rebuild: bo
         decision = decide_rebuild(previous, spec, config, rebuild)
         report = _build_version(config, directory, listing, previous, decision, spec, source, started)
         directory.prune(config.index.keep_versions)
+    record_job(report)
     return report
 
 
@@ -89,14 +93,18 @@ def embed_chunks(documents: Dataset, config: IndexJobConfig) -> Dataset:
         .map_batches(
             ChunkEmbedder,
             fn_constructor_kwargs={"embedder": config.embedder, "stage": stage},
-            batch_size=stage.batch_size, batch_format="numpy",
+            batch_size=stage.batch_size,
+            batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=stage.concurrency),
-            num_gpus=stage.num_gpus, num_cpus=stage.num_cpus,
+            num_gpus=stage.num_gpus,
+            num_cpus=stage.num_cpus,
         )
     )
 
 
-def _run_stages(config: IndexJobConfig, listing: Listing, known: dict[str, str]) -> tuple[list[dict], Dataset | None, int]:
+def _run_stages(
+    config: IndexJobConfig, listing: Listing, known: dict[str, str]
+) -> tuple[list[dict], Dataset | None, int]:
     """Parse every listed file (unchanged ones are only hashed), then embed the new chunks.
 
     Returns the per-document rows (status, reason, hash), the embedded chunks and their count.

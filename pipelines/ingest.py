@@ -146,9 +146,7 @@ def _parse_pdf(data: bytes, name: str, config: ParseConfig, document: ParsedDocu
         raise ParseError(f"corrupt pdf: {exc}") from exc
     if pages == 0:
         raise ParseError("pdf has no pages")
-    return partition_pdf(
-        file=io.BytesIO(data), strategy=config.pdf_strategy, metadata_filename=name, languages=["eng"]
-    )
+    return partition_pdf(file=io.BytesIO(data), strategy=config.pdf_strategy, metadata_filename=name, languages=["eng"])
 
 
 def _parse_docx(data: bytes, name: str, config: ParseConfig, document: ParsedDocument) -> list:

@@ -78,7 +78,9 @@ def _merge_shards(index: FaissIndex, embedded: Dataset) -> None:
     """Build `index.config.shards` partial indexes in parallel Ray tasks, then merge them into `index`."""
     shards = index.config.shards
     refs = embedded.select_columns(["vid", "vector"]).to_numpy_refs()
-    groups = [list(group) for group in np.array_split(np.array(refs, dtype=object), min(shards, len(refs))) if len(group)]
+    groups = [
+        list(group) for group in np.array_split(np.array(refs, dtype=object), min(shards, len(refs))) if len(group)
+    ]
     template = ray.put(index.empty_copy().to_bytes())
     pending = [_build_shard.remote(template, index.config, *group) for group in groups]
     for shard in tqdm(ray.get(pending), desc="Merge index shards", unit="shard"):

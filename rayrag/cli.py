@@ -127,6 +127,25 @@ def serve_command(
         serve.shutdown()
 
 
+@app.command("trace")
+def trace_command(
+    request_id: Annotated[str, typer.Argument(help="The request id (x-request-id header, `id` of a response).")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="The spans as JSON lines instead of a tree.")] = False,
+) -> None:
+    """Print one request's story: its spans (gateway, retrieve, generate, grade) with times, tokens, cost."""
+    from serving.telemetry.story import TraceNotFound, render, spans_of
+
+    settings = load_config(_config_path(config))
+    path = settings.serve.resolved(Path.cwd()).gateway.telemetry.traces_path
+    try:
+        spans = spans_of(path, request_id)
+    except TraceNotFound as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo("\n".join(json.dumps(s) for s in spans) if as_json else render(spans))
+
+
 @app.command("query")
 def query_command(
     question: Annotated[str, typer.Argument(help="The question.")],

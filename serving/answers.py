@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.config import GatewayConfig
-from serving.generator.protocol import GenerationResult, Message, Usage
+from serving.generator.protocol import GenerationRequest, GenerationResult, Message, Usage
 from serving.graders import Verdict
 from serving.protocol import ScoredChunk, SearchResult
 from serving.rag import citations
+from serving.telemetry import metrics
 
 
 def backend_header(backend: str) -> dict[str, str]:
@@ -84,3 +85,22 @@ def answer_headers(result: GenerationResult, extra: dict[str, Any], cacheable: b
     if "grades" in extra:
         headers["x-rayrag-grounded"] = "yes" if extra["grades"]["grounded"] else "no"
     return headers
+
+
+def context_tokens(usage: Usage, generation: GenerationRequest | None) -> int:
+    """The retrieved passages' share of the prompt tokens, estimated by their share of its characters
+    (the gateway has no tokenizer of the generator; the backends count the prompt exactly)."""
+    if generation is None or not generation.context or not generation.messages:
+        return 0
+    prompt_chars = sum(len(m.content) for m in generation.messages) or 1
+    return round(usage.prompt_tokens * min(1.0, sum(map(len, generation.context)) / prompt_chars))
+
+
+def observe_generation(span: Any, result: GenerationResult, seconds: float) -> None:
+    """Backend, model, steps and tokens on the generate span; tokens/s in its histogram."""
+    span.set_attributes({
+        "rayrag.backend": result.backend, "rayrag.generator_model": result.model, "rayrag.steps": result.steps,
+        "rayrag.completion_tokens": result.usage.completion_tokens,
+    })  # fmt: skip
+    if seconds > 0 and result.usage.completion_tokens:
+        metrics.tokens_per_second().observe(result.usage.completion_tokens / seconds, {"backend": result.backend})

@@ -45,18 +45,25 @@ def load_serve_config(args: dict[str, Any] | None) -> ServeConfig:
 def bind(config: ServeConfig) -> Application:
     """Bind the deployment graph: gateway -> (retriever, router -> (primary, fallback))."""
     generators = config.generators_in_chain()
+    logs = config.logging.serve()
     primary = fallback = None
     if "primary" in generators:
-        primary = serve.deployment(VllmGenerator, name="vllm").options(**config.primary.deployment.serve_options())
+        primary = serve.deployment(VllmGenerator, name="vllm").options(
+            **config.primary.deployment.serve_options(), logging_config=logs
+        )
         primary = primary.bind(config.primary)
     if "fallback" in generators:
         fallback = serve.deployment(LlamaCppGenerator, name="llama_cpp").options(
-            **config.fallback.deployment.serve_options()
+            **config.fallback.deployment.serve_options(), logging_config=logs
         )
         fallback = fallback.bind(config.fallback)
-    router = serve.deployment(Router, name="router").options(**config.router.deployment.serve_options())
-    retriever = serve.deployment(Retriever, name="retriever").options(**config.retriever.deployment.serve_options())
-    gateway = Gateway.options(name="gateway", **config.gateway.deployment.serve_options())
+    router = serve.deployment(Router, name="router").options(
+        **config.router.deployment.serve_options(), logging_config=logs
+    )
+    retriever = serve.deployment(Retriever, name="retriever").options(
+        **config.retriever.deployment.serve_options(), logging_config=logs
+    )
+    gateway = Gateway.options(name="gateway", **config.gateway.deployment.serve_options(), logging_config=logs)
     return gateway.bind(
         config.gateway,
         retriever.bind(config.retriever),

@@ -236,6 +236,34 @@ class GradersConfig(StrictModel):
     context_factor: PositiveFloat = 1.5  # more context for the second try
 
 
+class Price(StrictModel):
+    """Price of a model's tokens, per 1,000, in the currency of your bills."""
+
+    prompt_per_1k: NonNegativeFloat = 0.0
+    completion_per_1k: NonNegativeFloat = 0.0
+
+
+class TelemetryConfig(StrictModel):
+    """Traces (serving/telemetry/tracing.py); metrics always go to Ray's metrics pipeline."""
+
+    tracing: bool = True
+    otlp_endpoint: str | None = None  # e.g. http://collector:4318/v1/traces; null = the JSONL file below
+    traces_path: Path = Path(".rayrag/traces.jsonl")
+    prices: dict[str, Price] = Field(default_factory=dict)  # by model name; "*" for any other model
+    log_prompts: bool = False  # debug only: log each full prompt (it may hold personal data)
+
+
+class LoggingSettings(StrictModel):
+    """Replica logs through Ray Serve's logging config: JSON lines carrying Serve's request id."""
+
+    encoding: Literal["JSON", "TEXT"] = "JSON"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    enable_access_log: bool = True
+
+    def serve(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
 class GatewayConfig(StrictModel):
     """The HTTP edge: limits checked before any work is done, and the RAG prompt."""
 
@@ -256,6 +284,7 @@ class GatewayConfig(StrictModel):
     history: HistoryConfig = HistoryConfig()
     graders: GradersConfig = GradersConfig()
     json_retries: NonNegativeInt = 2  # JSON mode: regenerations after an invalid answer
+    telemetry: TelemetryConfig = TelemetryConfig()
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=128)
 
 
@@ -264,6 +293,7 @@ class ServeConfig(StrictModel):
 
     app_name: str = "rayrag"
     route_prefix: str = "/"
+    logging: LoggingSettings = LoggingSettings()
     retriever: RetrieverConfig = RetrieverConfig()
     primary: VllmConfig | None = VllmConfig()
     fallback: LlamaCppConfig | None = LlamaCppConfig()
@@ -297,5 +327,6 @@ class ServeConfig(StrictModel):
             "records": self.gateway.records.model_copy(update={"path": (base / self.gateway.records.path).resolve()}),
             "cache": self.gateway.cache.model_copy(update={"path": (base / self.gateway.cache.path).resolve()}),
             "history": self.gateway.history.model_copy(update={"path": (base / self.gateway.history.path).resolve()}),
+            "telemetry": self.gateway.telemetry.model_copy(update={"traces_path": (base / self.gateway.telemetry.traces_path).resolve()}),
         })  # fmt: skip
         return self.model_copy(update={"retriever": retriever, "gateway": gateway})

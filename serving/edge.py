@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from serving.errors import ServingError, unwrap
+from serving.telemetry import metrics
+from serving.telemetry.tracing import tracer
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,22 @@ def error_body(message: str, type_: str, code: str | None, param: str | None, ri
     return {"error": {"message": message, "type": type_, "param": param, "code": code, "request_id": rid}}
 
 
+def endpoint_of(request: Request) -> str:
+    """The route template (`/v1/records/{request_id}`), so ids do not explode the metric's labels."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+def observe_request(request: Request, status: int, seconds: float) -> None:
+    endpoint = endpoint_of(request)
+    metrics.requests().inc(1, {"endpoint": endpoint, "status": str(status)})
+    metrics.request_seconds().observe(seconds, {"endpoint": endpoint})
+
+
+def count_error(request: Request, error_type: str) -> None:
+    metrics.errors().inc(1, {"type": error_type, "endpoint": endpoint_of(request)})
+
+
 def error_response(exc: ServingError, rid: str) -> JSONResponse:
     retry_after = getattr(exc, "retry_after", 1)
     headers = {"retry-after": str(retry_after)} if exc.status in (429, 503) else None
@@ -44,12 +63,20 @@ def install(app: FastAPI) -> None:
 
     @app.middleware("http")
     async def _request_id(request: Request, call_next):
-        request.state.request_id = request.headers.get("x-request-id") or new_request_id()
-        return await call_next(request)
+        rid = request.state.request_id = request.headers.get("x-request-id") or new_request_id()
+        started = time.perf_counter()
+        name = f"{request.method} {request.url.path}"
+        with tracer().start_as_current_span(name, attributes={"rayrag.request_id": rid}) as span:
+            response = await call_next(request)
+            span.set_attributes({"http.route": endpoint_of(request), "http.status_code": response.status_code})
+        observe_request(request, response.status_code, time.perf_counter() - started)
+        return response
 
     @app.exception_handler(ServingError)
     async def _serving(request: Request, exc: ServingError) -> JSONResponse:
-        return error_response(unwrap(exc), request_id(request))
+        exc = unwrap(exc)
+        count_error(request, exc.code or exc.type)
+        return error_response(exc, request_id(request))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -57,6 +84,7 @@ def install(app: FastAPI) -> None:
         bad_json = first.get("type") == "json_invalid"
         loc = [] if bad_json else [str(p) for p in first["loc"] if p != "body"]
         message = "request body is not valid JSON" if bad_json else first["msg"]
+        count_error(request, "invalid_request")
         body = error_body(
             f"{'.'.join(loc) + ': ' if loc else ''}{message}",
             "invalid_request_error",
@@ -75,6 +103,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error in %s %s", request.method, request.url.path)
+        count_error(request, "internal_error")
         body = error_body("internal error", "server_error", "internal_error", None, request_id(request))
         return JSONResponse(body, 500)
 

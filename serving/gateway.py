@@ -18,7 +18,7 @@ from serving import edge
 from serving.answers import answer_extra, answer_headers, backend_header, rag_extra
 from serving.errors import NotFound
 from serving.gateway_core import GatewayCore
-from serving.generator.protocol import Message
+from serving.generator.protocol import Message, Usage
 from serving.middleware.history import require
 from serving.middleware.records import Feedback
 from serving.openai_protocol import (
@@ -35,6 +35,7 @@ from serving.openai_protocol import (
 )
 from serving.protocol import GradeRequest, QueryRequest, QueryResponse, SearchRequest, SearchResult
 from serving.rag import citations, fit_context, question_of
+from serving.telemetry import metrics
 
 app = FastAPI(title="rayrag", version="0.1.0", description="OpenAI-compatible RAG serving on Ray Serve.")
 edge.install(app)
@@ -97,7 +98,7 @@ class Gateway(GatewayCore):
         )
         answer = await self._answer(grounded, generation, body.model, search)
         result = self.guard.screen_result(answer.result)
-        self.guard.charge(who, result.usage.total_tokens)
+        self._account(who, result.usage, result.model, generation)
         rid = edge.request_id(request)
         self._remember(rid, who, "query", result, rag_extra(answer.grounded, self.config) | answer_extra(answer))
         return QueryResponse(
@@ -121,7 +122,7 @@ class Gateway(GatewayCore):
             self.guard.check_length(text, "input")
         await self._embedding_model(body.model, who)
         vectors, tokens = await self.retriever.embed.remote(body.texts)
-        self.guard.charge(who, tokens)
+        self._account(who, Usage(prompt_tokens=tokens), body.model, None)
         return embedding_response(body.model, vectors, tokens, body.encoding_format)
 
     # -- generation ------------------------------------------------------------------------------
@@ -153,7 +154,7 @@ class Gateway(GatewayCore):
         else:
             result = await self._generate(generation, route.generator)
         result = self.guard.screen_result(result)
-        self.guard.charge(who, result.usage.total_tokens)
+        self._account(who, result.usage, result.model, generation)
         self._remember(rid, who, "chat", result, extra, body.session_id)
         self.conversations.save_turn(who.tenant, body.session_id, asked, result.choices[0].text)
         reply = chat_response(rid, body.model, result, extra | {"steps": result.steps})
@@ -179,7 +180,7 @@ class Gateway(GatewayCore):
         if body.stream:
             return EventSourceResponse(self._completion_stream(rid, body.model, generation, generator, who))
         result = self.guard.screen_result(await self._generate(generation, generator))
-        self.guard.charge(who, result.usage.total_tokens)
+        self._account(who, result.usage, result.model, generation)
         self._remember(rid, who, "completion", result, extra)
         reply = completion_response(rid, body.model, result, extra | {"steps": result.steps})
         return JSONResponse(reply, headers=backend_header(result.backend))
@@ -205,6 +206,7 @@ class Gateway(GatewayCore):
         """Thumbs up/down (and a comment) on an answer, stored with its record for evaluation."""
         who = self.guard.admit(request.headers)
         self._records().add_feedback(body, who.tenant)
+        metrics.feedback().inc(1, {"rating": body.rating})
         return {"request_id": body.request_id, "stored": True}
 
     @app.get("/v1/sessions/{session_id}", tags=["rag"])

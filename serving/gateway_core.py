@@ -9,6 +9,7 @@ websocket events with output guardrails, the semantic cache and the answer recor
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from typing import Any, NamedTuple
@@ -25,12 +26,14 @@ from serving.answers import (
     Grounding,
     added,
     backend_header,
+    context_tokens,
     grades_summary,
+    observe_generation,
 )
 from serving.config import GatewayConfig
 from serving.errors import InvalidRequest, LimitExceeded, ModelNotFound, NotFound
 from serving.gateway_streams import GatewayStreams
-from serving.generator.protocol import GenerationRequest, GenerationResult, Message
+from serving.generator.protocol import GenerationRequest, GenerationResult, Message, Usage
 from serving.graders import Graders, Verdict
 from serving.middleware.cache import SemanticCache, partition_key
 from serving.middleware.guard import Guard
@@ -47,8 +50,22 @@ from serving.openai_protocol import (
 from serving.prompts import PromptRegistry
 from serving.protocol import SearchRequest
 from serving.rag import fit_context, grounded_messages, question_of
+from serving.telemetry import metrics
+from serving.telemetry.tracing import annotate, cost, setup_tracing, stage
 
-SERVED_TTL_S = 1.0  # how long the gateway reuses the retriever's list of served index versions
+log = logging.getLogger(__name__)
+SERVED_TTL_S = 1.0
+# generation parameters that change an answer, so part of the semantic cache's partition key
+CACHE_KEYED_PARAMS = {
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "seed",
+    "response_format",
+}  # how long the gateway reuses the retriever's list of served index versions
 
 
 class Route(NamedTuple):
@@ -79,6 +96,7 @@ class GatewayCore(GatewayStreams):
         self.records = RecordStore(config.records.path) if config.records.enabled else None
         self.cache = SemanticCache(config.cache) if config.cache.enabled else None
         self.conversations = Conversations(config.history)
+        setup_tracing(config.telemetry, "rayrag-gateway")
         self.graders = Graders(config.graders, self._embed, self._generate) if config.graders.enabled else None
         self.embedder_config, self._embedder = embedder, None
         self._served_at, self._served = -math.inf, {}
@@ -106,15 +124,42 @@ class GatewayCore(GatewayStreams):
 
     async def _generate(self, generation: GenerationRequest, generator: str | None = None) -> GenerationResult:
         """The router's answer, held to JSON mode when asked (validated, regenerated a bounded number of times)."""
-        return await generate_json(
-            lambda r: self.router.generate.remote(r, generator), generation, self.config.json_retries
-        )
+        with stage("generate") as span:
+            started = time.perf_counter()
+            result = await generate_json(
+                lambda r: self.router.generate.remote(r, generator), generation, self.config.json_retries
+            )
+            observe_generation(span, result, time.perf_counter() - started)
+        return result
+
+    def _account(self, who: Principal, usage: Usage, model: str, generation: GenerationRequest | None) -> None:
+        """Charge the key, count its tokens by kind, and put tokens and cost on the request's trace."""
+        self.guard.charge(who, usage.total_tokens)
+        context = context_tokens(usage, generation)
+        for kind, count in (
+            ("prompt", usage.prompt_tokens),
+            ("context", context),
+            ("completion", usage.completion_tokens),
+        ):
+            metrics.add(metrics.tokens(), count, {"kind": kind, "key_id": who.key_id, "model": model})
+        spent = cost(usage, model, self.config.telemetry)
+        metrics.add(metrics.spend(), spent, {"key_id": who.key_id, "model": model})
+        annotate(**{
+            "rayrag.key_id": who.key_id, "rayrag.model": model, "rayrag.prompt_tokens": usage.prompt_tokens,
+            "rayrag.context_tokens": context, "rayrag.completion_tokens": usage.completion_tokens,
+            "rayrag.cost": spent,
+        })  # fmt: skip
 
     # -- grounded answers and their self-check ---------------------------------------------------
 
     async def _grade(self, question: str, result: GenerationResult, grounded: Grounding) -> dict[str, Verdict]:
         passages = [c.text for c in grounded.chunks]
-        return await self.graders.grade(question, result.choices[0].text, passages)
+        with stage("grade") as span:
+            verdicts = await self.graders.grade(question, result.choices[0].text, passages)
+            span.set_attributes({f"rayrag.{name}": v.verdict for name, v in verdicts.items()})
+        for name, verdict in verdicts.items():
+            metrics.verdicts().inc(1, {"grader": name, "verdict": verdict.verdict})
+        return verdicts
 
     async def _answer(
         self, grounded: Grounding, generation: GenerationRequest, generator: str | None, search: SearchRequest
@@ -146,30 +191,25 @@ class GatewayCore(GatewayStreams):
 
     async def _cache_probe(self, who: Principal, route: Route, messages: list[Message], body: ChatCompletionRequest):
         """Look the question up in the semantic cache; None when the cache does not apply (off,
-        streaming, or a multi-turn conversation, whose answer depends on more than the question)."""
+        streaming, or a multi-turn conversation, whose answer depends on more than the question).
+        A repeat of a cached question is found by its text, without embedding it."""
         if self.cache is None or body.stream or sum(m.role != "system" for m in messages) != 1:
             return None
         question = question_of(messages)
-        index, version = route.index, route.version
-        self.cache.observe_version(index, version)
-        vector = (await self._embed([question]))[0]
-        params = body.model_dump(
-            include={
-                "max_tokens",
-                "max_completion_tokens",
-                "temperature",
-                "top_p",
-                "n",
-                "stop",
-                "seed",
-                "response_format",
-            }
-        )
-        prompt = self.prompts.get(body.prompt_template).ref
+        self.cache.observe_version(route.index, route.version)
+        params = body.model_dump(include=CACHE_KEYED_PARAMS)
         partition = partition_key(
-            tenant=who.tenant, index=index, version=version, prompt=prompt, model=body.model, **params
-        )
-        return CacheProbe(partition, version, question, vector.tolist(), self.cache.lookup(partition, vector))
+            tenant=who.tenant, index=route.index, version=route.version, model=body.model,
+            prompt=self.prompts.get(body.prompt_template).ref, **params,
+        )  # fmt: skip
+        if (same := self.cache.lookup_exact(partition, question)) is not None:
+            metrics.cache_lookups().inc(1, {"result": "hit"})
+            return CacheProbe(partition, route.version, question, [], (same, 1.0))
+        with stage("embed_query"):
+            vector = (await self._embed([question]))[0]
+        hit = self.cache.lookup(partition, vector)
+        metrics.cache_lookups().inc(1, {"result": "miss" if hit is None else "hit"})
+        return CacheProbe(partition, route.version, question, vector.tolist(), hit)
 
     def _cached_reply(self, rid: str, probe: CacheProbe, started: float) -> JSONResponse:
         """The cached answer under this request's id; `server-timing` says how long the gateway took
@@ -195,9 +235,14 @@ class GatewayCore(GatewayStreams):
     def _remember(
         self, rid: str, who: Principal, endpoint: str, result: GenerationResult, extra: dict, session: str | None = None
     ) -> None:
+        chunks = [{k: c[k] for k in ("chunk_id", "source", "score")} for c in extra.get("citations", [])]
+        annotate(**{
+            "rayrag.endpoint": endpoint, "rayrag.backend": result.backend, "rayrag.prompt": extra.get("prompt"),
+            "rayrag.index": extra.get("index"), "rayrag.index_version": extra.get("index_version"),
+            "rayrag.chunk_ids": [c["chunk_id"] for c in chunks], "rayrag.steps": result.steps,
+        })  # fmt: skip
         if self.records is None:
             return
-        chunks = [{k: c[k] for k in ("chunk_id", "source", "score")} for c in extra.get("citations", [])]
         self.records.save(AnswerRecord(
             request_id=rid, tenant=who.tenant, key_id=who.key_id, endpoint=endpoint, model=result.model,
             backend=result.backend, prompt=extra.get("prompt"), index=extra.get("index"),
@@ -234,7 +279,9 @@ class GatewayCore(GatewayStreams):
         self, messages: list[Message], search: SearchRequest, prompt: str | None, max_chars: int | None = None
     ) -> Grounding:
         template = self.prompts.get(prompt)
-        result = await self.retriever.search.remote(search)
+        with stage("retrieve", **{"rayrag.index": search.index}) as span:
+            result = await self.retriever.search.remote(search)
+            span.set_attributes({"rayrag.index_version": result.version, "rayrag.hits": len(result.chunks)})
         chunks = fit_context(result.chunks, max_chars or self.config.max_context_chars)
         return Grounding(grounded_messages(template.render(chunks), messages), result, chunks, template.ref)
 
@@ -257,6 +304,8 @@ class GatewayCore(GatewayStreams):
         sampling = {"n": body.n, "top_p": body.top_p, "stop": body.stop_list, "seed": body.seed} if body else {}
         if body is not None and body.response_format is not None:
             sampling["response_format"] = body.response_format.for_generation()
+        if self.config.telemetry.log_prompts:  # debug only: prompts may hold personal data
+            log.info("prompt of %s: %s", rid or edge.request_id(request), messages or prompt)
         return GenerationRequest(
             messages=messages,
             prompt=prompt,

@@ -42,7 +42,7 @@ class GatewayStreams:
                 kind = "done" if delta.usage else "delta"
                 text += delta.text if delta.index == 0 else ""
                 if delta.usage:
-                    self.guard.charge(who, delta.usage.total_tokens)
+                    self._account(who, delta.usage, body.model, generation)
                     self.conversations.save_turn(who.tenant, body.session_id, asked, text)
                 await websocket.send_json({"type": kind, "request_id": rid, **delta.model_dump(exclude_none=True)})
         except ValidationError as exc:
@@ -67,7 +67,7 @@ class GatewayStreams:
             texts: dict[int, str] = {}
             async for delta in self.router.options(stream=True).stream.remote(generation, generator):
                 if delta.usage is not None:
-                    self.guard.charge(who, delta.usage.total_tokens)
+                    self._account(who, delta.usage, model, generation)
                     streamed = GenerationResult(
                         model=model, backend=delta.backend, choices=[], usage=delta.usage, steps=delta.steps
                     )
@@ -98,7 +98,7 @@ class GatewayStreams:
         try:
             async for delta in self.router.options(stream=True).stream.remote(generation, generator):
                 if delta.usage is not None:
-                    self.guard.charge(who, delta.usage.total_tokens)
+                    self._account(who, delta.usage, model, generation)
                 else:
                     yield {
                         "data": json.dumps(completion_chunk(rid, model, delta.index, delta.text, delta.finish_reason))

@@ -25,6 +25,7 @@ from serving.config import RetrieverConfig
 from serving.errors import InvalidRequest, NotFound, ServingError
 from serving.protocol import ScoredChunk, SearchRequest, SearchResult
 from serving.ranking import LexicalIndex, matches, mmr, rrf_fuse
+from serving.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class Retriever:
         self.reranker = _load_reranker(config)
         self.errors: dict[str, str] = {}
         self.loaded: dict[str, Loaded] = {name: self._open(name) for name in config.indexes}
+        for name, loaded in self.loaded.items():
+            metrics.index_version().set(1, {"index": name, "version": loaded.version_id})
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="index-watcher", daemon=True)
         self._watcher.start()
@@ -95,6 +98,8 @@ class Retriever:
             return False
         old, self.loaded[name] = self.loaded[name], fresh
         self.errors.pop(name, None)
+        metrics.index_version().set(0, {"index": name, "version": old.version_id})
+        metrics.index_version().set(1, {"index": name, "version": fresh.version_id})
         threading.Timer(self.config.close_grace_s, old.index.close).start()
         log.info("index %s: now serving version %s (was %s)", name, fresh.version_id, old.version_id)
         return True
@@ -156,8 +161,19 @@ class Retriever:
         if mode == "mmr":
             candidates = self._diversify(query[0], candidates, top_k)
         if rerank:
+            started = time.perf_counter()
             candidates = self._rerank(request.query, candidates)
+            metrics.stage_seconds().observe(time.perf_counter() - started, {"stage": "rerank"})
+        if query is not None:
+            self._observe_distance(loaded, request.index, query)
         return candidates[:top_k]
+
+    @staticmethod
+    def _observe_distance(loaded: Loaded, index: str, query: np.ndarray) -> None:
+        """The out-of-distribution score: 1 - cosine of the query to its nearest chunk (unfiltered)."""
+        nearest = loaded.index.search(query, 1)[0]
+        if nearest:
+            metrics.query_distance().observe(1.0 - float(nearest[0].score), {"index": index})
 
     def _filtered(self, request: SearchRequest, hits: list[Hit]) -> list[Hit]:
         return [h for h in hits if matches(h.chunk, request.source, request.section)]

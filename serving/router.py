@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from serving.config import ChainStep, RouterConfig
 from serving.errors import GenerationTimeout, ModelNotFound, NotReady, Overloaded, RetryableError, ServingError, unwrap
 from serving.generator.extractive import ExtractiveGenerator
 from serving.generator.protocol import Delta, GenerationRequest, GenerationResult, GeneratorStatus
+from serving.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,7 @@ class Router:
         for slot in plan:
             if (reason := self._skip_reason(slot, plan[-1])) is not None:
                 steps.append(f"{slot.role}: skipped ({reason})")
+                metrics.fallbacks().inc(1, {"step": slot.role, "outcome": "skipped"})
                 continue
             try:
                 async for attempt in self._retrying(slot):
@@ -199,6 +202,7 @@ class Router:
             except Exception as exc:  # noqa: BLE001 - classified by _fall_or_raise (client errors re-raised)
                 last = self._fall_or_raise(slot, exc)
                 steps.append(f"{slot.role}: failed ({type(last).__name__})")
+                metrics.fallbacks().inc(1, {"step": slot.role, "outcome": "failed"})
         raise last
 
     async def generate(self, request: GenerationRequest, model: str | None = None) -> GenerationResult:
@@ -211,14 +215,19 @@ class Router:
         slot, (stream, first), steps = await self._first_success(
             request, model, lambda slot: self._first_token(slot, request)
         )
+        started = time.perf_counter()
         with self._counting(slot):
             async for delta in _chain(first, stream):
+                if delta.usage is not None:
+                    _observe_rate(delta, time.perf_counter() - started)
                 yield delta.model_copy(update={"steps": steps}) if delta.usage is not None else delta
 
     async def _first_token(self, slot: Slot, request: GenerationRequest) -> tuple[AsyncIterator[Delta], Delta]:
-        stream = slot.backend.stream(request)
+        stream, started = slot.backend.stream(request), time.perf_counter()
         try:
-            return stream, await self._attempt(slot, lambda: anext(stream))
+            first = await self._attempt(slot, lambda: anext(stream))
+            metrics.ttft_seconds().observe(time.perf_counter() - started, {"backend": first.backend or slot.role})
+            return stream, first
         except BaseException:
             with contextlib.suppress(Exception):
                 await _close(stream)
@@ -227,10 +236,12 @@ class Router:
     @contextlib.contextmanager
     def _counting(self, slot: Slot):
         slot.in_flight += 1
+        metrics.in_flight().set(slot.in_flight, {"step": slot.role})
         try:
             yield
         finally:
             slot.in_flight -= 1
+            metrics.in_flight().set(slot.in_flight, {"step": slot.role})
 
     def _fall_or_raise(self, slot: Slot, exc: Exception) -> Exception:
         """Re-raise client errors; turn anything else into the reason to try the next step."""
@@ -245,6 +256,12 @@ class Router:
         if slot.status is not None and not isinstance(exc, Overloaded | GenerationTimeout | NotReady):
             slot.status = slot.status.model_copy(update={"ready": False, "error": str(exc)[:200]})
         return exc if isinstance(exc, ServingError) else RetryableError(f"{slot.role} failed: {exc}")
+
+
+def _observe_rate(last: Delta, seconds: float) -> None:
+    """Completion tokens per second of a whole stream (the last delta carries its usage)."""
+    if seconds > 0 and last.usage.completion_tokens:
+        metrics.tokens_per_second().observe(last.usage.completion_tokens / seconds, {"backend": last.backend})
 
 
 async def _chain(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:

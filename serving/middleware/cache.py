@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS cache (
   vector BLOB NOT NULL, response TEXT NOT NULL, created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cache_partition ON cache (partition);
+CREATE INDEX IF NOT EXISTS cache_question ON cache (partition, question);
 """
 
 
@@ -42,6 +43,15 @@ class SemanticCache:
         self._db = open_db(config.path, _SCHEMA)
         self._lock = threading.Lock()
         self._versions: dict[str, str] = {}
+
+    def lookup_exact(self, partition: str, question: str) -> dict[str, Any] | None:
+        """The cached response of this very question (a repeat needs no embedding: the fast path)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT response FROM cache WHERE partition = ? AND question = ? AND created > ? LIMIT 1",
+                (partition, question, time.time() - self.config.ttl_s),
+            ).fetchone()
+        return json.loads(row[0]) if row else None
 
     def lookup(self, partition: str, vector: np.ndarray) -> tuple[dict[str, Any], float] | None:
         """The cached response of the nearest question in the partition and its similarity, or None."""

@@ -18,14 +18,13 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from prometheus_client import Counter as PromCounter
 from rapidfuzz import fuzz
 
 from serving.config import GuardrailsConfig
 from serving.errors import InvalidRequest
+from serving.telemetry import metrics
 
 log = logging.getLogger(__name__)
-BLOCKS = PromCounter("rayrag_guardrail_blocks", "Requests or answers stopped by a guardrail", ["stage", "category"])
 
 _INJECTION = [re.compile(p, re.IGNORECASE | re.DOTALL) for p in (
     r"\b(ignore|disregard|forget|override|bypass|skip)\b.{0,40}\b(previous|prior|above|earlier|preceding|all|any|your|the|system|these|those)\b.{0,30}\b(instructions?|prompts?|rules|directions|guidelines|directives|constraints|context)\b",
@@ -136,7 +135,7 @@ class Guardrails:
 
     @staticmethod
     def _record(stage: str, category: str, score: float) -> None:
-        BLOCKS.labels(stage, category).inc()
+        metrics.guardrail_blocks().inc(1, {"stage": stage, "category": category})
         log.warning("guardrail: %s %s blocked (score %.2f)", stage, category, score)
 
 

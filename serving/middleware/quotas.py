@@ -16,18 +16,15 @@ import time
 from collections.abc import Callable
 
 import httpx
-from prometheus_client import Counter as PromCounter
 
 from serving.config import QuotaConfig
 from serving.errors import ServingError
 from serving.middleware.counters import Counter, RedisCounter, SqliteCounter
 from serving.middleware.keys import Principal
+from serving.telemetry import metrics
 
 log = logging.getLogger(__name__)
 WINDOW_S = 60
-CREDIT_ALERTS = PromCounter(
-    "rayrag_credit_alerts", "Credit budget thresholds crossed", ["tenant", "key_id", "threshold"]
-)
 
 
 class RateLimited(ServingError):
@@ -92,7 +89,7 @@ class Quotas:
     def _alert(self, who: Principal, threshold: float, spent: int, budget: int) -> None:
         log.warning("credit alert: key %s (tenant %s) spent %d of %d tokens (%d%%)", who.key_id, who.tenant, spent,
                     budget, round(threshold * 100))  # fmt: skip
-        CREDIT_ALERTS.labels(who.tenant, who.key_id, str(threshold)).inc()
+        metrics.credit_alerts().inc(1, {"key_id": who.key_id, "threshold": str(threshold)})
         if self.config.webhook_url:
             body = {
                 "tenant": who.tenant,

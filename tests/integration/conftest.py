@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +17,27 @@ from pipelines.index_job import run_index_job
 from pipelines.report import JobReport
 from rayrag.config import RootConfig, load_config
 
+METRICS_PORT = int(os.environ.get("RAYRAG_TEST_METRICS_PORT", "0")) or None
+
 
 @pytest.fixture(scope="session")
 def ray_cluster():
+    """The local cluster; its metrics agent exports Prometheus text on `metrics_port` (see test_observability)."""
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # keep failure reports readable
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = METRICS_PORT or s.getsockname()[1]
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
+             _metrics_export_port=port)  # fmt: skip
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def metrics_url(ray_cluster) -> str:
+    node = ray._private.worker._global_node
+    return f"http://127.0.0.1:{node.metrics_export_port}/metrics"
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,9 @@ def test_paraphrase_hits_within_its_partition_only(tmp_path, embed):
         tenant="acme", index="docs", version="v1", prompt="rag_answer@1", model="rag:docs", max_tokens=32
     )
     assert other != part and cache.lookup(other, embed("How do I read a CSV file?")) is None
+    assert cache.lookup_exact(part, "How do I read a CSV file?") == {"answer": "csv.reader"}  # no embedding
+    assert cache.lookup_exact(part, "how do i read a csv file") is None
+    assert cache.lookup_exact(other, "How do I read a CSV file?") is None
 
 
 def test_a_new_index_version_drops_the_old_entries(tmp_path, embed):
@@ -51,4 +54,4 @@ def test_entries_expire(tmp_path, embed):
     cache = SemanticCache(CacheConfig(enabled=True, path=tmp_path / "cache.sqlite", ttl_s=0.01))
     cache.store("p", "docs", "v1", "lava", embed("lava"), {"a": 1})
     time.sleep(0.05)
-    assert cache.lookup("p", embed("lava")) is None
+    assert cache.lookup("p", embed("lava")) is None and cache.lookup_exact("p", "lava") is None

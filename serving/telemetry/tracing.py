@@ -1,0 +1,84 @@
+"""OpenTelemetry traces of every request: one root span per HTTP request (opened at the edge) and a
+child span per stage (embed query, retrieve, generate, grade), each stage also timed in the
+`rayrag_stage_seconds` histogram.
+
+Spans go to an OTLP endpoint when one is configured, else to a local JSONL file (one span per line,
+OpenTelemetry's own JSON form, written by its `ConsoleSpanExporter` into the file), which is what
+`rayrag trace REQUEST_ID` reads. The root span carries the request id, key id, prompt version,
+model, index version, chunk ids, token counts and the cost from the configured price table. API keys
+and prompts are never span attributes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+
+from serving.config import TelemetryConfig
+from serving.generator.protocol import Usage
+from serving.telemetry import metrics
+
+_LOCK = threading.Lock()
+_CONFIGURED: dict[str, Any] = {}
+TRACER = "rayrag"
+
+
+def setup_tracing(config: TelemetryConfig, service: str) -> None:
+    """Install this process's tracer provider once (a replica process may host one deployment only)."""
+    with _LOCK:
+        if _CONFIGURED or not config.tracing:
+            return
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        if config.otlp_endpoint:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint)))
+        else:
+            config.traces_path.parent.mkdir(parents=True, exist_ok=True)
+            out = config.traces_path.open("a", buffering=1)  # line-buffered: one span per line, readable at once
+            exporter = ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        _CONFIGURED["provider"] = provider
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER)
+
+
+@contextmanager
+def stage(name: str, **attributes: Any) -> Iterator[trace.Span]:
+    """A child span of the current request and one `rayrag_stage_seconds` observation."""
+    started = time.perf_counter()
+    with tracer().start_as_current_span(name, attributes=_clean(attributes)) as span:
+        try:
+            yield span
+        finally:
+            metrics.stage_seconds().observe(time.perf_counter() - started, {"stage": name})
+
+
+def annotate(**attributes: Any) -> None:
+    """Attributes on the request's root span (the current span's ancestors are not reachable, so the
+    edge stores the root span on the request scope; this sets them on whatever span is current)."""
+    trace.get_current_span().set_attributes(_clean(attributes))
+
+
+def cost(usage: Usage, model: str, config: TelemetryConfig) -> float:
+    """What the tokens cost at the configured price per 1k tokens of this model (0 when unpriced)."""
+    price = config.prices.get(model) or config.prices.get("*")
+    if price is None:
+        return 0.0
+    return usage.prompt_tokens / 1000 * price.prompt_per_1k + usage.completion_tokens / 1000 * price.completion_per_1k
+
+
+def _clean(attributes: dict[str, Any]) -> dict[str, Any]:
+    """OpenTelemetry takes str/bool/int/float and lists of them; None values are dropped."""
+    return {k: v for k, v in attributes.items() if v is not None}

@@ -1,0 +1,57 @@
+"""The dashboard is built from the metric names the code records; traces tell a request's story."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from serving.config import Price, TelemetryConfig
+from serving.generator.protocol import Usage
+from serving.telemetry.dashboard import dashboard
+from serving.telemetry.story import TraceNotFound, render, spans_of
+from serving.telemetry.tracing import cost, setup_tracing, stage, tracer
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
+
+
+def recorded_names() -> set[str]:
+    """Every metric name created in the code, as Ray exports it (prefix, _total on counters)."""
+    names = set()
+    for path in [*(REPO / "serving" / "telemetry").glob("*.py"), REPO / "pipelines" / "metrics.py"]:
+        for kind, name in re.findall(r'(Counter|Gauge|Histogram)\(\s*"(rayrag_\w+)"', path.read_text()):
+            names |= {f"ray_{name}_total"} if kind == "Counter" else {f"ray_{name}", f"ray_{name}_bucket"}
+    return names
+
+
+def test_the_committed_dashboard_is_the_built_one_and_every_query_names_a_recorded_metric():
+    committed = json.loads((REPO / "configs" / "grafana" / "rayrag.json").read_text())
+    assert committed == dashboard()
+    queried = {m for p in committed["panels"] for t in p["targets"] for m in re.findall(r"ray_rayrag_\w+", t["expr"])}
+    assert queried and queried <= recorded_names()
+
+
+def test_cost_uses_the_models_price_or_the_wildcard():
+    usage = Usage(prompt_tokens=2000, completion_tokens=500)
+    config = TelemetryConfig(prices={"m": Price(prompt_per_1k=0.5, completion_per_1k=2.0), "*": Price(prompt_per_1k=1)})
+    assert cost(usage, "m", config) == pytest.approx(2.0)
+    assert cost(usage, "other", config) == pytest.approx(2.0)
+    assert cost(usage, "m", TelemetryConfig()) == 0.0
+
+
+def test_a_request_trace_is_written_as_jsonl_and_rendered_as_a_tree(tmp_path):
+    path = tmp_path / "traces.jsonl"
+    setup_tracing(TelemetryConfig(traces_path=path), "test")
+    with tracer().start_as_current_span("POST /v1/query", attributes={"rayrag.request_id": "req-1"}):
+        with stage("retrieve", **{"rayrag.index": "docs"}):
+            pass
+        with stage("generate"):
+            pass
+    spans = spans_of(path, "req-1")
+    assert [s["name"] for s in spans] == ["retrieve", "generate", "POST /v1/query"]
+    lines = render(spans).splitlines()
+    assert lines[0].startswith("POST /v1/query") and lines[1].startswith("  retrieve") and "index=docs" in lines[1]
+    with pytest.raises(TraceNotFound, match="req-2"):
+        spans_of(path, "req-2")
