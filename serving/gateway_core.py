@@ -54,18 +54,11 @@ from serving.telemetry import metrics
 from serving.telemetry.tracing import annotate, cost, setup_tracing, stage
 
 log = logging.getLogger(__name__)
-SERVED_TTL_S = 1.0
+SERVED_TTL_S = 1.0  # how long the gateway reuses the retriever's list of served index versions
 # generation parameters that change an answer, so part of the semantic cache's partition key
-CACHE_KEYED_PARAMS = {
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "n",
-    "stop",
-    "seed",
-    "response_format",
-}  # how long the gateway reuses the retriever's list of served index versions
+CACHE_KEYED_PARAMS = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stop", "seed"} | {
+    "response_format"
+}
 
 
 class Route(NamedTuple):

@@ -66,8 +66,8 @@ def stage(name: str, **attributes: Any) -> Iterator[trace.Span]:
 
 
 def annotate(**attributes: Any) -> None:
-    """Attributes on the request's root span (the current span's ancestors are not reachable, so the
-    edge stores the root span on the request scope; this sets them on whatever span is current)."""
+    """Attributes on the current span: called outside any `stage`, that is the request's root span
+    (opened at the edge, whose context the route handler inherits)."""
     trace.get_current_span().set_attributes(_clean(attributes))
 
 
