@@ -32,22 +32,27 @@ TRACER = "rayrag"
 
 
 def setup_tracing(config: TelemetryConfig, service: str) -> None:
-    """Install this process's tracer provider once (a replica process may host one deployment only)."""
+    """Install this process's tracer provider once (a replica process hosts one deployment)."""
     with _LOCK:
         if _CONFIGURED or not config.tracing:
             return
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
-        if config.otlp_endpoint:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint)))
-        else:
-            config.traces_path.parent.mkdir(parents=True, exist_ok=True)
-            out = config.traces_path.open("a", buffering=1)  # line-buffered: one span per line, readable at once
-            exporter = ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
-            provider.add_span_processor(SimpleSpanProcessor(exporter))
+        _CONFIGURED["provider"] = provider = build_provider(config, service)
         trace.set_tracer_provider(provider)
-        _CONFIGURED["provider"] = provider
+
+
+def build_provider(config: TelemetryConfig, service: str) -> TracerProvider:
+    """A provider exporting with OTLP/HTTP when an endpoint is configured, else to the JSONL file."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if config.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint)))
+        return provider
+    config.traces_path.parent.mkdir(parents=True, exist_ok=True)
+    out = config.traces_path.open("a", buffering=1)  # line-buffered: one span per line, readable at once
+    exporter = ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
 
 
 def tracer() -> trace.Tracer:

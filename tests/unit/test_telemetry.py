@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
+import threading
 
 import pytest
+from typer.testing import CliRunner
 
+from rayrag.cli import app
 from serving.config import Price, TelemetryConfig
 from serving.generator.protocol import Usage
 from serving.telemetry.dashboard import dashboard
 from serving.telemetry.story import TraceNotFound, render, spans_of
-from serving.telemetry.tracing import cost, setup_tracing, stage, tracer
+from serving.telemetry.tracing import build_provider, cost, setup_tracing, stage, tracer
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -55,3 +59,41 @@ def test_a_request_trace_is_written_as_jsonl_and_rendered_as_a_tree(tmp_path):
     assert lines[0].startswith("POST /v1/query") and lines[1].startswith("  retrieve") and "index=docs" in lines[1]
     with pytest.raises(TraceNotFound, match="req-2"):
         spans_of(path, "req-2")
+
+
+def test_spans_go_to_an_otlp_endpoint_when_one_is_configured():
+    received: list[tuple[str, str]] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            received.append((self.path, self.headers["content-type"]))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}/v1/traces"
+    provider = build_provider(TelemetryConfig(otlp_endpoint=endpoint), "test")
+    with provider.get_tracer("t").start_as_current_span("POST /v1/query"):
+        pass
+    assert provider.force_flush(10_000)
+    server.shutdown()
+    assert received == [("/v1/traces", "application/x-protobuf")]
+
+
+def test_rayrag_trace_prints_the_story_and_names_a_missing_request(tmp_path):
+    path = tmp_path / "traces.jsonl"
+    span = {"name": "POST /v1/query", "context": {"trace_id": "0x1", "span_id": "0xa"}, "parent_id": None,
+            "start_time": "2026-11-23T10:00:00.000000Z", "end_time": "2026-11-23T10:00:00.250000Z",
+            "attributes": {"rayrag.request_id": "req-9", "rayrag.cost": 0.002}}  # fmt: skip
+    path.write_text(json.dumps(span) + "\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"serve:\n  gateway:\n    telemetry:\n      traces_path: {path}\n")
+    result = CliRunner().invoke(app, ["trace", "req-9", "--config", str(config)])
+    assert result.exit_code == 0 and "POST /v1/query  250.0 ms  cost=0.002" in result.output
+    missing = CliRunner().invoke(app, ["trace", "req-0", "--config", str(config)])
+    assert missing.exit_code == 2 and "req-0" in missing.output
