@@ -58,8 +58,6 @@ class Retriever:
         self.reranker = _load_reranker(config)
         self.errors: dict[str, str] = {}
         self.loaded: dict[str, Loaded] = {name: self._open(name) for name in config.indexes}
-        for name, loaded in self.loaded.items():
-            metrics.index_version().set(1, {"index": name, "version": loaded.version_id})
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="index-watcher", daemon=True)
         self._watcher.start()
@@ -112,7 +110,10 @@ class Retriever:
     # -- serving ---------------------------------------------------------------------------------
 
     async def describe(self) -> dict[str, dict]:
-        """Served indexes, their versions and chunk counts (for /v1/models and /readyz)."""
+        """Served indexes, their versions and chunk counts (for /v1/models and /readyz); the version
+        gauge is set again here so it stays exported for as long as the version is served."""
+        for name, loaded in self.loaded.items():
+            metrics.index_version().set(1, {"index": name, "version": loaded.version_id})
         return {
             name: {
                 "version": lo.version_id,

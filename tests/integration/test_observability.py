@@ -79,6 +79,15 @@ def moved(metrics_url: str, before: dict, name: str, expected: float, **labels: 
     return delta
 
 
+def eventually(check, timeout_s: float = 60) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(2)
+    return False
+
+
 def test_metrics_move_by_what_was_done(observed, metrics_url):
     url, headers = observed["url"], observed["headers"]
     before = scrape(metrics_url)
@@ -113,7 +122,9 @@ def test_metrics_move_by_what_was_done(observed, metrics_url):
     assert moved(metrics_url, before, "ray_rayrag_grader_verdicts_total", 3, grader="groundedness") == 3
     assert moved(metrics_url, before, "ray_rayrag_query_ood_distance_count", 3, index="test") == 3
     assert moved(metrics_url, before, "ray_rayrag_request_seconds_count", 5) >= 5
-    assert value(scrape(metrics_url), "ray_rayrag_index_version_info", index="test") == 1  # fmt: skip
+    served = httpx.get(f"{url}/v1/models", headers=headers).json()["data"]
+    version = next(m["index_version"] for m in served if m["id"] == "rag:test")
+    assert eventually(lambda: value(scrape(metrics_url), "ray_rayrag_index_version_info", version=version) == 1)
 
 
 def test_the_index_job_reports_documents_chunks_and_seconds(observed, metrics_url):
