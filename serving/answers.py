@@ -21,12 +21,6 @@ def backend_header(backend: str) -> dict[str, str]:
     return {"x-rayrag-backend": backend}
 
 
-def added(a: Usage, b: Usage) -> Usage:
-    return Usage(
-        prompt_tokens=a.prompt_tokens + b.prompt_tokens, completion_tokens=a.completion_tokens + b.completion_tokens
-    )
-
-
 @dataclass(frozen=True)
 class CacheProbe:
     """A RAG question looked up in the semantic cache: where it belongs and what was found."""

@@ -24,7 +24,6 @@ from serving.answers import (
     Answer,
     CacheProbe,
     Grounding,
-    added,
     backend_header,
     context_tokens,
     grades_summary,
@@ -174,7 +173,7 @@ class GatewayCore(GatewayStreams):
             second = await self._generate(self._regrounded(generation, retry), generator)
         except InvalidRequest:  # the wider context does not fit this model: keep the first answer, marked
             return Answer(result, grounded, grades_summary(first, None))
-        second = second.model_copy(update={"usage": added(result.usage, second.usage)})
+        second = second.model_copy(update={"usage": result.usage + second.usage})
         return Answer(second, retry, grades_summary(first, await self._grade(search.query, second, retry)))
 
     @staticmethod

@@ -63,10 +63,7 @@ async def generate_json(
         return result
     spent = Usage()
     for attempt in range(retries + 1):
-        spent = Usage(
-            prompt_tokens=spent.prompt_tokens + result.usage.prompt_tokens,
-            completion_tokens=spent.completion_tokens + result.usage.completion_tokens,
-        )
+        spent = spent + result.usage
         if (problem := result_problem(result, request)) is None:
             return result.model_copy(update={"usage": spent})
         log.warning("json mode: attempt %d: %s", attempt + 1, problem)
