@@ -16,10 +16,8 @@ from sse_starlette.sse import EventSourceResponse
 
 from serving import edge
 from serving.answers import answer_extra, answer_headers, backend_header, rag_extra
-from serving.errors import NotFound
 from serving.gateway_core import GatewayCore
 from serving.generator.protocol import Message, Usage
-from serving.middleware.history import require
 from serving.middleware.records import Feedback
 from serving.openai_protocol import (
     RAG_PREFIX,
@@ -34,7 +32,7 @@ from serving.openai_protocol import (
     usage_dict,
 )
 from serving.protocol import GradeRequest, QueryRequest, QueryResponse, SearchRequest, SearchResult
-from serving.rag import citations, fit_context, question_of
+from serving.rag import citations, question_of
 from serving.telemetry import metrics
 
 app = FastAPI(title="rayrag", version="0.1.0", description="OpenAI-compatible RAG serving on Ray Serve.")
@@ -213,14 +211,12 @@ class Gateway(GatewayCore):
     async def session(self, session_id: str, request: Request) -> dict:
         """A conversation's stored turns, for the tenant that owns it (others get 404)."""
         who = self.guard.admit(request.headers)
-        found = require(self.conversations.required(), who.tenant, session_id)
-        return {"object": "session", **found.model_dump()}
+        return {"object": "session", **self.conversations.session(who.tenant, session_id).model_dump()}
 
     @app.delete("/v1/sessions/{session_id}", tags=["rag"])
     async def delete_session(self, session_id: str, request: Request) -> dict:
         who = self.guard.admit(request.headers)
-        if not self.conversations.required().delete(who.tenant, session_id):
-            raise NotFound(f"no session {session_id!r}", param="session_id", code="session_not_found")
+        self.conversations.forget(who.tenant, session_id)
         return {"id": session_id, "object": "session.deleted", "deleted": True}
 
     @app.post("/v1/grade", tags=["rag"])
@@ -231,8 +227,9 @@ class Gateway(GatewayCore):
         passages = body.passages
         if passages is None:
             self.guard.check_index(who, body.index)
-            found = await self.retriever.search.remote(SearchRequest(query=body.question, index=body.index))
-            passages = [c.text for c in fit_context(found.chunks, self.config.max_context_chars)]
+            search = SearchRequest(query=body.question, index=body.index)
+            grounded = await self._ground([Message(role="user", content=body.question)], search, None)
+            passages = [c.text for c in grounded.chunks]
         verdicts = await self._graders().grade(body.question, body.answer, passages)
         return {name: v.model_dump() for name, v in verdicts.items()}
 

@@ -57,13 +57,6 @@ def trim(messages: list[Message], max_chars: int) -> list[Message]:
     return kept
 
 
-def require(store: HistoryStore, tenant: str, session_id: str) -> Session:
-    session = store.load(tenant, session_id)
-    if session is None:
-        raise NotFound(f"no session {session_id!r}", param="session_id", code="session_not_found")
-    return session
-
-
 class SqliteHistory:
     def __init__(self, config: HistoryConfig) -> None:
         self.config = config
@@ -166,9 +159,24 @@ class Conversations:
         said = [m for m in asked if m.role != "system"] + [Message(role="assistant", content=answer)]
         self.store.append(tenant, session_id, said)
 
-    def required(self) -> HistoryStore:
+    def session(self, tenant: str, session_id: str) -> Session:
+        """The tenant's session, or 404: another tenant's id and an unknown one answer alike."""
+        session = self._store().load(tenant, session_id)
+        if session is None:
+            raise _not_found(session_id)
+        return session
+
+    def forget(self, tenant: str, session_id: str) -> None:
+        if not self._store().delete(tenant, session_id):
+            raise _not_found(session_id)
+
+    def _store(self) -> HistoryStore:
         if self.store is None:
             raise NotFound(
                 "conversation history is turned off (serve.gateway.history.enabled)", code="history_disabled"
             )
         return self.store
+
+
+def _not_found(session_id: str) -> NotFound:
+    return NotFound(f"no session {session_id!r}", param="session_id", code="session_not_found")
