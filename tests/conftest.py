@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -60,3 +63,31 @@ def redis_url(tmp_path_factory):
     yield f"redis://127.0.0.1:{port}/0"
     server.terminate()
     server.wait(10)
+
+
+class Posted(NamedTuple):
+    path: str
+    content_type: str
+    body: bytes
+
+
+@pytest.fixture
+def post_sink():
+    """A local HTTP server that records every POST (a webhook receiver, an OTLP collector);
+    yields its base URL and the list of what it received."""
+    received: list[Posted] = []
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append(Posted(self.path, self.headers["content-type"], body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", received
+    server.shutdown()

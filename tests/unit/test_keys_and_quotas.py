@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import sqlite3
 import threading
@@ -97,22 +96,9 @@ def test_requests_per_minute_admit_exactly_the_limit(counter):
     quotas[0].admit(principal)  # a new window
 
 
-def test_tokens_per_minute_and_credit_budget_with_alerts_once(counter, caplog):
-    received: list[dict] = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    config = QuotaConfig(enabled=True, tokens_per_minute=1000, credit_budget=100,
-                         webhook_url=f"http://127.0.0.1:{server.server_port}/alert")  # fmt: skip
+def test_tokens_per_minute_and_credit_budget_with_alerts_once(counter, caplog, post_sink):
+    url, received = post_sink
+    config = QuotaConfig(enabled=True, tokens_per_minute=1000, credit_budget=100, webhook_url=f"{url}/alert")
     quotas = Quotas(config, counter(), Clock())
     who = Principal(key_id=f"k-{id(quotas)}", tenant="acme", limits=KeyLimits(tokens_per_minute=50))
     quotas.admit(who)
@@ -132,5 +118,4 @@ def test_tokens_per_minute_and_credit_budget_with_alerts_once(counter, caplog):
         if len(received) >= 2:
             break
         threading.Event().wait(0.1)
-    server.shutdown()
-    assert sorted(r["threshold"] for r in received) == [0.8, 1.0]
+    assert sorted(json.loads(r.body)["threshold"] for r in received) == [0.8, 1.0]

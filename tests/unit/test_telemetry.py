@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
-import threading
 
 import pytest
 from typer.testing import CliRunner
@@ -61,28 +59,13 @@ def test_a_request_trace_is_written_as_jsonl_and_rendered_as_a_tree(tmp_path):
         spans_of(path, "req-2")
 
 
-def test_spans_go_to_an_otlp_endpoint_when_one_is_configured():
-    received: list[tuple[str, str]] = []
-
-    class Collector(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["content-length"]))
-            received.append((self.path, self.headers["content-type"]))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{server.server_port}/v1/traces"
-    provider = build_provider(TelemetryConfig(otlp_endpoint=endpoint), "test")
+def test_spans_go_to_an_otlp_endpoint_when_one_is_configured(post_sink):
+    url, received = post_sink
+    provider = build_provider(TelemetryConfig(otlp_endpoint=f"{url}/v1/traces"), "test")
     with provider.get_tracer("t").start_as_current_span("POST /v1/query"):
         pass
     assert provider.force_flush(10_000)
-    server.shutdown()
-    assert received == [("/v1/traces", "application/x-protobuf")]
+    assert [(r.path, r.content_type) for r in received] == [("/v1/traces", "application/x-protobuf")]
 
 
 def test_rayrag_trace_prints_the_story_and_names_a_missing_request(tmp_path):
