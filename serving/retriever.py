@@ -165,16 +165,7 @@ class Retriever:
             started = time.perf_counter()
             candidates = self._rerank(request.query, candidates)
             metrics.stage_seconds().observe(time.perf_counter() - started, {"stage": "rerank"})
-        if query is not None:
-            self._observe_distance(loaded, request.index, query)
         return candidates[:top_k]
-
-    @staticmethod
-    def _observe_distance(loaded: Loaded, index: str, query: np.ndarray) -> None:
-        """The out-of-distribution score: 1 - cosine of the query to its nearest chunk (unfiltered)."""
-        nearest = loaded.index.search(query, 1)[0]
-        if nearest:
-            metrics.query_distance().observe(1.0 - float(nearest[0].score), {"index": index})
 
     def _filtered(self, request: SearchRequest, hits: list[Hit]) -> list[Hit]:
         return [h for h in hits if matches(h.chunk, request.source, request.section)]
@@ -183,7 +174,10 @@ class Retriever:
         """Nearest chunks; with a filter, search wider so `fetch` survivors remain when they exist."""
         count = loaded.index.vectors.count
         k = fetch if not (request.source or request.section) else min(count, max(fetch * 20, 500))
-        return self._filtered(request, loaded.index.search(query, max(1, min(k, count)))[0])[:fetch]
+        hits = loaded.index.search(query, max(1, min(k, count)))[0]
+        if hits:  # the out-of-distribution score: 1 - cosine of the query to its nearest chunk, before filters
+            metrics.query_distance().observe(1.0 - float(hits[0].score), {"index": request.index})
+        return self._filtered(request, hits)[:fetch]
 
     def _lexical(self, loaded: Loaded, request: SearchRequest, fetch: int) -> list[Hit]:
         widen = 1 if not (request.source or request.section) else 20
