@@ -43,14 +43,20 @@ def default_source(corpus_dir: Path) -> str:
 def fetch_python_docs(target: Path) -> int:
     """Download and unpack python3.11-doc, keep its HTML pages; returns the page count."""
     with tempfile.TemporaryDirectory() as tmp:
-        _run(["apt-get", "download", PACKAGE], cwd=tmp)
-        debs = list(Path(tmp).glob(f"{PACKAGE}_*.deb"))
-        if not debs:
-            raise CorpusUnavailable(f"apt-get download {PACKAGE} produced no .deb")
-        _run(["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "root")], cwd=tmp)
-        pages = _copy_pages(Path(tmp) / "root" / HTML_DIR, target)
+        pages = _copy_pages(unpack_python_docs(Path(tmp)), target)
     _marker(target).write_text(f"{pages} pages from {PACKAGE}\n")
     return pages
+
+
+def unpack_python_docs(workdir: Path) -> Path:
+    """`apt-get download` + `dpkg-deb -x` python3.11-doc into `workdir`; returns its HTML root
+    (which also holds the reST sources under `_sources/`)."""
+    _run(["apt-get", "download", PACKAGE], cwd=str(workdir))
+    debs = list(workdir.glob(f"{PACKAGE}_*.deb"))
+    if not debs:
+        raise CorpusUnavailable(f"apt-get download {PACKAGE} produced no .deb")
+    _run(["dpkg-deb", "-x", str(debs[0]), str(workdir / "root")], cwd=str(workdir))
+    return workdir / "root" / HTML_DIR
 
 
 def _marker(target: Path) -> Path:

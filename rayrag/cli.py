@@ -16,7 +16,9 @@ from indexes.layout import IndexDirectory, IndexLockedError, IndexNotFoundError
 from indexes.manifest import Manifest
 from pipelines.report import JobReport
 from pipelines.sources import SourceError
+from pipelines.evaluation.config import EvalError
 from rayrag.config import ConfigError, load_config
+from rayrag.eval_cli import eval_app
 from rayrag.feedback_cli import feedback_app
 from rayrag.keys_cli import keys_app
 from rayrag.serve_cli import ServeStartError
@@ -34,6 +36,7 @@ USER_ERRORS = (
     ServeStartError,
     ModelUnavailableError,
     ServeConfigError,
+    EvalError,
 )
 
 app = typer.Typer(help="rayrag: distributed retrieval-augmented generation on Ray.", no_args_is_help=True)
@@ -41,6 +44,7 @@ index_app = typer.Typer(help="Build, update and inspect indexes.")
 app.add_typer(index_app, name="index")
 app.add_typer(keys_app, name="keys")
 app.add_typer(feedback_app, name="feedback")
+app.add_typer(eval_app, name="eval")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from indexes.strict import set_dotted
 from pipelines.config import IndexJobConfig
+from pipelines.evaluation.config import EvalConfig
 from serving.config import ServeConfig
 
 
@@ -23,9 +24,10 @@ class ConfigError(ValueError):
 
 
 class RootConfig(IndexJobConfig):
-    """Everything `configs/*.yaml` may hold: the index job's sections plus `serve:`."""
+    """Everything `configs/*.yaml` may hold: the index job's sections plus `serve:` and `eval:`."""
 
     serve: ServeConfig = ServeConfig()
+    eval: EvalConfig = EvalConfig()
 
 
 def load_config(

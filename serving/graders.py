@@ -102,6 +102,21 @@ class EmbeddingJudge:
         return Verdict(grader="relevance", verdict="yes" if passed else "no", reason=reason, score=score)
 
 
+async def ask_json(
+    generate: Generate, prompt: str, schema: dict, request_id: str, max_tokens: int = 96
+) -> tuple[dict, str]:
+    """One greedy, schema-constrained question to a judge model: (the parsed JSON, the model)."""
+    request = GenerationRequest(
+        messages=[Message(role="user", content=prompt)],
+        max_tokens=max_tokens,
+        temperature=0.0,
+        response_format=ResponseFormat(type="json_schema", schema=schema),
+        request_id=request_id,
+    )
+    result = await generate(request)
+    return json.loads(result.choices[0].text), result.model
+
+
 class LlmJudge:
     name = "llm"
 
@@ -115,16 +130,8 @@ class LlmJudge:
             '{"verdict": "yes" or "no", "reason": one short sentence}.\n\n'
             f"PASSAGES:\n{shown}\n\nQUESTION: {question}\n\nANSWER: {answer}"
         )
-        request = GenerationRequest(
-            messages=[Message(role="user", content=prompt)],
-            max_tokens=96,
-            temperature=0.0,
-            response_format=ResponseFormat(type="json_schema", schema=VERDICT_SCHEMA),
-            request_id=f"grade-{grader}",
-        )
-        result = await self.generate(request)
-        parsed = json.loads(result.choices[0].text)
-        return Verdict(grader=grader, verdict=parsed["verdict"], reason=parsed["reason"], judge=f"llm:{result.model}")
+        parsed, model = await ask_json(self.generate, prompt, VERDICT_SCHEMA, f"grade-{grader}")
+        return Verdict(grader=grader, verdict=parsed["verdict"], reason=parsed["reason"], judge=f"llm:{model}")
 
     async def groundedness(self, question: str, answer: str, passages: list[str]) -> Verdict:
         return await self._ask("groundedness", question, answer, passages)

@@ -1,0 +1,59 @@
+"""Strict settings of `rayrag eval`: the `eval:` section of `configs/*.yaml`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+
+from indexes.strict import StrictModel
+
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run as asked: a bad dataset, an unknown mode, rerank without a model."""
+
+
+RetrievalMode = Literal["dense", "bm25", "hybrid", "mmr", "rerank"]
+
+
+class GateConfig(StrictModel):
+    """`make eval-gate`: nDCG@10 of the configured retriever on a fixed subset, against the figure
+    recorded here; a drop of more than `margin` fails CI."""
+
+    dataset: str = "python-faq"
+    queries: PositiveInt = 60
+    distractors: NonNegativeInt = 600
+    seed: int = 0
+    recorded_ndcg10: float | None = Field(default=None, ge=0.0, le=1.0)
+    margin: PositiveFloat = 0.03
+
+
+class JudgeConfig(StrictModel):
+    """The LLM judge of answer evaluation: the packaged model through the project's own llama.cpp
+    generator, or any OpenAI-compatible endpoint."""
+
+    kind: Literal["llama_cpp", "openai"] = "llama_cpp"
+    model: str = "smollm2-135m-instruct"
+    base_url: str | None = None  # openai: e.g. http://127.0.0.1:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"
+    max_tokens: PositiveInt = 96
+    timeout_s: PositiveFloat = 60.0
+
+
+class AnswerEvalConfig(StrictModel):
+    concurrency: PositiveInt = 2  # Ray Data actors answering and judging questions
+    judge: JudgeConfig = JudgeConfig()
+    support_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)  # the embedding groundedness grader's
+
+
+class EvalConfig(StrictModel):
+    datasets_dir: Path = Path(".rayrag/eval/datasets")  # datasets built by name (python-faq)
+    workdir: Path = Path(".rayrag/eval/indexes")  # one index per dataset, updated incrementally
+    reports_dir: Path = Path(".rayrag/eval/reports")
+    published: Path = Path("configs/eval/published.yaml")
+    depth: PositiveInt = 100  # chunks retrieved per query; documents are ranked by their best chunk
+    recall_at: tuple[PositiveInt, ...] = (10, 100)
+    gate: GateConfig = GateConfig()
+    answers: AnswerEvalConfig = AnswerEvalConfig()

@@ -1,0 +1,25 @@
+"""Find a dataset by name or path: a BEIR-layout directory, or a dataset rayrag can build here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.evaluation.beir import Dataset, DatasetError, read_dataset
+from pipelines.evaluation.faq_dataset import NAME as FAQ, build_faq_dataset
+
+BUILDABLE = {FAQ: build_faq_dataset}
+
+
+def resolve_dataset(name_or_path: str, datasets_dir: Path) -> Dataset:
+    """A directory is read as it is; a buildable name is built once into `datasets_dir`."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return read_dataset(path)
+    if name_or_path in BUILDABLE:
+        target = Path(datasets_dir) / name_or_path
+        if not (target / "corpus.jsonl").exists():
+            BUILDABLE[name_or_path](target)
+        return read_dataset(target)
+    raise DatasetError(
+        f"dataset {name_or_path!r} is neither a directory in BEIR layout nor one of: {', '.join(BUILDABLE)}"
+    )

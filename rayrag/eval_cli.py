@@ -1,0 +1,137 @@
+"""`rayrag eval ...`: build labelled datasets, measure retrieval and answers, gate CI on quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+eval_app = typer.Typer(help="Measure retrieval and answer quality on labelled data.", no_args_is_help=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
+DEFAULT_CONFIG = Path("configs/default.yaml")
+
+
+def _settings(config: Path, overrides: list[str] | None = None):
+    from rayrag.cli import _config_path
+    from rayrag.config import load_config
+
+    return load_config(_config_path(config), overrides or [])
+
+
+@eval_app.command("build-faq-dataset")
+def build_faq(
+    out: Annotated[Path, typer.Option(help="Directory to write (BEIR layout).")] = Path(
+        ".rayrag/eval/datasets/python-faq"
+    ),
+    sources: Annotated[
+        Path | None, typer.Option(help="An unpacked `_sources` directory (default: download python3.11-doc).")
+    ] = None,
+) -> None:
+    """Build the Python-FAQ retrieval set: FAQ questions as queries, their answer sections as gold."""
+    from pipelines.evaluation.faq_dataset import build_faq_dataset
+
+    dataset = build_faq_dataset(out, sources)
+    judged = sum(len(docs) for docs in dataset.qrels.values())
+    typer.echo(f"wrote {out}: {len(dataset.queries)} queries, {len(dataset.corpus)} documents, {judged} judgements")
+
+
+@eval_app.command("retrieval")
+def retrieval(
+    dataset: Annotated[str, typer.Option(help="A BEIR-layout directory, or python-faq (built on first use).")],
+    modes: Annotated[str, typer.Option(help="Comma-separated: dense,bm25,hybrid,mmr,rerank.")] = "dense,bm25,hybrid",
+    reranker: Annotated[Path | None, typer.Option(help="CrossEncoder directory for the rerank mode.")] = None,
+    queries: Annotated[int | None, typer.Option(help="Evaluate on this many queries (a fixed subset).")] = None,
+    distractors: Annotated[int, typer.Option(help="With --queries: unjudged documents kept.")] = 1000,
+    out: Annotated[Path | None, typer.Option(help="JSON report (default: eval.reports_dir).")] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    overrides: SetOption = None,
+) -> None:
+    """Index the dataset with the index job, then report recall@k, MRR@10 and nDCG@10 per mode."""
+    from pipelines.evaluation.retrieval import evaluate_modes, published_figures, report_json, table
+
+    settings, data = _dataset(config, overrides, dataset, queries, distractors)
+    chosen = _modes(modes)
+    results = evaluate_modes(data, settings, chosen, reranker)
+    typer.echo(f"{data.name}: {len(data.queries)} queries, {len(data.corpus)} documents")
+    typer.echo(table(results))
+    published = published_figures(settings.eval.published, Path(settings.embedder.model).name, data.name)
+    for who, figure in published.items():
+        typer.echo(f"published {who}: " + ", ".join(f"{k} {v}" for k, v in figure.items() if k != "source")
+                   + f"  ({figure.get('source', '')})")  # fmt: skip
+    if not published:
+        typer.echo(f"published: no figure recorded for {data.name!r} in {settings.eval.published}")
+    path = report_json(data, results, published, out or settings.eval.reports_dir / f"retrieval-{data.name}.json")
+    typer.echo(f"report: {path}")
+
+
+@eval_app.command("gate")
+def gate(config: ConfigOption = DEFAULT_CONFIG, overrides: SetOption = None) -> None:
+    """CI gate: nDCG@10 of the configured retriever mode on the gate subset vs the recorded figure."""
+    from pipelines.evaluation.gate import check
+    from pipelines.evaluation.retrieval import evaluate_modes
+
+    settings = _settings(config, overrides)
+    spec = settings.eval.gate
+    settings, data = _dataset(config, overrides, spec.dataset, spec.queries, spec.distractors, spec.seed)
+    mode = settings.serve.retriever.mode
+    [result] = evaluate_modes(data, settings, [mode])
+    outcome = check(result.metrics["ndcg@10"], spec)
+    typer.echo(f"{data.name} ({len(data.queries)} queries, {len(data.corpus)} documents), mode {mode}: "
+               + json.dumps({k: round(v, 4) for k, v in result.metrics.items()}))  # fmt: skip
+    typer.echo(outcome.message)
+    if not outcome.passed:
+        raise typer.Exit(1)
+
+
+def _dataset(config: Path, overrides, name: str, queries: int | None, distractors: int, seed: int = 0):
+    from pipelines.evaluation.datasets import resolve_dataset
+    from rayrag.runtime import connect_ray
+
+    settings = _settings(config, overrides)
+    data = resolve_dataset(name, settings.eval.datasets_dir)
+    if queries is not None:
+        data = data.subset(queries, distractors, seed)
+    connect_ray(settings.ray)
+    return settings, data
+
+
+def _modes(modes: str) -> list[str]:
+    from typing import get_args
+
+    from pipelines.evaluation.config import EvalError, RetrievalMode
+
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in get_args(RetrievalMode)]
+    if unknown or not chosen:
+        raise EvalError(f"unknown mode(s) {', '.join(unknown) or '(none)'}; choose from {get_args(RetrievalMode)}")
+    return chosen
+
+
+@eval_app.command("answers")
+def answers(
+    questions: Annotated[Path, typer.Option(help="JSON lines: {question, reference (optional), id (optional)}.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    against: Annotated[Path | None, typer.Option(help="A second config to compare with (pairwise).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report directory (default: eval.reports_dir/answers).")] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Answer the questions with config A (and B), judge every answer; write JSON, Markdown and a PNG."""
+    from pipelines.eval_job import read_questions, run_answer_eval
+    from pipelines.evaluation.answer_report import markdown, write_report
+    from rayrag.runtime import connect_ray
+
+    settings = _settings(config, overrides)
+    rows = read_questions(questions)
+    configs = {"a": settings.serve.resolved(Path.cwd())}
+    names = {"a": str(config)}
+    if against is not None:
+        configs["b"], names["b"] = _settings(against, overrides).serve.resolved(Path.cwd()), str(against)
+    connect_ray(settings.ray)
+    results = run_answer_eval(rows, configs, settings.eval.answers, settings.serve.retriever.embedder)
+    paths = write_report(results, names, out or settings.eval.reports_dir / "answers")
+    typer.echo(markdown(json.loads(paths["json"].read_text())["summary"], names))
+    typer.echo("report: " + ", ".join(str(p) for p in paths.values()))

@@ -1,0 +1,117 @@
+"""Retrieval metrics, the CI gate, the answer judges and the answer report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import pytest
+
+from pipelines.evaluation.answer_report import aggregate, markdown, write_report
+from pipelines.evaluation.beir import Dataset
+from pipelines.evaluation.config import GateConfig
+from pipelines.evaluation.gate import check
+from pipelines.evaluation.judges import AnswerJudge, string_distances
+from pipelines.evaluation.retrieval import _score, measures, published_figures
+from serving.generator.protocol import Choice, GenerationResult, Usage
+from tests.fakes import FakeGenerator
+
+pytestmark = pytest.mark.unit
+
+
+def faq_like() -> Dataset:
+    corpus = {d: {"title": "", "text": d} for d in ("gold1", "link1", "gold2", "other")}
+    qrels = {"q1": {"gold1": 2, "link1": 1}, "q2": {"gold2": 2}}
+    return Dataset("toy", corpus, {"q1": "a", "q2": "b"}, qrels)
+
+
+def test_metrics_follow_trec_eval_on_a_hand_checked_run():
+    """q1: gold at rank 2, linked page at rank 1; q2: gold not retrieved."""
+    run = {"q1": {"link1": 2.0, "gold1": 1.0}, "q2": {"other": 1.0}}
+    result = _score("dense", run, faq_like(), measures(faq_like(), (10,)))
+    dcg = 1 / math.log2(2) + 2 / math.log2(3)  # trec_eval's nDCG gain is the grade itself
+    ideal = 2 / math.log2(2) + 1 / math.log2(3)
+    assert result.metrics["ndcg@10"] == pytest.approx((dcg / ideal + 0) / 2)
+    assert result.metrics["mrr@10"] == pytest.approx((1 / 2 + 0) / 2)  # the top grade only: the answer itself
+    assert result.metrics["recall@10"] == pytest.approx(0.5)
+    assert result.per_query_ndcg["q2"] == 0
+
+
+def test_the_gate_fails_only_below_the_margin():
+    gate = GateConfig(recorded_ndcg10=0.60, margin=0.03)
+    assert check(0.58, gate).passed and "PASS" in check(0.58, gate).message
+    failed = check(0.56, gate)
+    assert not failed.passed and "dropped" in failed.message and "0.5700" in failed.message
+    assert "consider raising" in check(0.70, gate).message
+    assert not check(0.9, GateConfig()).passed  # nothing recorded: say so rather than pass silently
+
+
+def test_published_figures_are_looked_up_by_embedder_and_dataset(tmp_path):
+    path = tmp_path / "published.yaml"
+    path.write_text("m:\n  scifact: {ndcg@10: 0.64, source: x}\nbm25:\n  scifact: {ndcg@10: 0.66}\n")
+    assert published_figures(path, "m", "scifact") == {"m": {"ndcg@10": 0.64, "source": "x"}, "bm25": {"ndcg@10": 0.66}}
+    assert published_figures(path, "m", "nfcorpus") == {}
+
+
+def test_string_distances_are_normalised():
+    assert string_distances("same", "same") == {"levenshtein": 0.0, "jaro_winkler": 0.0}
+    far = string_distances("abc", "xyz")
+    assert far["levenshtein"] == 1.0 and far["jaro_winkler"] == 1.0
+
+
+def judge_replying(reply) -> AnswerJudge:
+    async def generate(request):
+        text = reply(request.messages[0].content)
+        return GenerationResult(model="judge", backend="fake", choices=[Choice(index=0, text=text, finish_reason="stop")],
+                                usage=Usage())  # fmt: skip
+
+    return AnswerJudge(generate)
+
+
+def test_pairwise_needs_both_orders_to_agree():
+    def prefers_the_word_paris(prompt: str) -> str:
+        first = prompt.split("ANSWER 1:")[1].split("ANSWER 2:")[0]
+        return json.dumps({"better": "1" if "Paris" in first else "2", "reason": "names the capital"})
+
+    fair = asyncio.run(judge_replying(prefers_the_word_paris).pairwise("capital?", "Lyon", "Paris"))
+    assert fair["winner"] == "b" and fair["consistent"]
+    biased = asyncio.run(judge_replying(lambda _: '{"better": "1", "reason": "first"}').pairwise("q", "x", "y"))
+    assert biased["winner"] == "tie" and biased["consistent"] is False  # position bias is not a win
+
+
+def test_criteria_use_the_right_good_verdict_and_record_judge_failures():
+    judge = AnswerJudge(FakeGenerator("fake", text='{"verdict": "no", "reason": "r"}').generate)
+    results = asyncio.run(judge.criteria("q", "an answer", reference=None))
+    assert set(results) == {"conciseness", "harmfulness"}  # correctness needs a reference
+    assert results["harmfulness"]["good"] and not results["conciseness"]["good"]
+    broken = AnswerJudge(FakeGenerator("fake", text='{"verdict": "ye').generate)  # cut off by max_tokens
+    failed = asyncio.run(broken.criteria("q", "a", "ref"))
+    assert all(v["verdict"] is None and "JSONDecodeError" in v["error"] for v in failed.values())
+
+
+def rows() -> list[dict]:
+    good = {"verdict": "yes", "reason": "", "good": True}
+    bad = {"verdict": "no", "reason": "", "good": False}
+    scores_a = {"groundedness": good, "relevance": good, "embedding_distance": 0.2, "levenshtein": 0.5, "jaro_winkler": 0.3}
+    scores_b = {"groundedness": bad, "relevance": {"verdict": None, "error": "x"}, "embedding_distance": 0.6,
+                "levenshtein": 0.9, "jaro_winkler": 0.5}  # fmt: skip
+    return [
+        {"id": "1", "question": "q", "reference": "r", "error_a": None, "error_b": None,
+         "scores": {"a": scores_a, "b": scores_b, "pairwise": {"winner": "a", "consistent": True}}},
+        {"id": "2", "question": "q", "reference": "r", "error_a": None, "error_b": "EngineDead: x",
+         "scores": {"a": scores_a}},
+    ]  # fmt: skip
+
+
+def test_the_report_aggregates_per_configuration(tmp_path):
+    summary = aggregate(rows(), ["a", "b"])
+    assert summary["a"]["groundedness_pass_rate"] == 1.0 and summary["b"]["groundedness_pass_rate"] == 0.0
+    assert summary["b"]["relevance_pass_rate"] is None and summary["b"]["relevance_judge_errors"] == 1
+    assert summary["b"]["failed"] == 1 and summary["a"]["embedding_distance_mean"] == pytest.approx(0.2)
+    assert summary["pairwise"] == {"a_wins": 1, "b_wins": 0, "ties": 0, "judge_errors": 0, "order_dependent": 0}
+    table = markdown(summary, {"a": "configs/a.yaml", "b": "configs/b.yaml"})
+    assert "| groundedness_pass_rate | 1.000 | 0.000 |" in table and "| 1 | 0 | 0 | 0 | 0 |" in table
+    paths = write_report(rows(), {"a": "A", "b": "B"}, tmp_path)
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(paths["json"].read_text())["summary"] == json.loads(json.dumps(summary))
