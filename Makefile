@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := true
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup run index serve test test-gpu bench lint clean
+.PHONY: setup run index serve test test-gpu bench eval eval-gate lint clean
 
 setup: $(STAMP)
 
@@ -46,9 +46,22 @@ test: setup
 test-gpu: setup
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
+# Benchmarks report (ratios against the bare libraries, appended to bench/results/results.json);
+# they never fail on a timing. ANN_N=20000 for a quick run.
+ANN_N ?= 1000000
 bench: setup
 	$(PY) bench/index_throughput.py
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/serving.py
+	$(PY) bench/ann.py --n $(ANN_N) --index-type ivf_pq
+	$(PY) bench/ann.py --n $(ANN_N) --index-type hnsw
+
+# Retrieval quality on the full Python-FAQ set (built from python3.11-doc on first use), every mode.
+eval: setup
+	$(VENV)/bin/rayrag eval retrieval --dataset python-faq --modes dense,bm25,hybrid --config $(CONFIG)
+
+# The CI gate: nDCG@10 of the configured mode on a fixed subset vs eval.gate.recorded_ndcg10.
+eval-gate: setup
+	$(VENV)/bin/rayrag eval gate --config $(CONFIG)
 
 lint: setup
 	$(VENV)/bin/ruff check rayrag pipelines indexes serving bench tests

@@ -8,6 +8,9 @@
   by retrieval + generation (`cache_hit_p50_ms` is the absolute figure; `cache_hit_in_gateway_p50_ms`
   is the gateway's own time from its `server-timing` header, `http_floor_p50_ms` a `GET /healthz`, the
   proxy hop any request pays).
+- search_p50/p99 at 32 clients (`search_p99_over_p50`, `search_http_overhead_ms` = that p50 minus
+  the in-process p50): Locust, headless, 32 users posting `/v1/search` back to back (bench/load.py).
+  Latency distributions are plotted to bench/results/latency.png.
 - cold_start_s: seconds from launching `serve run <yaml>` to the first answered `/v1/query`
   (and `cold_start_primary_s`: until vLLM itself answers), for the configs/serve.yaml app.
 
@@ -34,12 +37,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import Timer, record
+from bench.harness import RESULTS, Timer, record
+from bench.load import load_values, locust_search
+from bench.plot import latency_png
 from indexes.embedder import EmbedderConfig, load_embedder
 from indexes.reader import IndexVersion
 from pipelines.corpus import SAMPLE_DIR
 from serving.generator.models import gguf_path
 
+LATENCY_PNG = RESULTS.with_name("latency.png")
 QUERIES = [
     "How do I create a virtual environment?",
     "What does secrets.token_hex do?",
@@ -85,12 +91,17 @@ def wait(predicate, timeout_s: float = 600) -> float:
     raise TimeoutError("the app did not answer in time")
 
 
-def p50(fn, n: int) -> float:
+SAMPLES_MS: dict[str, list[float]] = {}  # sequential latencies per path, for the PNG
+
+
+def p50(fn, n: int, name: str | None = None) -> float:
     times = []
     for i in range(n):
         with Timer() as t:
             fn(QUERIES[i % len(QUERIES)])
         times.append(t.seconds)
+    if name:
+        SAMPLES_MS[name] = [t * 1000 for t in times]
     return statistics.median(times)
 
 
@@ -98,9 +109,11 @@ def search_overhead(url: str, index_root: Path, index: str, n: int) -> dict[str,
     embedder = load_embedder(EmbedderConfig())
     version = IndexVersion.open_current(index_root, index)
     client = httpx.Client(timeout=30)
-    bare = p50(lambda q: version.vectors.search(embedder.encode([q]), 5), n)
+    bare = p50(lambda q: version.vectors.search(embedder.encode([q]), 5), n, "search in-process (encode + faiss)")
     http = p50(
-        lambda q: client.post(f"{url}/v1/search", json={"query": q, "index": index, "top_k": 5}).raise_for_status(), n
+        lambda q: client.post(f"{url}/v1/search", json={"query": q, "index": index, "top_k": 5}).raise_for_status(),
+        n,
+        "/v1/search, 1 client",
     )
     return {"search_http_p50_ms": http * 1000, "search_bare_p50_ms": bare * 1000, "search_http_overhead": http / bare}
 
@@ -143,7 +156,7 @@ def cache_speed(url: str, index: str, n: int) -> dict[str, float]:
             assert headers["x-rayrag-cache"] == "hit"
             inside.append(float(headers["server-timing"].split("dur=")[1]))
 
-        return p50(hit, n), statistics.median(inside)
+        return p50(hit, n, f"cache hit ({'same text' if question == asked else 'embedded'})"), statistics.median(inside)
 
     exact_s, exact_inside = hits(asked)
     embedded_s, embedded_inside = hits(asked.lower())  # MiniLM is uncased: cosine 1.0, but not the same text
@@ -182,6 +195,8 @@ def main() -> None:
     parser.add_argument("--index", default="bench")
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--users", type=int, default=32, help="concurrent Locust users for the search load")
+    parser.add_argument("--load-seconds", type=int, default=20)
     args = parser.parse_args()
     url = f"http://127.0.0.1:{args.port}"
     query = {"query": QUERIES[0], "index": args.index, "max_tokens": 8}
@@ -200,7 +215,10 @@ def main() -> None:
             values |= search_overhead(url, root, args.index, args.requests)
             values |= fallback_speed(url)
             values |= cache_speed(url, args.index, args.requests)
-        record("serving", values, {"index": args.index, "requests": args.requests})
+            load = locust_search(url, args.index, Path(tmp), users=args.users, seconds=args.load_seconds)
+            values |= load_values(load, values["search_bare_p50_ms"], args.users)
+        png = latency_png(SAMPLES_MS, {f"/v1/search, {args.users} clients (Locust)": load["percentiles_ms"]}, LATENCY_PNG)
+        record("serving", values, {"index": args.index, "requests": args.requests, "latency_png": str(png)})
 
 
 if __name__ == "__main__":

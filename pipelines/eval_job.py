@@ -121,12 +121,13 @@ def run_answer_eval(
     data = ray.data.from_items(questions, override_num_blocks=min(len(questions), 4 * settings.concurrency))
     for label, serve in configs.items():
         data = data.map_batches(AnswerStage, fn_constructor_kwargs={"serve": serve, "label": label},
-                                batch_size=2, concurrency=settings.concurrency)  # fmt: skip
+                                batch_size=2, concurrency=settings.concurrency, num_cpus=settings.num_cpus)  # fmt: skip
     data = data.map_batches(
         JudgeStage,
         fn_constructor_kwargs={"config": settings, "embedder": embedder, "labels": list(configs)},
         batch_size=2,
         concurrency=settings.concurrency,
+        num_cpus=settings.num_cpus,
     )
     return [_decoded(row, list(configs)) for row in data.take_all()]
 

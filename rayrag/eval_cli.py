@@ -53,8 +53,8 @@ def retrieval(
     """Index the dataset with the index job, then report recall@k, MRR@10 and nDCG@10 per mode."""
     from pipelines.evaluation.retrieval import evaluate_modes, published_figures, report_json, table
 
+    chosen = _modes(modes)  # checked before any dataset is read or built
     settings, data = _dataset(config, overrides, dataset, queries, distractors)
-    chosen = _modes(modes)
     results = evaluate_modes(data, settings, chosen, reranker)
     typer.echo(f"{data.name}: {len(data.queries)} queries, {len(data.corpus)} documents")
     typer.echo(table(results))

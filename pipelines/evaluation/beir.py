@@ -31,6 +31,8 @@ class Dataset:
     def subset(self, queries: int, distractors: int, seed: int = 0) -> Dataset:
         """`queries` judged queries and every document judged for them, plus `distractors` others:
         small enough for CI, still a search among non-relevant documents."""
+        if queries >= len(self.qrels) and distractors >= len(self.corpus):
+            return self  # everything kept: the dataset itself, under its own name
         rng = random.Random(seed)
         kept = sorted(rng.sample(sorted(self.qrels), min(queries, len(self.qrels))))
         judged = {doc for q in kept for doc in self.qrels[q]}

@@ -43,7 +43,8 @@ class JudgeConfig(StrictModel):
 
 
 class AnswerEvalConfig(StrictModel):
-    concurrency: PositiveInt = 2  # Ray Data actors answering and judging questions
+    concurrency: PositiveInt = 1  # Ray Data actors per stage (answer A, answer B, judge)
+    num_cpus: PositiveFloat = 0.5  # per actor: three stages must fit a 2-core machine at once
     judge: JudgeConfig = JudgeConfig()
     support_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)  # the embedding groundedness grader's
 

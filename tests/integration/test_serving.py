@@ -433,3 +433,15 @@ def _reap_orphaned_engines() -> None:
     for process in psutil.process_iter(["name", "ppid"]):
         if "EngineCore" in (process.info["name"] or "") and process.info["ppid"] == 1:
             process.kill()
+
+
+def test_an_openai_compatible_endpoint_can_be_the_answer_judge(app):
+    """The judge of `rayrag eval answers` configured as `kind: openai`: here this very gateway."""
+    import asyncio
+
+    from serving.generator.openai_client import OpenAICompatibleGenerator
+    from serving.graders import LlmJudge
+
+    judge = LlmJudge(OpenAICompatibleGenerator(f"{app['url']}/v1", MODEL).generate)
+    verdict = asyncio.run(judge.groundedness("Where is Etna?", "Etna is on Sicily.", ["Mount Etna is a volcano on Sicily."]))
+    assert verdict.verdict in ("yes", "no") and verdict.reason and verdict.judge == f"llm:{MODEL}"

@@ -115,3 +115,35 @@ def test_the_report_aggregates_per_configuration(tmp_path):
     paths = write_report(rows(), {"a": "A", "b": "B"}, tmp_path)
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(paths["json"].read_text())["summary"] == json.loads(json.dumps(summary))
+
+
+def test_an_unreachable_judge_endpoint_is_a_retryable_engine_error():
+    from serving.errors import EngineDead
+    from serving.generator.openai_client import OpenAICompatibleGenerator
+    from serving.generator.protocol import GenerationRequest, Message
+
+    judge = OpenAICompatibleGenerator("http://127.0.0.1:9/v1", "m", timeout_s=2)
+    request = GenerationRequest(messages=[Message(role="user", content="hi")])
+    with pytest.raises(EngineDead, match="unreachable"):
+        asyncio.run(judge.generate(request))
+
+
+def test_eval_answers_names_the_bad_line_of_a_question_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from rayrag.cli import app
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "fine"}\n{"reference": "no question"}\n')
+    result = CliRunner().invoke(app, ["eval", "answers", "--questions", str(questions)])
+    assert result.exit_code != 0
+    assert f"{questions}:2: needs a non-empty string field 'question'" in str(result.exception)
+
+
+def test_eval_retrieval_refuses_an_unknown_mode():
+    from typer.testing import CliRunner
+
+    from rayrag.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "retrieval", "--dataset", "x", "--modes", "dense,sparse"])
+    assert "unknown mode(s) sparse" in str(result.exception)
