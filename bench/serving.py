@@ -217,7 +217,9 @@ def main() -> None:
             values |= cache_speed(url, args.index, args.requests)
             load = locust_search(url, args.index, Path(tmp), users=args.users, seconds=args.load_seconds)
             values |= load_values(load, values["search_bare_p50_ms"], args.users)
-        png = latency_png(SAMPLES_MS, {f"/v1/search, {args.users} clients (Locust)": load["percentiles_ms"]}, LATENCY_PNG)
+        png = latency_png(
+            SAMPLES_MS, {f"/v1/search, {args.users} clients (Locust)": load["percentiles_ms"]}, LATENCY_PNG
+        )
         record("serving", values, {"index": args.index, "requests": args.requests, "latency_png": str(png)})
 
 

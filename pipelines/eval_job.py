@@ -17,6 +17,7 @@ import numpy as np
 import ray
 
 from pipelines.evaluation.answering import RagAnswerer
+from pipelines.evaluation.beir import read_jsonl
 from pipelines.evaluation.config import AnswerEvalConfig, EvalError, JudgeConfig
 from pipelines.evaluation.judges import AnswerJudge, embedding_distance, string_distances
 from serving.config import LlamaCppConfig, ServeConfig
@@ -24,21 +25,12 @@ from serving.config import LlamaCppConfig, ServeConfig
 
 def read_questions(path: Path) -> list[dict[str, Any]]:
     """JSON lines of `{"question": ..., "reference": optional, "id": optional}`."""
-    rows = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalError(f"{path}:{number}: not JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
-            raise EvalError(f"{path}:{number}: needs a non-empty string field 'question'")
-        rows.append({"id": str(row.get("id", number)), "question": row["question"],
-                     "reference": row.get("reference") or ""})  # fmt: skip
-    if not rows:
-        raise EvalError(f"{path} holds no questions")
-    return rows
+    rows = read_jsonl(Path(path), ("question",))
+    blank = next((n for n, row in enumerate(rows, 1) if not row["question"].strip()), None)
+    if blank or not rows:
+        raise EvalError(f"{path}: question {blank} is blank" if blank else f"{path} holds no questions")
+    return [{"id": str(row.get("id", n)), "question": row["question"], "reference": row.get("reference") or ""}
+            for n, row in enumerate(rows, 1)]  # fmt: skip
 
 
 class AnswerStage:

@@ -14,9 +14,9 @@ from indexes.embedder import ModelNotFoundError
 from indexes.faiss_index import TrainingDataError
 from indexes.layout import IndexDirectory, IndexLockedError, IndexNotFoundError
 from indexes.manifest import Manifest
+from pipelines.evaluation.config import EvalError
 from pipelines.report import JobReport
 from pipelines.sources import SourceError
-from pipelines.evaluation.config import EvalError
 from rayrag.config import ConfigError, load_config
 from rayrag.eval_cli import eval_app
 from rayrag.feedback_cli import feedback_app

@@ -55,7 +55,7 @@ def markdown(summary: dict[str, Any], names: dict[str, str]) -> str:
 
 def _cell(value: Any) -> str:
     if value is None:
-        return "–"
+        return "-"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 

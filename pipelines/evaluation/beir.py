@@ -71,17 +71,19 @@ def read_dataset(directory: Path, split: str = "test") -> Dataset:
     if not directory.is_dir():
         raise DatasetError(f"dataset directory {directory} does not exist")
     corpus = {row["_id"]: {"title": row.get("title") or "", "text": row["text"]}
-              for row in _jsonl(directory / "corpus.jsonl", ("_id", "text"))}  # fmt: skip
-    queries = {row["_id"]: row["text"] for row in _jsonl(directory / "queries.jsonl", ("_id", "text"))}
+              for row in read_jsonl(directory / "corpus.jsonl", ("_id", "text"))}  # fmt: skip
+    queries = {row["_id"]: row["text"] for row in read_jsonl(directory / "queries.jsonl", ("_id", "text"))}
     qrels = _qrels(directory / "qrels" / f"{split}.tsv", queries, corpus)
     meta_path = directory / "dataset.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     return Dataset(meta.pop("name", directory.name), corpus, {q: queries[q] for q in qrels}, qrels, meta)
 
 
-def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    """Objects of a JSON-lines file, each with the `required` string fields; the first bad line is
+    named by file and line number."""
     if not path.exists():
-        raise DatasetError(f"{path} is missing (BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+        raise DatasetError(f"{path} is missing")
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -90,7 +92,7 @@ def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-        missing = [key for key in required if not isinstance(row.get(key), str)]
+        missing = [key for key in required if not isinstance(row, dict) or not isinstance(row.get(key), str)]
         if missing:
             raise DatasetError(f"{path}:{number}: missing string field(s) {', '.join(missing)}")
         rows.append(row)

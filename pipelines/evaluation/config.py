@@ -10,7 +10,6 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 from indexes.strict import StrictModel
 
 
-
 class EvalError(ValueError):
     """An evaluation that cannot run as asked: a bad dataset, an unknown mode, rerank without a model."""
 
@@ -24,7 +23,7 @@ class GateConfig(StrictModel):
 
     dataset: str = "python-faq"
     queries: PositiveInt = 60
-    distractors: NonNegativeInt = 600
+    distractors: NonNegativeInt = 400
     seed: int = 0
     recorded_ndcg10: float | None = Field(default=None, ge=0.0, le=1.0)
     margin: PositiveFloat = 0.03
@@ -46,7 +45,6 @@ class AnswerEvalConfig(StrictModel):
     concurrency: PositiveInt = 1  # Ray Data actors per stage (answer A, answer B, judge)
     num_cpus: PositiveFloat = 0.5  # per actor: three stages must fit a 2-core machine at once
     judge: JudgeConfig = JudgeConfig()
-    support_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)  # the embedding groundedness grader's
 
 
 class EvalConfig(StrictModel):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from pipelines.corpus import CorpusUnavailable
 from pipelines.evaluation.beir import Dataset, DatasetError, read_dataset
-from pipelines.evaluation.faq_dataset import NAME as FAQ, build_faq_dataset
+from pipelines.evaluation.faq_dataset import NAME as FAQ
+from pipelines.evaluation.faq_dataset import build_faq_dataset
 
 BUILDABLE = {FAQ: build_faq_dataset}
 

@@ -19,8 +19,7 @@ def check(measured: float, gate: GateConfig) -> GateResult:
         return GateResult(False, f"nDCG@10 {measured:.4f}; no figure recorded: set eval.gate.recorded_ndcg10")
     floor = gate.recorded_ndcg10 - gate.margin
     verdict = (
-        f"nDCG@10 {measured:.4f} vs recorded {gate.recorded_ndcg10:.4f} "
-        f"(margin {gate.margin:.3f}, floor {floor:.4f})"
+        f"nDCG@10 {measured:.4f} vs recorded {gate.recorded_ndcg10:.4f} (margin {gate.margin:.3f}, floor {floor:.4f})"
     )
     if measured < floor:
         return GateResult(False, f"FAIL: {verdict}: retrieval quality dropped")

@@ -50,7 +50,9 @@ class OpenAICompatibleGenerator:
             model=data.get("model", self.model),
             backend=self.backend,
             choices=choices,
-            usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)),
+            usage=Usage(
+                prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)
+            ),
         )
 
     async def aclose(self) -> None:

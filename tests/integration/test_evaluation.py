@@ -76,7 +76,9 @@ def test_answer_evaluation_compares_two_configurations(ray_cluster, tmp_path):
         for label in ("a", "b"):
             scores = row["scores"][label]
             assert {"groundedness", "relevance", "conciseness", "correctness", "harmfulness"} <= set(scores)
-            assert all(scores[k]["verdict"] in ("yes", "no") or "error" in scores[k] for k in ("groundedness", "correctness"))
+            assert all(
+                scores[k]["verdict"] in ("yes", "no") or "error" in scores[k] for k in ("groundedness", "correctness")
+            )
             assert 0 <= scores["levenshtein"] <= 1 and 0 <= scores["jaro_winkler"] <= 1
             assert -0.1 <= scores["embedding_distance"] <= 2
         assert row["scores"]["pairwise"]["winner"] in ("a", "b", "tie", None)

@@ -443,5 +443,7 @@ def test_an_openai_compatible_endpoint_can_be_the_answer_judge(app):
     from serving.graders import LlmJudge
 
     judge = LlmJudge(OpenAICompatibleGenerator(f"{app['url']}/v1", MODEL).generate)
-    verdict = asyncio.run(judge.groundedness("Where is Etna?", "Etna is on Sicily.", ["Mount Etna is a volcano on Sicily."]))
+    verdict = asyncio.run(
+        judge.groundedness("Where is Etna?", "Etna is on Sicily.", ["Mount Etna is a volcano on Sicily."])
+    )
     assert verdict.verdict in ("yes", "no") and verdict.reason and verdict.judge == f"llm:{MODEL}"

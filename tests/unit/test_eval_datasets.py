@@ -69,7 +69,10 @@ def test_sections_follow_headings_with_and_without_overlines():
 
 
 def test_plain_text_keeps_what_a_reader_sees():
-    assert plain_text("Use :func:`open`, :class:`~a.B` and `docs <https://x>`_ with ``x``.") == "Use open, B and docs with x."
+    assert (
+        plain_text("Use :func:`open`, :class:`~a.B` and `docs <https://x>`_ with ``x``.")
+        == "Use open, B and docs with x."
+    )
     assert plain_text(":ref:`the tutorial <tut-files>`") == "the tutorial"
     assert module_references("see :mod:`io` and :mod:`os.path`, :mod:`io` again") == ["io", "os.path"]
 

@@ -93,7 +93,13 @@ def test_criteria_use_the_right_good_verdict_and_record_judge_failures():
 def rows() -> list[dict]:
     good = {"verdict": "yes", "reason": "", "good": True}
     bad = {"verdict": "no", "reason": "", "good": False}
-    scores_a = {"groundedness": good, "relevance": good, "embedding_distance": 0.2, "levenshtein": 0.5, "jaro_winkler": 0.3}
+    scores_a = {
+        "groundedness": good,
+        "relevance": good,
+        "embedding_distance": 0.2,
+        "levenshtein": 0.5,
+        "jaro_winkler": 0.3,
+    }
     scores_b = {"groundedness": bad, "relevance": {"verdict": None, "error": "x"}, "embedding_distance": 0.6,
                 "levenshtein": 0.9, "jaro_winkler": 0.5}  # fmt: skip
     return [
@@ -137,7 +143,7 @@ def test_eval_answers_names_the_bad_line_of_a_question_file(tmp_path):
     questions.write_text('{"question": "fine"}\n{"reference": "no question"}\n')
     result = CliRunner().invoke(app, ["eval", "answers", "--questions", str(questions)])
     assert result.exit_code != 0
-    assert f"{questions}:2: needs a non-empty string field 'question'" in str(result.exception)
+    assert f"{questions}:2: missing string field(s) question" in str(result.exception)
 
 
 def test_eval_retrieval_refuses_an_unknown_mode():
