@@ -120,8 +120,9 @@ async def ask_json(
 class LlmJudge:
     name = "llm"
 
-    def __init__(self, generate: Generate) -> None:
+    def __init__(self, generate: Generate, max_tokens: int = 96) -> None:
         self.generate = generate
+        self.max_tokens = max_tokens
 
     async def _ask(self, grader: str, question: str, answer: str, passages: list[str]) -> Verdict:
         shown = "\n".join(f"[{n}] {p}" for n, p in enumerate(passages, start=1))
@@ -130,7 +131,7 @@ class LlmJudge:
             '{"verdict": "yes" or "no", "reason": one short sentence}.\n\n'
             f"PASSAGES:\n{shown}\n\nQUESTION: {question}\n\nANSWER: {answer}"
         )
-        parsed, model = await ask_json(self.generate, prompt, VERDICT_SCHEMA, f"grade-{grader}")
+        parsed, model = await ask_json(self.generate, prompt, VERDICT_SCHEMA, f"grade-{grader}", self.max_tokens)
         return Verdict(grader=grader, verdict=parsed["verdict"], reason=parsed["reason"], judge=f"llm:{model}")
 
     async def groundedness(self, question: str, answer: str, passages: list[str]) -> Verdict:

@@ -51,7 +51,7 @@ class AnswerJudge:
     def __init__(self, generate: Generate, max_tokens: int = 96) -> None:
         self.generate = generate
         self.max_tokens = max_tokens
-        self.graders = LlmJudge(generate)
+        self.graders = LlmJudge(generate, max_tokens)
 
     async def _verdict(self, call) -> dict:
         try:

@@ -58,9 +58,8 @@ def test_eval_gate_fails_ci_when_ndcg_drops_below_the_recorded_figure(ray_cluste
 
 def serve_config(index_root: Path, chain: list[str]) -> ServeConfig:
     raw = {"retriever": {"root": str(index_root), "indexes": ["test"]}, "gateway": {"default_max_tokens": 48},
-           "router": {"chain": [{"backend": b} for b in chain]}}  # fmt: skip
-    if "fallback" in chain:
-        raw["fallback"] = {"model": "smollm2-135m-instruct", "n_threads": 1}
+           "router": {"chain": [{"backend": b} for b in chain]}, "primary": None,
+           "fallback": {"model": "smollm2-135m-instruct", "n_threads": 1} if "fallback" in chain else None}  # fmt: skip
     return ServeConfig.model_validate(raw).resolved(REPO)
 
 

@@ -442,7 +442,7 @@ def test_an_openai_compatible_endpoint_can_be_the_answer_judge(app):
     from serving.generator.openai_client import OpenAICompatibleGenerator
     from serving.graders import LlmJudge
 
-    judge = LlmJudge(OpenAICompatibleGenerator(f"{app['url']}/v1", MODEL).generate)
+    judge = LlmJudge(OpenAICompatibleGenerator(f"{app['url']}/v1", MODEL).generate, max_tokens=64)  # the app's cap
     verdict = asyncio.run(
         judge.groundedness("Where is Etna?", "Etna is on Sicily.", ["Mount Etna is a volcano on Sicily."])
     )
