@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import Timer, record
+from bench.harness import RESULTS, Timer, record
 from indexes.backend_config import FaissConfig
 from indexes.faiss_index import FaissIndex
 from rayrag.config import load_config
@@ -57,7 +57,7 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
@@ -65,8 +65,9 @@ def main() -> None:
     parser.add_argument("--index-type", choices=["ivf_pq", "hnsw"], default=None,
                         help="default: backend.index_type of the config when it is an ANN index, else ivf_pq")  # fmt: skip
     parser.add_argument("--config", default="configs/default.yaml")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file the run is appended to")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="backend.key=value")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     configured = load_config(args.config, args.overrides).backend
     kind = args.index_type or (configured.index_type if configured.index_type != "flat" else "ivf_pq")
     config = FaissConfig(**(configured.model_dump() | {"index_type": kind}))
@@ -89,20 +90,19 @@ def main() -> None:
     ann_ms = p50_ms(lambda q: index.search(q, 10), queries)
     bare_ms = p50_ms(lambda q: index.index.search(q, 10), queries)
     exact_ms = p50_ms(lambda q: exact.search(q, 10), queries)
-    record(
-        "ann",
-        {
-            "ann_build_s": build.seconds,
-            "ann_peak_rss_mb": peak_rss_mb,
-            "ann_rss_growth_mb": peak_rss_mb - rss_before,
-            "ann_recall_at_10": recall_at_10(found, truth),
-            "ann_query_p50_ms": ann_ms,
-            "exact_query_p50_ms": exact_ms,
-            "ann_vs_exact_query": ann_ms / exact_ms,
-            "wrapper_overhead": ann_ms / bare_ms,
-        },
-        {"n": args.n, "dim": args.dim, "queries": args.queries, "index": config.model_dump()},
-    )
+    values = {
+        "ann_build_s": build.seconds,
+        "ann_peak_rss_mb": peak_rss_mb,
+        "ann_rss_growth_mb": peak_rss_mb - rss_before,
+        "ann_recall_at_10": recall_at_10(found, truth),
+        "ann_query_p50_ms": ann_ms,
+        "exact_query_p50_ms": exact_ms,
+        "ann_vs_exact_query": ann_ms / exact_ms,
+        "wrapper_overhead": ann_ms / bare_ms,
+    }
+    record("ann", values, {"n": args.n, "dim": args.dim, "queries": args.queries, "index": config.model_dump()},
+           path=args.results)  # fmt: skip
+    return values
 
 
 if __name__ == "__main__":
