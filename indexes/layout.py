@@ -90,7 +90,9 @@ class IndexDirectory:
         """Complete versions, oldest first (ids sort by creation time)."""
         if not self.versions_path.exists():
             return []
-        return sorted(p.name for p in self.versions_path.iterdir() if p.is_dir() and not p.name.endswith(PARTIAL_SUFFIX))
+        return sorted(
+            p.name for p in self.versions_path.iterdir() if p.is_dir() and not p.name.endswith(PARTIAL_SUFFIX)
+        )
 
     def begin_version(self) -> tuple[str, Path]:
         """A fresh version id and the `.partial` directory to build it in."""
@@ -103,13 +105,17 @@ class IndexDirectory:
         """Make a finished version visible: rename it into place, then flip CURRENT atomically."""
         final = self.versions_path / version
         os.replace(partial, final)
+        self.point_current(version)
+        return final
+
+    def point_current(self, version: str) -> None:
+        """Flip CURRENT to `version` with one rename: readers see the old id or the new, never half."""
         tmp = self.path / f"{CURRENT_FILE}.{uuid.uuid4().hex}.tmp"
         with open(tmp, "w") as handle:
             handle.write(version + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.path / CURRENT_FILE)
-        return final
 
     def remove_partials(self) -> list[str]:
         """Delete versions a killed job left half-written; returns their names."""

@@ -36,9 +36,7 @@ class QdrantIndex:
     def create(cls, path: Path, dim: int, config: QdrantConfig, name: str) -> QdrantIndex:
         collection = f"{config.collection_prefix}-{name}" if config.url else EMBEDDED_COLLECTION
         client = _client(config, path)
-        client.create_collection(
-            collection, vectors_config=models.VectorParams(size=dim, distance=models.Distance.DOT)
-        )
+        client.create_collection(collection, vectors_config=models.VectorParams(size=dim, distance=models.Distance.DOT))
         index = cls(client, collection, dim, config, path)
         index.save(path)
         return index

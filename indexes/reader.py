@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexes.layout import IndexDirectory
+from indexes.layout import IndexNotFoundError
 from indexes.manifest import Manifest
 from indexes.store import Chunk, ChunkStore
 from indexes.vector import VectorIndex, open_vector_index
@@ -33,8 +33,15 @@ class IndexVersion:
         self.vectors: VectorIndex = open_vector_index(path / VECTORS_DIR)
 
     @classmethod
-    def open_current(cls, root: Path, name: str) -> IndexVersion:
-        return cls(IndexDirectory(root, name).current_path())
+    def open_current(cls, root: str | Path, name: str) -> IndexVersion:
+        """The CURRENT version of `name` under a directory or a URI (downloaded once if remote)."""
+        from indexes.storage import locate
+
+        location = locate(root, name)
+        version = location.current_version()
+        if version is None:
+            raise IndexNotFoundError(f"index {name!r} has no published version at {location.describe()}")
+        return cls(location.local_path(version))
 
     def search(self, query_vectors: np.ndarray, k: int) -> list[list[Hit]]:
         """Top-k chunks per query, joined with their text and metadata."""

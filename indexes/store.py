@@ -76,9 +76,7 @@ class ChunkStore:
         return cls(directory / STORE_FILE)
 
     def add(self, chunks: Iterable[Chunk]) -> int:
-        rows = [
-            (c.vid, c.chunk_id, c.source, c.title, c.section, c.page, c.start, c.end, c.text) for c in chunks
-        ]
+        rows = [(c.vid, c.chunk_id, c.source, c.title, c.section, c.page, c.start, c.end, c.text) for c in chunks]
         with self._db:
             self._db.executemany(f"INSERT INTO chunks VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
         return len(rows)

@@ -10,7 +10,8 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field
 from indexes.backend_config import BackendConfig, FaissConfig
 from indexes.embedder import EmbedderConfig
 from indexes.layout import validate_index_name
-from indexes.strict import StrictModel
+from indexes.storage import IndexRoot
+from indexes.strict import CustomResources, StrictModel
 
 DEFAULT_EXTENSIONS = (".html", ".htm", ".md", ".markdown", ".txt", ".text", ".pdf", ".docx")
 # Page chrome dropped from HTML before parsing: navigation bars, sidebars, footers, scripts.
@@ -21,10 +22,15 @@ DEFAULT_HTML_DROP = (
 
 
 class IndexStoreConfig(StrictModel):
-    """Where indexes live and how many versions each keeps."""
+    """Where indexes live and how many versions each keeps.
+
+    `root` is a directory (shared by every node on a cluster) or a filesystem URI such as
+    `s3://bucket/indexes`; with a URI the job builds in `staging_dir` and uploads each version.
+    """
 
     name: str = "pydocs"
-    root: Path = Path(".rayrag/indexes")
+    root: IndexRoot = ".rayrag/indexes"
+    staging_dir: Path = Path(".rayrag/staging")
     keep_versions: PositiveInt = 3
 
     @field_validator("name")
@@ -52,6 +58,8 @@ class ParseConfig(StrictModel):
     """The parse stage: unstructured partitioners, run by a pool of Ray actors."""
 
     concurrency: PositiveInt = 2
+    num_cpus: NonNegativeFloat = 1
+    resources: CustomResources = Field(default_factory=dict)  # e.g. {parse_node: 1}: CPU workers only
     pdf_strategy: Literal["fast"] = "fast"
     html_drop_xpath: str = DEFAULT_HTML_DROP
 
@@ -79,6 +87,7 @@ class EmbedStageConfig(StrictModel):
     concurrency: PositiveInt = 1
     num_gpus: NonNegativeFloat = 0
     num_cpus: NonNegativeFloat = 1
+    resources: CustomResources = Field(default_factory=dict)  # e.g. {embed_node: 1}: GPU workers only
     torch_threads: PositiveInt | None = Field(default=None, description="default: all cores of the node")
 
 

@@ -2,7 +2,9 @@
 
 Runs on whatever Ray the caller connected to (a local instance, or a cluster under
 `ray job submit`). Holds the index's writer lock for the whole run, writes the new version into a
-`.partial` directory and flips CURRENT only when everything, manifest last, is on disk.
+`.partial` directory and flips CURRENT only when everything, manifest last, is on disk. With a
+URI root (`s3://...`) that happens in a local staging copy, and the finished version is uploaded
+before the remote CURRENT is flipped (indexes/storage.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import ray
 from ray.data import Dataset
@@ -19,6 +22,7 @@ from indexes.embedder import EmbedderSpec, load_embedder
 from indexes.layout import IndexDirectory
 from indexes.manifest import DocumentEntry, Manifest
 from indexes.reader import VECTORS_DIR
+from indexes.storage import RemoteIndexes, is_uri, mirror_current, push_version
 from pipelines.config import IndexJobConfig
 from pipelines.corpus import default_source
 from pipelines.metrics import record_job
@@ -26,6 +30,7 @@ from pipelines.report import ChunkCounts, DocumentCounts, FileNote, JobReport
 from pipelines.sources import Listing, list_source
 from pipelines.stages import PARSED, SKIPPED, UNCHANGED, ChunkEmbedder, DocumentProcessor, explode_chunks
 from pipelines.write import add_chunks, open_writable, remove_chunks
+from serving import placement
 
 
 @dataclass(frozen=True)
@@ -60,17 +65,36 @@ def run_index_job(config: IndexJobConfig, source: str | None = None, rebuild: bo
     """Build or update the configured index; returns the report of the new version."""
     started = time.perf_counter()
     source = source or config.source.path or default_source(config.source.default_corpus_dir)
+    check_stage_placement(config)
     spec = load_embedder(config.embedder).spec  # a model that cannot load fails before any work
     listing = list_source(source, config.source)
-    directory = IndexDirectory(config.index.root, config.index.name)
+    remote = RemoteIndexes(config.index.root) if is_uri(config.index.root) else None
+    directory = IndexDirectory(config.index.staging_dir if remote else Path(config.index.root), config.index.name)
     with directory.writer_lock():
         directory.remove_partials()
+        if remote:
+            mirror_current(remote, directory)
         previous = directory.current_manifest()
         decision = decide_rebuild(previous, spec, config, rebuild)
         report = _build_version(config, directory, listing, previous, decision, spec, source, started)
+        if remote:
+            push_version(remote, directory, report.version, config.index.keep_versions)
         directory.prune(config.index.keep_versions)
     record_job(report)
     return report
+
+
+def check_stage_placement(config: IndexJobConfig) -> None:
+    """Parse and embed actors that no node can host would wait forever: say so before starting."""
+    if not ray.is_initialized() or placement.skipped():
+        return
+    demands = [
+        placement.Demand("parse actors", {"CPU": config.parse.num_cpus, **config.parse.resources}),
+        placement.Demand(
+            "embed actors", {"CPU": config.embed.num_cpus, "GPU": config.embed.num_gpus, **config.embed.resources}
+        ),
+    ]
+    placement.check_demands(demands, placement.cluster_shapes())
 
 
 def process_documents(listing: Listing, config: IndexJobConfig, known: dict[str, str]) -> Dataset:
@@ -82,6 +106,7 @@ def process_documents(listing: Listing, config: IndexJobConfig, known: dict[str,
             "embedder": config.embedder, "known_hashes": known,
         },
         compute=ray.data.ActorPoolStrategy(size=config.parse.concurrency),
+        num_cpus=config.parse.num_cpus, resources=config.parse.resources,
     )  # fmt: skip
 
 
@@ -98,6 +123,7 @@ def embed_chunks(documents: Dataset, config: IndexJobConfig) -> Dataset:
             compute=ray.data.ActorPoolStrategy(size=stage.concurrency),
             num_gpus=stage.num_gpus,
             num_cpus=stage.num_cpus,
+            resources=stage.resources,
         )
     )
 

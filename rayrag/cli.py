@@ -12,8 +12,9 @@ import typer
 
 from indexes.embedder import ModelNotFoundError
 from indexes.faiss_index import TrainingDataError
-from indexes.layout import IndexDirectory, IndexLockedError, IndexNotFoundError
+from indexes.layout import IndexLockedError, IndexNotFoundError
 from indexes.manifest import Manifest
+from indexes.storage import locate
 from pipelines.evaluation.config import EvalError
 from pipelines.report import JobReport
 from pipelines.sources import SourceError
@@ -24,6 +25,7 @@ from rayrag.keys_cli import keys_app
 from rayrag.serve_cli import ServeStartError
 from serving.config import ServeConfigError
 from serving.generator.models import ModelUnavailableError
+from serving.placement import PlacementError
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
 USER_ERRORS = (
@@ -37,6 +39,7 @@ USER_ERRORS = (
     ModelUnavailableError,
     ServeConfigError,
     EvalError,
+    PlacementError,
 )
 
 app = typer.Typer(help="rayrag: distributed retrieval-augmented generation on Ray.", no_args_is_help=True)
@@ -82,21 +85,24 @@ def status(
 ) -> None:
     """Show an index's versions, counts, embedder spec and last job report."""
     settings = load_config(_config_path(config))
-    directory = IndexDirectory(settings.index.root, name)
-    current = directory.current_path()
-    manifest, report = Manifest.load(current), JobReport.load(current)
+    location = locate(settings.index.root, name)
+    version = location.current_version()
+    if version is None:
+        raise IndexNotFoundError(f"index {name!r} has no version at {location.describe()}: run `rayrag index`")
+    current = location.local_path(version)
+    manifest, report, versions = Manifest.load(current), JobReport.load(current), location.versions()
     if as_json:
         payload = {
-            "index": name, "current": manifest.version, "versions": directory.versions(),
+            "index": name, "current": manifest.version, "versions": versions,
             "documents": len(manifest.documents), "chunks": manifest.chunk_count,
             "embedder": manifest.embedder.model_dump(), "chunker": manifest.chunker, "backend": manifest.backend,
             "report": report.model_dump(mode="json") if report else None,
         }  # fmt: skip
         typer.echo(json.dumps(payload, indent=1))
         return
-    typer.echo(f"index {name!r} at {directory.path}")
-    for version in directory.versions():
-        typer.echo(f"  {'*' if version == manifest.version else ' '} {version}")
+    typer.echo(f"index {name!r} at {location.describe()}")
+    for listed in versions:
+        typer.echo(f"  {'*' if listed == manifest.version else ' '} {listed}")
     typer.echo(f"documents: {len(manifest.documents)}  chunks: {manifest.chunk_count}")
     spec = manifest.embedder
     typer.echo(f"embedder: {spec.model} dim={spec.dim} normalize={spec.normalize} max_seq_length={spec.max_seq_length}")

@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import typer
 
-from indexes.layout import IndexDirectory, IndexNotFoundError
+from indexes.layout import IndexNotFoundError
+from indexes.storage import check_readable
 from rayrag.config import RootConfig
 from serving.config import ServeConfig
 
@@ -22,9 +23,10 @@ def start_app(settings: RootConfig, wait_s: float = 600.0) -> str:
     """Deploy the app on the connected Ray cluster and wait until /readyz says yes; return its URL."""
     from ray import serve
 
-    from serving.app import bind
+    from serving.app import bind, check_placement
 
     config: ServeConfig = settings.serve.resolved(Path.cwd())
+    check_placement(config)
     serve.start(http_options={"host": config.gateway.host, "port": config.gateway.port})
     serve.run(bind(config), name=config.app_name, route_prefix=config.route_prefix, blocking=False)
     url = f"http://{config.gateway.host}:{config.gateway.port}"
@@ -36,10 +38,10 @@ def preflight(settings: RootConfig) -> None:
     """Fail in the shell, before Ray starts, not in a replica, when a served index was never built."""
     config = settings.serve.resolved(Path.cwd())
     for name in config.retriever.indexes:
-        if IndexDirectory(config.retriever.root, name).current_version() is None:
-            raise IndexNotFoundError(
-                f"index {name!r} has no version under {config.retriever.root}: build it first with `rayrag index --index {name}`"
-            )
+        try:
+            check_readable(config.retriever.root, name)
+        except IndexNotFoundError as exc:
+            raise IndexNotFoundError(f"{exc}: build it first with `rayrag index --index {name}`") from None
 
 
 def wait_ready(url: str, wait_s: float, app_name: str) -> dict:

@@ -11,12 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import ray
 import yaml
 from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 
 from indexes.strict import set_dotted
+from serving import placement
 from serving.config import ServeConfig, ServeConfigError
 from serving.gateway import Gateway
 from serving.generator.llama_cpp_engine import LlamaCppGenerator
@@ -72,6 +74,22 @@ def bind(config: ServeConfig) -> Application:
     )
 
 
+def check_placement(config: ServeConfig) -> None:
+    """Before anything is deployed: every deployment fits some node, every retriever host reads the index.
+
+    Runs wherever the app is built: in the cluster's build task under `serve deploy`, in the driver
+    under `serve run` or `rayrag serve`. Without a Ray connection there is no cluster to check.
+    """
+    if not ray.is_initialized() or placement.skipped():
+        return
+    demands = [placement.Demand(f"deployment {name!r}", d.demand()) for name, d in config.deployments().items()]
+    placement.check_demands(demands, placement.cluster_shapes())
+    retriever = placement.Demand("retriever", config.retriever.deployment.demand())
+    placement.check_index_readable(config.retriever.root, config.retriever.indexes, retriever)
+
+
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """Serve's builder entry point."""
-    return bind(load_serve_config(args))
+    config = load_serve_config(args)
+    check_placement(config)
+    return bind(config)

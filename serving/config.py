@@ -14,7 +14,8 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 
 from indexes.embedder import EmbedderConfig
 from indexes.layout import validate_index_name
-from indexes.strict import StrictModel
+from indexes.storage import IndexRoot, anchor
+from indexes.strict import CustomResources, StrictModel
 
 
 class ServeConfigError(ValueError):
@@ -42,13 +43,19 @@ class DeploymentConfig(StrictModel):
 
     num_cpus: NonNegativeFloat = 0.25
     num_gpus: NonNegativeFloat = 0.0
+    resources: CustomResources = Field(default_factory=dict)  # custom resources: pins replicas to such nodes
     max_ongoing_requests: PositiveInt = 16
     autoscaling: AutoscalingConfig = AutoscalingConfig()
 
+    def demand(self) -> dict[str, float]:
+        """What one replica needs of a node, in Ray's resource names."""
+        return {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
+
     def serve_options(self) -> dict[str, Any]:
         """Keyword arguments for `Deployment.options`."""
+        actor = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
         return {
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "ray_actor_options": {**actor, "resources": dict(self.resources)} if self.resources else actor,
             "max_ongoing_requests": self.max_ongoing_requests,
             "autoscaling_config": self.autoscaling.model_dump(),
         }
@@ -64,7 +71,8 @@ class RerankerConfig(StrictModel):
 class RetrieverConfig(StrictModel):
     """Which indexes to serve and how to rank their chunks."""
 
-    root: Path = Path(".rayrag/indexes")
+    root: IndexRoot = ".rayrag/indexes"  # a directory every node can read, or a URI (s3://bucket/indexes)
+    cache_dir: Path | None = None  # where a URI root's versions are downloaded; null = ~/.cache/rayrag/indexes
     indexes: list[str] = Field(default_factory=lambda: ["pydocs"], min_length=1)
     embedder: EmbedderConfig = EmbedderConfig()
     top_k: PositiveInt = 5
@@ -317,9 +325,16 @@ class ServeConfig(StrictModel):
         named = {step.backend for step in self.router.steps()}
         return {n: c for n, c in (("primary", self.primary), ("fallback", self.fallback)) if c and n in named}
 
+    def deployments(self) -> dict[str, DeploymentConfig]:
+        """Each deployment the app binds, by its Serve name, with its resources."""
+        serve_names = {"primary": "vllm", "fallback": "llama_cpp"}
+        bound = {serve_names[role]: g.deployment for role, g in self.generators_in_chain().items()}
+        return {"gateway": self.gateway.deployment, "retriever": self.retriever.deployment,
+                "router": self.router.deployment, **bound}  # fmt: skip
+
     def resolved(self, base: Path) -> ServeConfig:
         """A copy whose relative paths are anchored at `base` (the driver's working directory)."""
-        retriever = self.retriever.model_copy(update={"root": (base / self.retriever.root).resolve()})
+        retriever = self.retriever.model_copy(update={"root": anchor(self.retriever.root, base)})
         gateway = self.gateway.model_copy(update={
             "auth": self.gateway.auth.model_copy(update={"store": (base / self.gateway.auth.store).resolve()}),
             "quotas": self.gateway.quotas.model_copy(update={"sqlite_path": (base / self.gateway.quotas.sqlite_path).resolve()}),

@@ -18,9 +18,10 @@ from functools import cached_property
 import numpy as np
 
 from indexes.embedder import Embedder, load_embedder
-from indexes.layout import IndexDirectory, IndexNotFoundError
+from indexes.layout import IndexNotFoundError
 from indexes.offline import ensure_offline
 from indexes.reader import Hit, IndexVersion
+from indexes.storage import IndexLocation, locate
 from serving.config import RetrieverConfig
 from serving.errors import InvalidRequest, NotFound, ServingError
 from serving.protocol import ScoredChunk, SearchRequest, SearchResult
@@ -63,11 +64,11 @@ class Retriever:
         self._watcher.start()
 
     def _open(self, name: str) -> Loaded:
-        directory = IndexDirectory(self.config.root, name)
-        version_id = directory.current_version()
+        location = self._location(name)
+        version_id = location.current_version()
         if version_id is None:
-            raise IndexNotFoundError(f"index {name!r} has no published version under {self.config.root}")
-        index = IndexVersion(directory.current_path())
+            raise IndexNotFoundError(f"index {name!r} has no published version at {location.describe()}")
+        index = IndexVersion(location.local_path(version_id))
         if index.manifest.embedder != self.embedder.spec:
             index.close()
             raise EmbedderMismatch(
@@ -75,6 +76,9 @@ class Retriever:
                 f"this retriever embeds with {self.embedder.spec.model_dump()}"
             )
         return Loaded(version_id, index)
+
+    def _location(self, name: str) -> IndexLocation:
+        return locate(self.config.root, name, self.config.cache_dir)
 
     # -- reloading -------------------------------------------------------------------------------
 
@@ -85,7 +89,7 @@ class Retriever:
 
     def reload_if_changed(self, name: str) -> bool:
         """Swap in a newly published version of `name`; keep serving the old one if it cannot be used."""
-        current = IndexDirectory(self.config.root, name).current_version()
+        current = self._location(name).current_version()
         if current is None or current == self.loaded[name].version_id:
             return False
         try:

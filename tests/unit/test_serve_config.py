@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from serving.app import load_serve_config
@@ -21,7 +23,7 @@ def test_serve_yaml_turns_on_vllm_over_the_default_section(monkeypatch):
     config = load_serve_config({"config": "configs/default.yaml", "set": {"primary.model": "m", "router.timeout_s": 5}})
     assert config.primary.model == "m" and config.router.timeout_s == 5
     assert config.fallback.model == "smollm2-135m-instruct"
-    assert config.retriever.root.is_absolute()
+    assert Path(config.retriever.root).is_absolute()
     assert config.primary.deployment.serve_options()["autoscaling_config"]["max_replicas"] == 1
     assert [s.backend for s in config.router.steps()] == ["primary", "fallback", "extractive"]
     assert set(config.generators_in_chain()) == {"primary", "fallback"}
