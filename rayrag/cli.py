@@ -19,6 +19,7 @@ from pipelines.evaluation.config import EvalError
 from pipelines.report import JobReport
 from pipelines.sources import SourceError
 from rayrag.config import ConfigError, load_config
+from rayrag.deploy_cli import deploy_app
 from rayrag.eval_cli import eval_app
 from rayrag.feedback_cli import feedback_app
 from rayrag.keys_cli import keys_app
@@ -48,6 +49,7 @@ app.add_typer(index_app, name="index")
 app.add_typer(keys_app, name="keys")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(eval_app, name="eval")
+app.add_typer(deploy_app, name="deploy")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]

@@ -34,7 +34,7 @@ def load_config(
     path: Path | str | None, overrides: list[str] | tuple[str, ...] = (), updates: dict[str, Any] | None = None
 ) -> RootConfig:
     """Validate a YAML file plus `key=value` overrides (parsed as YAML) and typed `updates` (CLI options)."""
-    raw = _read_yaml(Path(path)) if path else {}
+    raw = read_yaml(Path(path)) if path else {}
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or not key.strip():
@@ -58,7 +58,7 @@ def format_validation_error(exc: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
