@@ -94,10 +94,11 @@ class RemoteIndexes:
         from pyarrow import fs
 
         self.uri = uri
+        self.display = uri.split("?")[0].rstrip("/")  # options (endpoints, keys) kept out of messages
         try:
             self.fs, self.base = fs.FileSystem.from_uri(uri)
         except (OSError, ValueError) as exc:
-            raise IndexNotFoundError(f"index root {uri!r} cannot be opened: {exc}") from None
+            raise IndexNotFoundError(f"index root {self.display!r} cannot be opened: {exc}") from None
         self.base = self.base.rstrip("/")
 
     def _path(self, name: str, *parts: str) -> str:
@@ -135,7 +136,7 @@ class RemoteIndexes:
             return target
         source = self._path(name, "versions", version)
         if not self.has_manifest(name, version):
-            raise IndexNotFoundError(f"index {name!r} version {version} is missing under {self.uri}")
+            raise IndexNotFoundError(f"index {name!r} version {version} is missing under {self.display}")
         staging = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
         staging.parent.mkdir(parents=True, exist_ok=True)
         fs.copy_files(source, str(staging), source_filesystem=self.fs, destination_filesystem=fs.LocalFileSystem())
@@ -184,7 +185,7 @@ class RemoteLocation:
         return self.remote.versions(self.name)
 
     def describe(self) -> str:
-        return f"{self.remote.uri.rstrip('/')}/{self.name}"
+        return f"{self.remote.display}/{self.name}"
 
 
 def mirror_current(remote: RemoteIndexes, directory: IndexDirectory) -> str | None:

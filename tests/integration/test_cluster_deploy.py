@@ -1,0 +1,189 @@
+"""A real multi-node Ray cluster on this machine, driven only through Ray's CLI.
+
+Three nodes (`ray.cluster_utils.Cluster`: a head and two workers, each its own raylet with its own
+custom resources). The index job goes in with `ray job submit`, the app with `serve deploy`; the
+state API (through the dashboard) says where actors ran. Then a worker hosting a retriever replica
+is killed: the app keeps answering from the other replica, Serve reschedules the lost one, and the
+index, on a root every node reads, is intact. Everything started here is stopped here.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from ray.util.state import list_actors
+
+from indexes.layout import IndexDirectory
+from tests.conftest import REPO, SAMPLE_DIR
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+BIN = Path(sys.executable).parent
+QUESTION = {"query": "How are deployments scaled?", "index": "test"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """head {head_node, retrieval_node}, embed worker {embed_node, retrieval_node}, parse worker
+    {parse_node, retrieval_node}: every node may host a retriever, only one may embed or parse."""
+    from ray.cluster_utils import Cluster
+
+    dashboard = free_port()
+    head_args = {"num_cpus": 2, "resources": {"head_node": 1, "retrieval_node": 1},
+                 "include_dashboard": True, "dashboard_port": dashboard}  # fmt: skip
+    nodes = Cluster(initialize_head=True, head_node_args=head_args)
+    workers = {
+        "embed": nodes.add_node(num_cpus=2, resources={"embed_node": 1, "retrieval_node": 1}),
+        "parse": nodes.add_node(num_cpus=2, resources={"parse_node": 2, "retrieval_node": 1}),
+    }
+    nodes.wait_for_nodes()
+    address = f"http://127.0.0.1:{dashboard}"
+    yield {"nodes": nodes, "address": address, "head": nodes.head_node.node_id, "workers": workers,
+           "root": tmp_path_factory.mktemp("shared") / "indexes", "port": free_port()}  # fmt: skip
+    cli("serve", "shutdown", "-y", "-a", address, timeout=120)
+    nodes.shutdown()
+
+
+def submit_index_job(cluster, *overrides: str) -> subprocess.CompletedProcess:
+    sets = [f"index.root={cluster['root']}", "index.name=test", "parse.concurrency=1", *overrides]
+    command = [sys.executable, "-m", "rayrag", "index", "--source", str(SAMPLE_DIR)]
+    command += [arg for s in sets for arg in ("--set", s)]
+    return cli("ray", "job", "submit", "--address", cluster["address"], "--working-dir", str(REPO), "--", *command)
+
+
+def serve_file(cluster, path: Path, **sets) -> Path:
+    """A `serve deploy` file for the test app: extractive answers, replicas pinned by resources."""
+    args = {
+        "retriever.root": str(cluster["root"]), "retriever.indexes": ["test"],
+        "retriever.deployment": {"num_cpus": 0, "resources": {"retrieval_node": 1},
+                                 "autoscaling": {"min_replicas": 2, "max_replicas": 2}},
+        "gateway.deployment": {"num_cpus": 0, "resources": {"head_node": 0.1}},
+        "gateway.prompts_dir": str(REPO / "configs" / "prompts"),
+        "gateway.records.enabled": False, "gateway.history.enabled": False, "gateway.telemetry.tracing": False,
+        "router.chain": [{"backend": "extractive"}], "router.deployment.num_cpus": 0,
+        "primary": None, "fallback": None,
+    } | sets  # fmt: skip
+    app = {"name": "rayrag", "route_prefix": "/", "import_path": "serving.app:build_app",
+           "args": {"config": str(REPO / "configs" / "default.yaml"), "set": args}}  # fmt: skip
+    body = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": cluster["port"]},
+            "applications": [app]}  # fmt: skip
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def deploy_and_wait(cluster, path: Path, timeout_s: float = 300) -> dict:
+    """`serve deploy`, then `serve status` until the app is RUNNING or DEPLOY_FAILED."""
+    deployed = cli("serve", "deploy", str(path), "-a", cluster["address"], timeout=120)
+    assert deployed.returncode == 0, deployed.stderr
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = yaml.safe_load(cli("serve", "status", "-a", cluster["address"], timeout=60).stdout) or {}
+        app = (status.get("applications") or {}).get("rayrag") or {}
+        if app.get("status") in ("RUNNING", "DEPLOY_FAILED"):
+            return app
+        time.sleep(2)
+    raise AssertionError(f"app not settled after {timeout_s}s: {app}")
+
+
+def actors_on_nodes(cluster, class_fragment: str, state: str = "ALIVE") -> list[str]:
+    actors = list_actors(address=cluster["address"], filters=[("state", "=", state)], limit=1000, detail=True)
+    return [a.node_id for a in actors if class_fragment in a.class_name]
+
+
+def ask(cluster) -> httpx.Response:
+    return httpx.post(f"http://127.0.0.1:{cluster['port']}/v1/query", json=QUESTION, timeout=30)
+
+
+def test_index_job_runs_on_the_cluster_with_stages_on_their_nodes(cluster):
+    bad = submit_index_job(cluster, "embed.resources={gpu_node: 1}")
+    assert bad.returncode != 0 and "gpu_node" in bad.stdout + bad.stderr  # refused before any work
+
+    done = submit_index_job(cluster, "parse.resources={parse_node: 1}", "embed.resources={embed_node: 1}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert IndexDirectory(cluster["root"], "test").current_version() is not None
+    workers = cluster["workers"]
+    assert set(actors_on_nodes(cluster, "ChunkEmbedder", "DEAD")) == {workers["embed"].node_id}
+    assert set(actors_on_nodes(cluster, "DocumentProcessor", "DEAD")) == {workers["parse"].node_id}
+
+
+def test_bad_deploys_fail_before_any_replica_starts(cluster, tmp_path):
+    no_such = serve_file(cluster, tmp_path / "a.yaml", **{"retriever.deployment.resources": {"gpu_node": 1}})
+    app = deploy_and_wait(cluster, no_such)
+    assert app["status"] == "DEPLOY_FAILED" and "gpu_node" in app["message"], app
+    assert not actors_on_nodes(cluster, "ServeReplica:rayrag")
+
+    unreadable = serve_file(cluster, tmp_path / "b.yaml", **{"retriever.root": str(tmp_path / "nowhere")})
+    app = deploy_and_wait(cluster, unreadable)
+    assert app["status"] == "DEPLOY_FAILED" and "cannot read index 'test'" in app["message"], app
+    assert not actors_on_nodes(cluster, "ServeReplica:rayrag")
+
+
+def test_serve_deploy_places_replicas_and_survives_losing_a_worker(cluster, tmp_path):
+    app = deploy_and_wait(cluster, serve_file(cluster, tmp_path / "serve.yaml"))
+    assert app["status"] == "RUNNING", app
+    first = ask(cluster)
+    assert first.status_code == 200 and first.json()["citations"], first.text
+    retrievers = actors_on_nodes(cluster, "ServeReplica:rayrag:retriever")
+    assert len(set(retrievers)) == 2  # one per node: each node offers one retrieval_node
+    assert set(actors_on_nodes(cluster, "ServeReplica:rayrag:gateway")) == {cluster["head"]}
+
+    victim = next(w for w in cluster["workers"].values() if w.node_id in retrievers)
+    version = IndexDirectory(cluster["root"], "test").current_version()
+    answers, stop = [], threading.Event()
+    poller = threading.Thread(target=_poll, args=(cluster, answers, stop), daemon=True)
+    poller.start()
+    cluster["nodes"].remove_node(victim, allow_graceful=False)
+    try:
+        moved = _wait_for(lambda: _rescheduled(cluster, victim.node_id), 180)
+    finally:
+        time.sleep(3)
+        stop.set()
+        poller.join(60)
+    assert moved, "the lost retriever replica was not rescheduled"
+    failed = [code for code in answers if code != 200]
+    print(f"during the kill: {len(answers)} queries, {len(failed)} failed ({failed[:5]})")
+    assert answers[-3:] == [200, 200, 200]  # answering, from the replicas left and the rescheduled one
+    after = ask(cluster)
+    assert after.status_code == 200
+    assert [c["source"] for c in after.json()["citations"]] == [c["source"] for c in first.json()["citations"]]
+    assert IndexDirectory(cluster["root"], "test").current_version() == version
+
+
+def _poll(cluster, answers: list[int], stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            answers.append(ask(cluster).status_code)
+        except httpx.HTTPError:
+            answers.append(0)
+        time.sleep(0.3)
+
+
+def _rescheduled(cluster, dead_node: str) -> bool:
+    alive = actors_on_nodes(cluster, "ServeReplica:rayrag:retriever")
+    return len(alive) == 2 and dead_node not in alive
+
+
+def _wait_for(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(2)
+    return False

@@ -1,0 +1,83 @@
+"""Indexes on an object store: the index job uploads, the retriever downloads CURRENT and reloads.
+
+The store is a real S3 API server on localhost (moto's server, from PyPI: no cloud is reachable
+here), reached through pyarrow's S3 filesystem exactly as `s3://` is on a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from indexes.storage import RemoteIndexes
+from serving.config import RetrieverConfig
+from serving.protocol import SearchRequest
+from serving.retriever import Retriever
+from tests.conftest import write_corpus
+from tests.integration.conftest import job_config, run_job
+from tests.integration.serving_support import NEW_DOC, free_port, make_corpus
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def s3_root(tmp_path_factory):
+    """An S3 endpoint (moto_server) with credentials in the environment; yields an `s3://` root."""
+    binary = str(Path(sys.executable).parent / "moto_server")
+    port = free_port()
+    server = subprocess.Popen([binary, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1")
+    root = f"s3://rayrag-test/indexes?endpoint_override=127.0.0.1:{port}&scheme=http&allow_bucket_creation=true"
+    RemoteIndexes(root).fs.create_dir("rayrag-test")
+    yield root
+    server.terminate()
+    server.wait(10)
+    for key, value in saved.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+def test_index_job_publishes_to_s3_and_the_retriever_follows_current(ray_cluster, s3_root, tmp_path):
+    corpus = make_corpus(tmp_path)
+    config = job_config(tmp_path, **{"index.root": s3_root, "index.staging_dir": str(tmp_path / "staging")})
+    first = run_job(config, corpus)
+    remote = RemoteIndexes(s3_root)
+    assert remote.current_version("test") == first.version
+    assert remote.versions("test") == [first.version]
+
+    cache = tmp_path / "node-cache"
+    retriever = Retriever(RetrieverConfig(root=s3_root, indexes=["test"], cache_dir=cache, reload_interval_s=3600))
+    try:
+        assert (cache / "test" / first.version / "manifest.json").is_file()  # downloaded once, opened locally
+        write_corpus(corpus, NEW_DOC)
+        shutil.rmtree(tmp_path / "staging")  # another machine: the job starts from the remote CURRENT
+        second = run_job(config, corpus)
+        assert second.parent_version == first.version and second.documents.unchanged > 0
+        assert second.chunks.added < second.chunks.total  # incremental on the downloaded version
+        assert retriever.reload_if_changed("test")
+        hits = asyncio.run(retriever.search(SearchRequest(index="test", query="What is a glacier?", top_k=1)))
+        assert hits.version == second.version and hits.chunks[0].source.endswith("glaciers.md")
+    finally:
+        retriever.close()
+
+
+def test_a_root_without_the_index_is_named(s3_root):
+    from indexes.layout import IndexNotFoundError
+    from indexes.storage import check_readable
+
+    with pytest.raises(IndexNotFoundError, match="'absent' has no published version at s3://"):
+        check_readable(s3_root, "absent")
