@@ -138,7 +138,7 @@ class RemoteIndexes:
         if not self.has_manifest(name, version):
             raise IndexNotFoundError(f"index {name!r} version {version} is missing under {self.display}")
         staging = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
-        staging.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir(parents=True)
         fs.copy_files(source, str(staging), source_filesystem=self.fs, destination_filesystem=fs.LocalFileSystem())
         try:
             os.replace(staging, target)

@@ -132,7 +132,10 @@ def check_deploy(
         demands += serve_demands(apps)
         done.append(f"{serve_file}: valid, {len(apps)} rayrag app(s)")
     if config_file:
-        demands += job_demands(load_config(config_file))
+        root = load_config(config_file)
+        demands += job_demands(root)
+        if not serve_file:  # its serve section is what a serve file built from it would deploy
+            demands += serve_demands([ServeApp(root.serve.app_name, root.serve)])
         done.append(f"{config_file}: valid root config")
     if dashboard:
         shapes += live_shapes(dashboard)
