@@ -56,7 +56,7 @@ def test_unknown_keys_in_a_serve_file_are_named_even_where_ray_ignores_them(tmp_
 def test_unknown_keys_in_the_app_args_are_named(tmp_path):
     serve = yaml.safe_load(SERVE.read_text())
     serve["applications"][0]["args"]["set"] = {"retriever.top_kk": 3}
-    with pytest.raises(ServeConfigError, match="retriever.top_kk"):
+    with pytest.raises(ServeConfigError, match=r"retriever\.top_kk"):
         validate_serve_file(write(tmp_path / "s.yaml", serve))
 
 
@@ -81,9 +81,9 @@ def test_placement_explains_too_much_and_accepts_what_fits():
 def test_resources_reach_the_replica_options_and_builtin_names_are_refused():
     options = DeploymentConfig(num_cpus=1, resources={"retrieval_node": 1}).serve_options()
     assert options["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0, "resources": {"retrieval_node": 1}}
-    with pytest.raises(ConfigError, match="serve.retriever.deployment.resources: .*'GPU' is not custom"):
+    with pytest.raises(ConfigError, match=r"serve\.retriever\.deployment\.resources: .*'GPU' is not custom"):
         load_config(None, ["serve.retriever.deployment.resources={GPU: 1}"])
-    with pytest.raises(ConfigError, match="parse.resources"):
+    with pytest.raises(ConfigError, match=r"parse\.resources"):
         load_config(None, ["parse.resources={parse_node: -1}"])
 
 

@@ -56,7 +56,7 @@ def test_a_fresh_staging_copy_starts_from_the_remote_current(tmp_path):
 
 
 def test_unreadable_roots_are_named(tmp_path):
-    with pytest.raises(IndexNotFoundError, match="'docs' has no published version at .*nowhere/docs"):
+    with pytest.raises(IndexNotFoundError, match=r"'docs' has no published version at .*nowhere/docs"):
         check_readable(tmp_path / "nowhere", "docs")
     with pytest.raises(IndexNotFoundError, match="has no published version at file://"):
         check_readable(f"file://{tmp_path}/empty", "docs")
