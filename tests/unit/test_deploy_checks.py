@@ -116,3 +116,19 @@ def test_a_broken_rayservice_is_refused(where, value, message):
     node[where[-1]] = value
     with pytest.raises(ConfigError, match=message):
         validate_rayservice(manifest)
+
+
+def test_the_cli_names_the_bad_key_and_writes_the_manifest(tmp_path):
+    import subprocess
+    import sys
+
+    cluster = yaml.safe_load(CLUSTER.read_text())
+    cluster["idle_timeout_minute"] = 5
+    bad = subprocess.run([sys.executable, "-m", "rayrag", "deploy", "check", "--cluster", str(write(tmp_path / "c.yaml", cluster))],
+                         capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert bad.returncode == 2 and "'idle_timeout_minute' was unexpected" in bad.stderr
+    out = tmp_path / "rayservice.yaml"
+    made = subprocess.run([sys.executable, "-m", "rayrag", "deploy", "rayservice", "--image", "x/rayrag:1", "-o", str(out)],
+                          capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert yaml.safe_load(out.read_text())["kind"] == "RayService"
