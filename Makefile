@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := true
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup run index serve test test-gpu bench eval eval-gate lint clean
+.PHONY: setup run index serve test test-gpu bench eval eval-gate deploy-check rayservice lint clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,13 @@ bench: setup
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/serving.py
 	$(PY) bench/ann.py --n $(ANN_N) --index-type ivf_pq
 	$(PY) bench/ann.py --n $(ANN_N) --index-type hnsw
+
+# Cluster deploy files (README "Deploy to a cluster"): checked offline, and the KubeRay manifest.
+deploy-check: setup
+	$(VENV)/bin/rayrag deploy check --cluster configs/cluster.yaml --config configs/cluster/rayrag.yaml --serve configs/cluster/serve.yaml
+
+rayservice: setup
+	$(VENV)/bin/rayrag deploy rayservice --output rayservice.yaml
 
 # Retrieval quality on the full Python-FAQ set (built from python3.11-doc on first use), every mode.
 eval: setup

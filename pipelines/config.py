@@ -63,6 +63,10 @@ class ParseConfig(StrictModel):
     pdf_strategy: Literal["fast"] = "fast"
     html_drop_xpath: str = DEFAULT_HTML_DROP
 
+    def demand(self) -> dict[str, float]:
+        """What one parse actor needs of a node, in Ray's resource names."""
+        return {"CPU": self.num_cpus, **self.resources}
+
 
 class ChunkerConfig(StrictModel):
     """How documents become chunks; recorded in the manifest, so changing it forces a rebuild."""
@@ -89,6 +93,10 @@ class EmbedStageConfig(StrictModel):
     num_cpus: NonNegativeFloat = 1
     resources: CustomResources = Field(default_factory=dict)  # e.g. {embed_node: 1}: GPU workers only
     torch_threads: PositiveInt | None = Field(default=None, description="default: all cores of the node")
+
+    def demand(self) -> dict[str, float]:
+        """What one embed actor needs of a node, in Ray's resource names."""
+        return {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
 
 
 class RayConfig(StrictModel):

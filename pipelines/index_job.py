@@ -89,10 +89,8 @@ def check_stage_placement(config: IndexJobConfig) -> None:
     if not ray.is_initialized() or placement.skipped():
         return
     demands = [
-        placement.Demand("parse actors", {"CPU": config.parse.num_cpus, **config.parse.resources}),
-        placement.Demand(
-            "embed actors", {"CPU": config.embed.num_cpus, "GPU": config.embed.num_gpus, **config.embed.resources}
-        ),
+        placement.Demand("parse actors", config.parse.demand()),
+        placement.Demand("embed actors", config.embed.demand()),
     ]
     placement.check_demands(demands, placement.cluster_shapes())
 

@@ -100,11 +100,8 @@ def serve_demands(apps: list[ServeApp]) -> list[Demand]:
 
 def job_demands(config: RootConfig) -> list[Demand]:
     return [
-        Demand("index job parse actors", {"CPU": config.parse.num_cpus, **config.parse.resources}),
-        Demand(
-            "index job embed actors",
-            {"CPU": config.embed.num_cpus, "GPU": config.embed.num_gpus, **config.embed.resources},
-        ),
+        Demand("index job parse actors", config.parse.demand()),
+        Demand("index job embed actors", config.embed.demand()),
     ]
 
 
