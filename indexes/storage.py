@@ -151,8 +151,13 @@ class RemoteIndexes:
         from pyarrow import fs
 
         target = self._path(name, "versions", version)
-        self.fs.create_dir(target, recursive=True)
-        fs.copy_files(str(source), target, source_filesystem=fs.LocalFileSystem(), destination_filesystem=self.fs)
+        files = sorted((p for p in source.rglob("*") if p.is_file()), key=lambda p: (p.name == MANIFEST_FILE, p))
+        for path in files:  # the manifest last: a version that has one is complete (see `versions`)
+            destination = f"{target}/{path.relative_to(source).as_posix()}"
+            self.fs.create_dir(destination.rsplit("/", 1)[0], recursive=True)
+            fs.copy_files(
+                str(path), destination, source_filesystem=fs.LocalFileSystem(), destination_filesystem=self.fs
+            )
 
     def publish(self, name: str, version: str) -> None:
         """Point CURRENT at an uploaded version: one whole-object write, atomic on object stores."""
