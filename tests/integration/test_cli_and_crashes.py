@@ -126,7 +126,7 @@ def test_serve_names_an_index_that_was_never_built(tmp_path):
         ["serve", "--set", f"serve.retriever.root={tmp_path}", "--set", "serve.retriever.indexes=[nope]"],
         os.environ.copy(),
     )
-    assert done.returncode == 2 and "index 'nope' has no version" in done.stderr and "rayrag index" in done.stderr
+    assert done.returncode == 2 and "index 'nope' has no published version" in done.stderr and "rayrag index" in done.stderr
 
 
 def test_query_without_a_running_app_says_so(tmp_path):
