@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,6 +71,7 @@ class ChunkStore:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()  # readers on several threads (the retriever searches off its event loop)
 
     @classmethod
     def open(cls, directory: Path) -> ChunkStore:
@@ -91,7 +93,9 @@ class ChunkStore:
         for start in range(0, len(vids), 500):
             part = [int(v) for v in vids[start : start + 500]]
             query = f"SELECT * FROM chunks WHERE vid IN ({', '.join('?' * len(part))})"
-            for row in self._db.execute(query, part):
+            with self._lock:
+                rows = self._db.execute(query, part).fetchall()
+            for row in rows:
                 found[row[0]] = _chunk_from_row(row)
         return found
 

@@ -1,24 +1,55 @@
-"""What a grounded answer is made of, and how it is reported: pure data and helpers, no I/O.
+"""What an answer is made of as it goes through the flow (serving/flow.py): pure data and helpers, no I/O.
 
-`Grounding` is a RAG request after retrieval, `Answer` is the result after the graders' self-check;
-the helpers turn them into the `rayrag` extras of a response, its headers and its record.
+`Turn` is a request as every transport hands it to the flow, `Plan` is what the flow decided before
+generating (route, grounding, cache probe), `Grounding` is a RAG request after retrieval, `Answer`
+the result after the graders' self-check, `Outcome` what every transport renders; the helpers turn
+them into the `rayrag` extras of a response, its headers and its record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
 
 from serving.config import GatewayConfig
 from serving.generator.protocol import GenerationRequest, GenerationResult, Message, Usage
 from serving.graders import Verdict
-from serving.protocol import ScoredChunk, SearchResult
+from serving.middleware.keys import Principal
+from serving.protocol import ScoredChunk, SearchRequest, SearchResult
 from serving.rag import citations
 from serving.telemetry import metrics
 
 
 def backend_header(backend: str) -> dict[str, str]:
     return {"x-rayrag-backend": backend}
+
+
+class Route(NamedTuple):
+    """Where a request leads: an index (with its served version) and/or a named generator."""
+
+    index: str | None
+    generator: str | None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One request as a transport hands it to the flow. It needs the `Principal` that admission
+    returned, so no transport can skip admission; everything else is still unscreened."""
+
+    endpoint: Literal["chat", "completion", "query"]
+    who: Principal
+    rid: str
+    model: str | None  # as the client named it; None: the router's choice (/v1/query)
+    messages: list[Message] | None = None  # chat and /v1/query: the client's messages
+    prompt: str | None = None  # completions: the raw prompt
+    search: SearchRequest | None = None  # /v1/query: the client's retrieval parameters
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    sampling: dict[str, Any] = field(default_factory=dict)  # n, top_p, stop, seed, response_format
+    session_id: str | None = None
+    prompt_template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -28,7 +59,7 @@ class CacheProbe:
     partition: str
     version: str
     question: str
-    vector: list[float]
+    vector: list[float] | None  # None when found by its text, without embedding
     hit: tuple[dict, float] | None
 
 
@@ -49,6 +80,42 @@ class Answer:
     result: GenerationResult
     grounded: Grounding
     grades: dict[str, Any] | None = None
+
+
+@dataclass
+class Plan:
+    """What the flow decided before any model ran; `produced` is what generation has cost so far
+    (what accounting charges, whatever ends the request)."""
+
+    turn: Turn
+    asked: list[Message] | None  # the client's messages after input screening (what a session keeps)
+    route: Route
+    generation: GenerationRequest | None  # None on a cache hit
+    grounded: Grounding | None = None
+    search: SearchRequest | None = None
+    probe: CacheProbe | None = None
+    produced: Usage | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished answer: what every transport renders, records and remembers."""
+
+    rid: str
+    result: GenerationResult
+    extra: dict[str, Any]  # index, prompt, index_version, citations, grades, cache
+    cache_similarity: float | None = None
+    context: list[str] = field(default_factory=list)  # the passages the answer was grounded on, whole
+
+    @property
+    def text(self) -> str:
+        return self.result.choices[0].text if self.result.choices else ""
+
+    @property
+    def cacheable(self) -> bool:
+        """Only whole answers are cached: not a withheld one, not a hit again."""
+        filtered = any(c.finish_reason == "content_filter" for c in self.result.choices)
+        return self.cache_similarity is None and bool(self.result.choices) and not filtered
 
 
 def grades_summary(first: dict[str, Verdict], final: dict[str, Verdict] | None) -> dict[str, Any]:
@@ -74,10 +141,18 @@ def answer_extra(answer: Answer) -> dict[str, Any]:
     return {"grades": answer.grades} if answer.grades is not None else {}
 
 
-def answer_headers(result: GenerationResult, extra: dict[str, Any], cacheable: bool) -> dict[str, str]:
-    headers = backend_header(result.backend) | ({"x-rayrag-cache": "miss"} if cacheable else {})
-    if "grades" in extra:
-        headers["x-rayrag-grounded"] = "yes" if extra["grades"]["grounded"] else "no"
+def answer_headers(outcome: Outcome, cache_on: bool, started: float | None = None) -> dict[str, str]:
+    """The backend, the cache's verdict (and similarity on a hit), groundedness, and the gateway's
+    own time in `server-timing` (what a client measures beyond it is the HTTP proxy's hop)."""
+    headers = backend_header(outcome.result.backend)
+    if outcome.cache_similarity is not None:
+        headers |= {"x-rayrag-cache": "hit", "x-rayrag-cache-similarity": f"{outcome.cache_similarity:.4f}"}
+    elif cache_on:
+        headers["x-rayrag-cache"] = "miss"
+    if "grades" in outcome.extra:
+        headers["x-rayrag-grounded"] = "yes" if outcome.extra["grades"]["grounded"] else "no"
+    if started is not None:
+        headers["server-timing"] = f"gateway;dur={(time.perf_counter() - started) * 1000:.2f}"
     return headers
 
 

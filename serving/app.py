@@ -65,11 +65,15 @@ def bind(config: ServeConfig) -> Application:
     retriever = serve.deployment(Retriever, name="retriever").options(
         **config.retriever.deployment.serve_options(), logging_config=logs
     )
-    gateway = Gateway.options(name="gateway", **config.gateway.deployment.serve_options(), logging_config=logs)
+    gateway = serve.deployment(Gateway, name="gateway").options(
+        **config.gateway.deployment.serve_options(), logging_config=logs
+    )
     return gateway.bind(
         config.gateway,
         retriever.bind(config.retriever),
         router.bind(config.router, primary, fallback),
+        indexes=config.retriever.indexes,
+        max_top_k=config.retriever.max_top_k,
         embedder=config.retriever.embedder,  # the cache and the graders embed in the gateway itself
     )
 

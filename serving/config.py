@@ -68,6 +68,14 @@ class RerankerConfig(StrictModel):
     batch_size: PositiveInt = 32
 
 
+class QueryBatching(StrictModel):
+    """Concurrent searches' queries encoded together (serve.batch): up to `max_size`, waiting at most
+    `wait_s` for more once one arrives (a lone query waits that long; a busy replica fills batches)."""
+
+    max_size: PositiveInt = 16
+    wait_s: NonNegativeFloat = 0.002
+
+
 class RetrieverConfig(StrictModel):
     """Which indexes to serve and how to rank their chunks."""
 
@@ -82,6 +90,7 @@ class RetrieverConfig(StrictModel):
     rrf_k: PositiveInt = 60
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)
     reranker: RerankerConfig | None = None
+    batch: QueryBatching = QueryBatching()
     reload_interval_s: PositiveFloat = 2.0
     close_grace_s: NonNegativeFloat = 30.0  # an old version stays open this long for in-flight requests
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.5)
@@ -218,6 +227,7 @@ class CacheConfig(StrictModel):
     path: Path = Path(".rayrag/cache.sqlite")
     threshold: float = Field(default=0.95, gt=0.0, le=1.0)  # cosine of the question embeddings
     ttl_s: PositiveFloat = 86_400.0
+    charge_hits: bool = True  # a hit is charged the cached answer's tokens (false: hits are free)
 
 
 class HistoryConfig(StrictModel):

@@ -91,6 +91,7 @@ class QueryResponse(BaseModel):
     prompt: str
     steps: list[str] = Field(default_factory=list)  # the fallback chain's path to the answer
     grades: dict[str, Any] | None = None  # grader verdicts when the graders are on
+    finish_reason: str | None = None  # `content_filter` when the answer was withheld by the output screen
 
 
 class GradeRequest(BaseModel):

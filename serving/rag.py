@@ -42,3 +42,8 @@ def citations(chunks: list[ScoredChunk], snippet_chars: int) -> list[Citation]:
         Citation(n=n, snippet=c.text[:snippet_chars], **c.model_dump(include=CITED_FIELDS))
         for n, c in enumerate(chunks, start=1)
     ]
+
+
+def citations_of(extra: dict) -> list[Citation]:
+    """The citations a flow outcome carries (as dicts, the way they are cached and recorded)."""
+    return [Citation.model_validate(c) for c in extra.get("citations", [])]

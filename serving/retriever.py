@@ -9,6 +9,7 @@ keeps serving) instead of answering with meaningless neighbours.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+from ray import serve
+from ray.serve.exceptions import RayServeException
 
 from indexes.embedder import Embedder, load_embedder
 from indexes.layout import IndexNotFoundError
@@ -57,6 +60,10 @@ class Retriever:
         self.config = config
         self.embedder = embedder or load_embedder(config.embedder)
         self.reranker = _load_reranker(config)
+        self._batched = _in_replica()  # serve.batch needs a replica; in-process users (evaluation) encode alone
+        if self._batched:
+            self._encode_queries.set_max_batch_size(config.batch.max_size)
+            self._encode_queries.set_batch_wait_timeout_s(config.batch.wait_s)
         self.errors: dict[str, str] = {}
         self.loaded: dict[str, Loaded] = {name: self._open(name) for name in config.indexes}
         self._stop = threading.Event()
@@ -130,11 +137,28 @@ class Retriever:
 
     async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         """Vectors for `texts` and how many tokens they took (the usage of /v1/embeddings)."""
-        vectors = self.embedder.encode(texts)
-        tokens = sum(len(ids) for ids in self.embedder.model.tokenizer(texts)["input_ids"])
-        return vectors.tolist(), tokens
 
-    async def search(self, request: SearchRequest) -> SearchResult:
+        def work() -> tuple[list[list[float]], int]:
+            tokens = sum(len(ids) for ids in self.embedder.model.tokenizer(texts)["input_ids"])
+            return self.embedder.encode(texts).tolist(), tokens
+
+        return await asyncio.to_thread(work)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _encode_queries(self, queries: list[str]) -> list[np.ndarray]:
+        """Concurrent searches' queries in one encode call (size and wait from `config.batch`), off the
+        event loop: N queries in flight cost about one encode, and the loop keeps serving."""
+        vectors = await asyncio.to_thread(self.embedder.encode, queries)
+        return list(vectors)
+
+    async def _encode_query(self, query: str) -> np.ndarray:
+        if self._batched:
+            return await self._encode_queries(query)
+        return (await asyncio.to_thread(self.embedder.encode, [query]))[0]
+
+    async def search(self, request: SearchRequest, vector: list[float] | None = None) -> SearchResult:
+        """Rank chunks of `request.index`; `vector` is the query's embedding when the caller already
+        has it (the gateway embeds a RAG question once, for the semantic cache and for this search)."""
         loaded = self.loaded.get(request.index)
         if loaded is None:
             raise NotFound(f"index {request.index!r} is not served here", param="index", code="index_not_found")
@@ -144,7 +168,11 @@ class Retriever:
         mode = request.mode or self.config.mode
         rerank = self._rerank_wanted(request)
         started = time.perf_counter()
-        hits = self._rank(loaded, request, mode, top_k, rerank)
+        query = None
+        if mode != "bm25":
+            found = vector if vector is not None else await self._encode_query(request.query)
+            query = np.asarray([found], dtype=np.float32)
+        hits = await asyncio.to_thread(self._rank, loaded, request, mode, top_k, rerank, query)
         return SearchResult(
             index=request.index,
             version=loaded.version_id,
@@ -154,9 +182,10 @@ class Retriever:
             chunks=[ScoredChunk.from_hit(hit) for hit in hits],
         )
 
-    def _rank(self, loaded: Loaded, request: SearchRequest, mode: str, top_k: int, rerank: bool) -> list[Hit]:
+    def _rank(
+        self, loaded: Loaded, request: SearchRequest, mode: str, top_k: int, rerank: bool, query: np.ndarray | None
+    ) -> list[Hit]:
         fetch = max(self.config.fetch_k, top_k)
-        query = self.embedder.encode([request.query]) if mode != "bm25" else None
         if mode == "bm25":
             candidates = self._lexical(loaded, request, fetch)
         elif mode == "hybrid":
@@ -218,6 +247,14 @@ class Retriever:
         )
         order = np.argsort(-np.asarray(scores), kind="stable")
         return [Hit(candidates[i].chunk, float(scores[i])) for i in order]
+
+
+def _in_replica() -> bool:
+    try:
+        serve.get_replica_context()
+    except RayServeException:
+        return False
+    return True
 
 
 def _load_reranker(config: RetrieverConfig):

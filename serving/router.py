@@ -79,6 +79,12 @@ def _quotes(slot: Slot) -> bool:
     return isinstance(slot.backend, ExtractiveGenerator)
 
 
+def _allowed(slot: Slot, request: GenerationRequest) -> bool:
+    """Whether the caller's key may use this step's model (RAG routes, where the router picks)."""
+    allowed = request.allowed_models
+    return allowed is None or (slot.status is not None and slot.status.model in allowed)
+
+
 def _still_open(breaker: pybreaker.CircuitBreaker) -> bool:
     """Open and within `reset_timeout` (after it, pybreaker lets the next call through as a trial)."""
     opened = breaker._state_storage.opened_at
@@ -163,7 +169,7 @@ class Router:
         names = {slot.status.model for slot in self.slots if slot.status and not _quotes(slot)}
         if model is not None and model not in names:
             raise ModelNotFound(f"model {model!r} does not exist; served: {sorted(names)}", param="model")
-        return [s for s in self.slots if not _quotes(s) or s.backend.applies(request)]
+        return [s for s in self.slots if (s.backend.applies(request) if _quotes(s) else _allowed(s, request))]
 
     def _retrying(self, slot: Slot) -> AsyncRetrying:
         retry = self.config.retry
@@ -216,11 +222,15 @@ class Router:
             request, model, lambda slot: self._first_token(slot, request)
         )
         started = time.perf_counter()
-        with self._counting(slot):
-            async for delta in _chain(first, stream):
-                if delta.usage is not None:
-                    _observe_rate(delta, time.perf_counter() - started)
-                yield delta.model_copy(update={"steps": steps}) if delta.usage is not None else delta
+        try:
+            with self._counting(slot):
+                async for delta in _chain(first, stream):
+                    if delta.usage is not None:
+                        _observe_rate(delta, time.perf_counter() - started)
+                    yield delta.model_copy(update={"steps": steps}) if delta.usage is not None else delta
+        finally:  # a consumer that stops reading (disconnect, content filter) stops the engine too
+            with contextlib.suppress(Exception):
+                await _close(stream)
 
     async def _first_token(self, slot: Slot, request: GenerationRequest) -> tuple[AsyncIterator[Delta], Delta]:
         stream, started = slot.backend.stream(request), time.perf_counter()

@@ -1,12 +1,17 @@
 """Deterministic stand-ins for what cannot be provoked on demand with real engines: a generator
-that is slow, overloaded, dead or not ready exactly when a router test needs it to be."""
+that is slow, overloaded, dead or not ready exactly when a router test needs it to be, and a
+retriever with fixed passages and word-hash vectors for the answer flow's unit tier."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 
+import numpy as np
+
 from serving.generator.protocol import Choice, Delta, GenerationRequest, GenerationResult, GeneratorStatus, Usage
+from serving.protocol import ScoredChunk, SearchRequest, SearchResult
 
 
 class FakeGenerator:
@@ -26,6 +31,7 @@ class FakeGenerator:
         self.backend, self.model, self.ready, self.fail, self.delay_s = backend, model, ready, fail, delay_s
         self.fail_times, self.text = fail_times, text
         self.calls = 0
+        self.closed_early = 0  # streams whose consumer stopped reading before the end
         self.requests: list[GenerationRequest] = []
 
     def _maybe_fail(self, request: GenerationRequest) -> None:
@@ -45,12 +51,59 @@ class FakeGenerator:
             model=self.model,
             backend=self.backend,
             choices=[Choice(index=0, text=text, finish_reason="stop")],
-            usage=Usage(prompt_tokens=3, completion_tokens=3),
+            usage=Usage(prompt_tokens=3, completion_tokens=len(text.split(" "))),
         )
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """One delta per word (one token each), then the usage; counts consumers that stop early."""
         await asyncio.sleep(self.delay_s)
         self._maybe_fail(request)
-        for word in (self.backend, " says", " hi"):
-            yield Delta(text=word, backend=self.backend)
-        yield Delta(backend=self.backend, usage=Usage(prompt_tokens=3, completion_tokens=3))
+        words = (self.text or f"{self.backend} says hi").split(" ")
+        finished = False
+        try:
+            for n, word in enumerate(words):
+                text = word if n == 0 else f" {word}"
+                yield Delta(text=text, backend=self.backend, tokens=1, prompt_tokens=3)
+            finished = True
+            yield Delta(backend=self.backend, usage=Usage(prompt_tokens=3, completion_tokens=len(words)))
+        finally:
+            self.closed_early += 0 if finished else 1
+
+
+def word_vector(text: str, dim: int = 64) -> np.ndarray:
+    """A unit bag-of-words vector: the same words give the same vector, different ones nearly orthogonal."""
+    vector = np.zeros(dim, dtype=np.float32)
+    for word in text.lower().split():
+        vector[int(hashlib.sha256(word.encode()).hexdigest(), 16) % dim] += 1.0
+    return vector / (np.linalg.norm(vector) or 1.0)
+
+
+class FakeRetriever:
+    """The retriever port with fixed passages: every search finds them, in order; records its calls."""
+
+    PASSAGES = (
+        ("volcanoes.md", "Volcanoes", "A volcano is a rupture in the crust through which lava escapes."),
+        ("tides.md", "Ocean tides", "Tides are the rise and fall of sea levels caused by the Moon."),
+    )
+
+    def __init__(self, index: str = "test", version: str = "v1") -> None:
+        self.index, self.version = index, version
+        self.searches: list[tuple[SearchRequest, list[float] | None]] = []
+        self.embedded: list[str] = []
+
+    async def search(self, request: SearchRequest, vector: list[float] | None = None) -> SearchResult:
+        self.searches.append((request, vector))
+        chunks = [
+            ScoredChunk(chunk_id=f"c{n}", source=source, title=title, section=None, page=None, start=0,
+                        end=len(text), score=1.0 - n / 10, text=text)
+            for n, (source, title, text) in enumerate(self.PASSAGES[: request.top_k or 5])
+        ]  # fmt: skip
+        return SearchResult(index=request.index, version=self.version, mode="dense", reranked=False, took_ms=0.1,
+                            chunks=chunks)  # fmt: skip
+
+    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        self.embedded += texts
+        return [word_vector(t).tolist() for t in texts], sum(len(t.split()) for t in texts)
+
+    async def describe(self) -> dict[str, dict]:
+        return {self.index: {"version": self.version, "chunks": 2, "embedder": "fake-embedder", "error": None}}

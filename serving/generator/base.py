@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,10 +21,12 @@ class GeneratorBase:
         self.running = 0
         self.ready = False
         self.error: str | None = None
+        self.cancelled = 0  # streams whose consumer stopped reading before the end (engine work aborted)
 
     async def status(self) -> GeneratorStatus:
         return GeneratorStatus(
-            backend=self.backend, model=self.model, ready=self.ready, error=self.error, running=self.running
+            backend=self.backend, model=self.model, ready=self.ready, error=self.error, running=self.running,
+            cancelled=self.cancelled,
         )
 
     @contextmanager
@@ -33,6 +36,14 @@ class GeneratorBase:
             yield
         finally:
             self.running -= 1
+
+    @contextmanager
+    def _counting_cancelled(self) -> Iterator[None]:
+        try:
+            yield
+        except (GeneratorExit, asyncio.CancelledError):
+            self.cancelled += 1
+            raise
 
     def _check_length(self, prompt_tokens: int, request: GenerationRequest) -> None:
         """A prompt that cannot fit is the client's error (400), not a reason to fall back."""

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
-
-from starlette.concurrency import iterate_in_threadpool
 
 from serving.config import LlamaCppConfig
 from serving.generator.base import GeneratorBase
@@ -97,18 +95,36 @@ class LlamaCppGenerator(GeneratorBase):
         prompt, stop, prompt_tokens = self._prompt(request)
         kwargs = self._kwargs(request, stop, prompt_tokens)
         completion_tokens = 0
-        with self._in_flight():
+        with self._in_flight(), self._counting_cancelled():
             for index in range(request.n):
                 async with self._lock:
-                    chunks = self.llm.create_completion(prompt, stream=True, **kwargs)
-                    async for chunk in iterate_in_threadpool(chunks):
+                    async for chunk in _sampled(self.llm.create_completion(prompt, stream=True, **kwargs)):
                         choice = chunk["choices"][0]
-                        completion_tokens += 1 if choice["text"] or not choice["finish_reason"] else 0
+                        tokens = 1 if choice["text"] or not choice["finish_reason"] else 0
+                        completion_tokens += tokens
                         yield Delta(
-                            index=index,
-                            text=choice["text"],
-                            finish_reason=choice["finish_reason"],
-                            backend=self.backend,
-                        )
+                            index=index, text=choice["text"], finish_reason=choice["finish_reason"],
+                            backend=self.backend, tokens=tokens, prompt_tokens=prompt_tokens,
+                        )  # fmt: skip
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         yield Delta(backend=self.backend, usage=usage)
+
+
+async def _sampled(chunks: Iterator[dict]) -> AsyncIterator[dict]:
+    """llama.cpp's token generator, one step at a time in a worker thread. Hand-written instead of
+    starlette's `iterate_in_threadpool` for what happens when the consumer goes away: a cancelled
+    step is awaited to its end (llama.cpp is not thread-safe, and the lock is released right after),
+    and the generator is closed, so no further token is sampled."""
+    try:
+        while True:
+            step = asyncio.ensure_future(asyncio.to_thread(next, chunks, None))
+            try:
+                chunk = await asyncio.shield(step)
+            except asyncio.CancelledError:
+                await step
+                raise
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        chunks.close()

@@ -45,6 +45,8 @@ class GenerationRequest(BaseModel):
     response_format: ResponseFormat | None = None
     context: list[str] = Field(default_factory=list)
     request_id: str = "request"
+    # the models the caller's key may use, when the router picks (RAG routes); None: any
+    allowed_models: list[str] | None = None
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerationRequest:
@@ -92,6 +94,9 @@ class Delta(BaseModel):
     backend: str = ""
     usage: Usage | None = None
     steps: list[str] = Field(default_factory=list)  # on the last delta, like usage
+    # what this piece cost, so a stream cut short (disconnect, content filter) is charged for what it produced
+    tokens: int = 0  # completion tokens in this piece
+    prompt_tokens: int | None = None  # on a stream's first piece
 
 
 class GeneratorStatus(BaseModel):
@@ -102,6 +107,7 @@ class GeneratorStatus(BaseModel):
     ready: bool
     error: str | None = None
     running: int = 0
+    cancelled: int = 0  # streams stopped by their consumer (disconnect, content filter) and aborted
 
 
 class Generator(Protocol):

@@ -114,12 +114,18 @@ class VllmGenerator(GeneratorBase):
         return GenerationResult(model=self.model, backend=self.backend, choices=choices, usage=usage)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Deltas with their token counts; a consumer that stops reading aborts the engine's request
+        (AsyncLLM.generate aborts on cancellation), counted in `status().cancelled`."""
         prompt_tokens, completion_tokens = 0, 0
-        async for output in self._outputs(request, delta=True):
-            prompt_tokens = len(output.prompt_token_ids or []) or prompt_tokens
-            for o in output.outputs:
-                completion_tokens += len(o.token_ids)
-                yield Delta(index=o.index, text=o.text, finish_reason=o.finish_reason, backend=self.backend)
+        with self._counting_cancelled():
+            async for output in self._outputs(request, delta=True):
+                first = not prompt_tokens
+                prompt_tokens = len(output.prompt_token_ids or []) or prompt_tokens
+                for o in output.outputs:
+                    completion_tokens += len(o.token_ids)
+                    yield Delta(index=o.index, text=o.text, finish_reason=o.finish_reason, backend=self.backend,
+                                tokens=len(o.token_ids), prompt_tokens=prompt_tokens if first else None)  # fmt: skip
+                    first = False
         yield Delta(backend=self.backend, usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
 
 

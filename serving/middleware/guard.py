@@ -52,9 +52,11 @@ class Guard:
         return self.guardrails.screen_input(text, param)
 
     def screen_messages(self, messages: list[Message]) -> list[Message]:
-        """User turns checked and (if configured) redacted; the length limit is on the whole conversation."""
+        """Every message the client sends is checked and (if configured) redacted, whatever its role: an
+        instruction override in a system, developer, tool or assistant turn reaches the model as surely as
+        in a user turn. The length limit is on the whole conversation."""
         self.check_length("".join(m.content for m in messages), "messages")
-        return [m.model_copy(update={"content": self.guardrails.screen_input(m.content, "messages")}) if m.role == "user" else m
+        return [m.model_copy(update={"content": self.guardrails.screen_input(m.content, "messages")})
                 for m in messages]  # fmt: skip
 
     def screen_result(self, result: GenerationResult) -> GenerationResult:

@@ -43,6 +43,7 @@ class AnswerRecord(BaseModel):
     steps: list[str] = Field(default_factory=list)  # the fallback chain's path to the answer
     grades: dict[str, Any] | None = None  # grader verdicts, whether the answer was regenerated
     session_id: str | None = None
+    cache: dict[str, Any] | None = None  # set when the answer came from the semantic cache
     created: float = Field(default_factory=time.time)
 
 
