@@ -37,7 +37,7 @@ from serving.prompts import PromptRegistry
 from serving.protocol import SearchRequest, SearchResult
 from serving.rag import fit_context, grounded_messages
 from serving.telemetry import metrics
-from serving.telemetry.tracing import annotate, cost, setup_tracing, stage
+from serving.telemetry.tracing import annotate, cost, stage
 
 SERVED_TTL_S = 1.0  # how long the flow reuses the retriever's list of served index versions
 
@@ -114,7 +114,6 @@ class FlowSupport:
         self.records = RecordStore(config.records.path) if config.records.enabled else None
         self.cache = SemanticCache(config.cache) if config.cache.enabled else None
         self.conversations = Conversations(config.history)
-        setup_tracing(config.telemetry, "rayrag-gateway")
         self.graders = Graders(config.graders, self._embed, self._generate) if config.graders.enabled else None
         self.embedder_config, self._embedder = embedder, None
         self._served_at, self._served = -math.inf, {}

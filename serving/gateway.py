@@ -36,6 +36,7 @@ from serving.openai_protocol import (
 )
 from serving.protocol import GradeRequest, QueryRequest, QueryResponse, SearchRequest, SearchResult
 from serving.telemetry import metrics
+from serving.telemetry.tracing import setup_tracing
 
 
 def flow_of(request: Request) -> AnswerFlow:
@@ -198,6 +199,7 @@ class Gateway:
         self, config: GatewayConfig, retriever: Any, router: Any, *, indexes: list[str], max_top_k: int,
         embedder: EmbedderConfig | None = None,
     ) -> None:  # fmt: skip
+        setup_tracing(config.telemetry, "rayrag-gateway")  # the replica process's tracer provider, once
         self.flow = AnswerFlow(
             config, HandleRetriever(retriever), HandleRouter(router), indexes=indexes, max_top_k=max_top_k,
             embedder=embedder,

@@ -1,7 +1,7 @@
 """The answer flow's guarantees, door by door, over fake collaborators (no Ray).
 
 A table of transports (chat JSON, chat SSE, websocket, completions, completions stream,
-/v1/query, a semantic-cache hit, the evaluation job's answerer) × guarantees (input screened for
+/v1/query, a semantic-cache hit, the evaluation job's answerer) x guarantees (input screened for
 every role, output screened, accounted, recorded, remembered, cached). Every door goes through
 the real `create_app` routes or the real evaluation answerer; only the retriever and the
 generator are fakes (tests/fakes.py). Each cell fails when its stage is removed from the flow.
@@ -291,7 +291,7 @@ def test_evaluation_answers_fresh_and_charges_nobody(env):
 def test_a_cache_miss_embeds_the_question_once_and_retrieval_reuses_it(env):
     env.ask("json")
     assert env.retriever.embedded == [QUESTION]
-    (search, vector), = env.retriever.searches
+    (_search, vector), = env.retriever.searches
     assert vector is not None and len(vector) == 64
 
 
