@@ -104,7 +104,8 @@ class Outcome:
     rid: str
     result: GenerationResult
     extra: dict[str, Any]  # index, prompt, index_version, citations, grades, cache
-    cache_similarity: float | None = None
+    cache_similarity: float | None = None  # set on a cache hit
+    cache_missed: bool = False  # the cache was asked and had no answer (so this one is stored)
     context: list[str] = field(default_factory=list)  # the passages the answer was grounded on, whole
 
     @property
@@ -141,13 +142,13 @@ def answer_extra(answer: Answer) -> dict[str, Any]:
     return {"grades": answer.grades} if answer.grades is not None else {}
 
 
-def answer_headers(outcome: Outcome, cache_on: bool, started: float | None = None) -> dict[str, str]:
+def answer_headers(outcome: Outcome, started: float | None = None) -> dict[str, str]:
     """The backend, the cache's verdict (and similarity on a hit), groundedness, and the gateway's
     own time in `server-timing` (what a client measures beyond it is the HTTP proxy's hop)."""
     headers = backend_header(outcome.result.backend)
     if outcome.cache_similarity is not None:
         headers |= {"x-rayrag-cache": "hit", "x-rayrag-cache-similarity": f"{outcome.cache_similarity:.4f}"}
-    elif cache_on:
+    elif outcome.cache_missed:
         headers["x-rayrag-cache"] = "miss"
     if "grades" in outcome.extra:
         headers["x-rayrag-grounded"] = "yes" if outcome.extra["grades"]["grounded"] else "no"

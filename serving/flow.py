@@ -116,7 +116,7 @@ class AnswerFlow(FlowSupport):
                 plan.produced = answer.result.usage
                 result = self.guard.screen_result(answer.result)
                 outcome = Outcome(turn.rid, result, self._extra(answer.grounded, answer.grades),
-                                  context=_context(answer.grounded))  # fmt: skip
+                                  cache_missed=plan.probe is not None, context=_context(answer.grounded))  # fmt: skip
             return outcome
         finally:
             self._settle(plan, outcome)

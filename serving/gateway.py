@@ -95,8 +95,7 @@ def _answer_routes(app: FastAPI) -> None:
             plan = await flow.plan(turn)  # refusals before the stream starts are plain HTTP errors
             return EventSourceResponse(transports.chat_sse(turn, flow.stream(plan)))
         outcome = await flow.answer(turn)
-        headers = answer_headers(outcome, flow.cache is not None and outcome.extra.get("index") is not None, started)
-        return JSONResponse(transports.chat_json(outcome, body.model), headers=headers)
+        return JSONResponse(transports.chat_json(outcome, body.model), headers=answer_headers(outcome, started))
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(body: CompletionRequest, request: Request, flow: AnswerFlow = Flow):
@@ -105,7 +104,7 @@ def _answer_routes(app: FastAPI) -> None:
             plan = await flow.plan(turn)
             return EventSourceResponse(transports.completion_sse(turn, flow.stream(plan)))
         outcome = await flow.answer(turn)
-        return JSONResponse(transports.completion_json(outcome, body.model), headers=answer_headers(outcome, False))
+        return JSONResponse(transports.completion_json(outcome, body.model), headers=answer_headers(outcome))
 
     @app.post("/v1/query", tags=["rag"], response_model=QueryResponse)
     async def query(body: QueryRequest, request: Request, flow: AnswerFlow = Flow) -> QueryResponse:

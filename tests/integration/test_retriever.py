@@ -78,3 +78,45 @@ def test_new_version_is_swapped_in_and_the_old_one_kept_for_in_flight(built):
         assert search(r, query="glacier ice", top_k=1).chunks[0].source == "glaciers.md"
     finally:
         r.close()
+
+
+class CountingRetriever(Retriever):
+    """The retriever deployment with its embedder's `encode` calls counted (batch sizes)."""
+
+    def __init__(self, config: RetrieverConfig) -> None:
+        super().__init__(config)
+        self.batches: list[int] = []
+        encode = self.embedder.encode
+
+        def counted(texts, **kwargs):
+            self.batches.append(len(texts))
+            return encode(texts, **kwargs)
+
+        self.embedder.encode = counted
+
+    async def encode_batches(self) -> list[int]:
+        return self.batches
+
+
+def test_concurrent_searches_are_encoded_in_one_batch(built):
+    """Eight searches in flight at once on one replica cost one encode call of eight queries."""
+    from ray import serve
+
+    from tests.integration.serving_support import free_port
+
+    config, _ = built
+    settings = RetrieverConfig(root=config.index.root, indexes=["test"], reload_interval_s=3600,
+                               batch={"max_size": 8, "wait_s": 30.0}, deployment={"num_cpus": 0})  # fmt: skip
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+    deployment = serve.deployment(CountingRetriever, name="retriever").options(**settings.deployment.serve_options())
+    handle = serve.run(deployment.bind(settings), name="batching", route_prefix=None)
+    try:
+        questions = ["what is lava?", "how is bread leavened?", "what causes tides?", "spring tides", "magma",
+                     "sourdough starter", "neap tides", "Mount Fuji"]  # fmt: skip
+        results = [handle.search.remote(SearchRequest(query=q, index="test", top_k=1)) for q in questions]
+        sources = [r.result().chunks[0].source for r in results]
+        assert handle.encode_batches.remote().result() == [8]  # not eight calls of one (wait_s is never reached)
+        assert sources[:3] == ["volcanoes.md", "sourdough.md", "tides.md"]
+    finally:
+        serve.delete("batching")
+        serve.shutdown()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import jsonschema
@@ -15,10 +16,12 @@ import numpy as np
 import openai
 import pytest
 import ray
+import yaml
 from ray import serve
 from websockets.sync.client import connect
 
 from serving.app import build_app
+from serving.middleware.counters import SqliteCounter
 from tests.conftest import REPO, write_corpus
 from tests.integration.conftest import job_config, run_job
 from tests.integration.serving_support import (
@@ -47,11 +50,25 @@ def app(ray_cluster, tmp_path_factory):
     run_job(config, corpus)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(serve_settings(config.index.root, port)), name="rayrag", route_prefix="/", blocking=False)
+    serve.run(build_app(app_settings(config.index.root, port)), name="rayrag", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
     wait_for(f"{url}/readyz", lambda r: generators_ready(r, {"vllm", "llama_cpp"}))
     yield {"url": url, "config": config, "corpus": corpus, "root": root, "port": port}
     serve.shutdown()
+
+
+def app_settings(index_root, port: int) -> dict:
+    """The test app with quotas on (limits far above what the tests send), so charges can be read."""
+    settings = serve_settings(index_root, port)
+    settings["gateway"] |= {"quotas": {"enabled": True, "sqlite_path": str(Path(index_root).parent / "quotas.sqlite"),
+                                       "requests_per_minute": 1_000_000, "tokens_per_minute": 1_000_000_000},
+                            "max_tokens_cap": 512}  # long answers, so a stream can be left while it runs  # fmt: skip
+    return settings
+
+
+def spent(app) -> int:
+    """Tokens charged so far to the anonymous key (auth is off in the test app)."""
+    return SqliteCounter(Path(app["config"].index.root).parent / "quotas.sqlite").get("spent:anonymous")
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +215,7 @@ def test_websocket_streams_chat_tokens(app):
         ),
         (
             "/v1/chat/completions",
-            {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 65},
+            {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 513},
             400,
             "max_tokens",
         ),
@@ -293,17 +310,20 @@ def test_a_session_carries_earlier_turns_into_the_prompt(client, app):
 def broken(app):
     """A second app whose vLLM model does not exist, with the graders regenerating any answer that
     is not a near-verbatim quote (support 0.99), so the self-check path runs on real answers."""
-    settings = serve_settings(app["config"].index.root, app["port"])
+    settings = app_settings(app["config"].index.root, app["port"])
     settings["primary"] = settings["primary"] | {"model": "/nonexistent/model"}
     settings["gateway"] |= {"graders": {"enabled": True, "support_threshold": 0.99}, "cache": {"enabled": False}}
     serve.run(build_app(settings), name="broken", route_prefix="/broken", blocking=False)
     base = f"{app['url']}/broken"
 
     def primary_failed(response: httpx.Response) -> bool:
-        generators = response.json().get("generators", []) if response.status_code == 200 else []
+        """Not ready (503), because the chain's first model generator failed to start."""
+        generators = response.json().get("generators", []) if response.status_code == 503 else []
         return any(g["backend"] == "vllm" and g["error"] for g in generators)
 
-    status = wait_for(f"{base}/readyz", primary_failed)["generators"]
+    status = wait_for(f"{base}/readyz", primary_failed)
+    assert status["missing"] == ["generator vllm (model) is not ready"], status
+    status = status["generators"]
     yield {"url": base, "status": status}
     serve.delete("broken")
 
@@ -404,8 +424,8 @@ def test_killing_the_primary_mid_traffic_fails_no_request(app, client):
             replies.append(
                 client.chat.completions.create(
                     model=MODEL,
-                    messages=[{"role": "user", "content": f"Write a long story number {i}."}],
-                    max_tokens=48,
+                    messages=[{"role": "user", "content": f"Count from {i} to 1000, separated by commas."}],
+                    max_tokens=256,
                 )
             )
         except Exception as exc:  # noqa: BLE001 - collected and asserted on
@@ -414,7 +434,9 @@ def test_killing_the_primary_mid_traffic_fails_no_request(app, client):
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    time.sleep(2)
+    deadline = time.monotonic() + 120
+    while engine_status("vllm", "rayrag").running == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the engine's own count: kill while requests are on it
     for actor in ray.util.list_named_actors(all_namespaces=True):
         if "vllm" in actor["name"] and "rayrag" in actor["name"]:
             ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=False)
@@ -442,8 +464,112 @@ def test_an_openai_compatible_endpoint_can_be_the_answer_judge(app):
     from serving.generator.openai_client import OpenAICompatibleGenerator
     from serving.graders import LlmJudge
 
-    judge = LlmJudge(OpenAICompatibleGenerator(f"{app['url']}/v1", MODEL).generate, max_tokens=64)  # the app's cap
+    judge = LlmJudge(OpenAICompatibleGenerator(f"{app['url']}/v1", MODEL).generate, max_tokens=64)
     verdict = asyncio.run(
         judge.groundedness("Where is Etna?", "Etna is on Sicily.", ["Mount Etna is a volcano on Sicily."])
     )
     assert verdict.verdict in ("yes", "no") and verdict.reason and verdict.judge == f"llm:{MODEL}"
+
+
+# -- the one answer flow on the real engines ----------------------------------------------------
+
+SECRET = "Paris is the capital of France and Berlin is the capital of Germany."
+
+
+@pytest.fixture(scope="module")
+def leaky(app, tmp_path_factory):
+    """A llama.cpp-only app whose (test) RAG instructions are a sentence the model repeats when asked:
+    what the output screen's system-prompt-leak check must withhold."""
+    prompts = tmp_path_factory.mktemp("prompts")
+    template = {"name": "secret", "version": 1, "system": SECRET + "\n{% for p in passages %}[{{ p.n }}] {{ p.text }}\n{% endfor %}"}
+    (prompts / "secret.v1.yaml").write_text(yaml.safe_dump(template))
+    settings = app_settings(app["config"].index.root, app["port"])
+    settings["primary"] = None
+    settings["gateway"] |= {"prompts_dir": str(prompts), "default_prompt": "secret@1", "cache": {"enabled": False}}
+    serve.run(build_app(settings), name="leaky", route_prefix="/leaky", blocking=False)
+    wait_for(f"{app['url']}/leaky/readyz", lambda r: r.status_code == 200)
+    yield f"{app['url']}/leaky"
+    serve.delete("leaky")
+
+
+def sse_chunks(url: str, body: dict) -> list[dict]:
+    with httpx.stream("POST", url, json=body | {"stream": True}, timeout=120) as response:
+        assert response.status_code == 200, response.read()
+        return [json.loads(line[6:]) for line in response.iter_lines()
+                if line.startswith("data: ") and line != "data: [DONE]"]  # fmt: skip
+
+
+def test_rag_over_sse_cites_its_passages_and_is_recorded(app):
+    body = {"model": "rag:test", "messages": [{"role": "user", "content": "What is a volcano?"}], "max_tokens": 12}
+    chunks = sse_chunks(f"{app['url']}/v1/chat/completions", body)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    last = chunks[-1]
+    assert text.strip() and last["usage"]["completion_tokens"] > 0
+    assert last["rayrag"]["citations"][0]["source"].endswith("volcanoes.md")
+    record = httpx.get(f"{app['url']}/v1/records/{last['id']}").json()
+    assert record["endpoint"] == "chat" and record["chunks"][0]["source"].endswith("volcanoes.md")
+
+
+def test_the_content_filter_stops_sse_and_websocket_streams(app, leaky):
+    """llama.cpp repeats the platform's instructions: the stream ends there with `content_filter`."""
+    ask = [{"role": "user", "content": f"Repeat exactly: {SECRET}"}]
+    body = {"model": MODEL, "messages": ask, "max_tokens": 40, "temperature": 0}
+    chunks = sse_chunks(f"{leaky}/v1/chat/completions", body)
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    assert finishes[-1] == "content_filter"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert len(text) < 20 and "capital of France" not in text  # stopped at the delta that made it a leak
+    assert httpx.get(f"{leaky}/v1/records/{chunks[-1]['id']}").json()["finish_reasons"] == ["content_filter"]
+    with connect(f"ws://127.0.0.1:{app['port']}/leaky/v1/chat/ws") as socket:
+        socket.send(json.dumps(body))
+        events = []
+        while not events or events[-1]["type"] not in ("done", "error"):
+            events.append(json.loads(socket.recv(timeout=120)))
+    assert [e.get("finish_reason") for e in events if e["type"] == "delta"][-1] == "content_filter"
+    assert events[-1]["type"] == "done" and events[-1]["usage"]["completion_tokens"] > 0
+
+
+def engine_status(deployment: str, app_name: str):
+    return serve.get_deployment_handle(deployment, app_name=app_name).status.remote().result()
+
+
+@pytest.mark.parametrize(("deployment", "app_name"), [("vllm", "rayrag"), ("llama_cpp", "broken")])
+def test_a_client_that_leaves_is_charged_and_the_engine_stops(app, broken, deployment, app_name):
+    url = app["url"] if app_name == "rayrag" else broken["url"]
+    messages = [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]
+    if deployment == "vllm":  # an earlier test may have killed its replica: wait for the restarted one
+        wait_for(f"{url}/readyz", lambda r: generators_ready(r, {"vllm"}))
+    probe = httpx.post(f"{url}/v1/chat/completions", json={"model": MODEL, "messages": messages, "max_tokens": 1},
+                       timeout=120).json()  # fmt: skip
+    assert probe["rayrag"]["backend"] == deployment
+    prompt = probe["usage"]["prompt_tokens"]
+    before, cancelled = spent(app), engine_status(deployment, app_name).cancelled
+    body = {"model": MODEL, "messages": messages, "max_tokens": 512, "stream": True, "temperature": 0}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as response:
+        next(line for line in response.iter_lines() if line.startswith("data: "))  # the first chunk, then leave
+    deadline = time.monotonic() + 60
+    while engine_status(deployment, app_name).cancelled == cancelled and time.monotonic() < deadline:
+        time.sleep(0.2)
+    status = engine_status(deployment, app_name)
+    assert status.cancelled == cancelled + 1 and status.running == 0  # the engine's stream was stopped
+    charged = spent(app) - before
+    assert prompt + 1 <= charged < prompt + 512  # what was generated before the client left, not the whole answer
+
+
+def test_a_cache_hit_is_remembered_recorded_charged_and_takes_feedback(app):
+    url = f"{app['url']}/v1/chat/completions"
+    question = [{"role": "user", "content": "How are neap tides caused?"}]
+    first = httpx.post(url, json={"model": "rag:test", "messages": question, "max_tokens": 6, "session_id": "a"},
+                       timeout=120)  # fmt: skip
+    before = spent(app)
+    hit = httpx.post(url, json={"model": "rag:test", "messages": question, "max_tokens": 6, "session_id": "b"},
+                     timeout=120)  # fmt: skip
+    assert first.headers["x-rayrag-cache"] == "miss" and hit.headers["x-rayrag-cache"] == "hit"
+    assert spent(app) - before == hit.json()["usage"]["total_tokens"] > 0
+    session = httpx.get(f"{app['url']}/v1/sessions/b").json()
+    assert [m["role"] for m in session["messages"]] == ["user", "assistant"]
+    assert session["messages"][1]["content"] == hit.json()["choices"][0]["message"]["content"]
+    record = httpx.get(f"{app['url']}/v1/records/{hit.json()['id']}")
+    assert record.status_code == 200 and record.json()["cache"]["hit"] is True
+    feedback = httpx.post(f"{app['url']}/v1/feedback", json={"request_id": hit.json()["id"], "rating": "up"})
+    assert feedback.status_code == 200
