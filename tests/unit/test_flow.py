@@ -300,7 +300,7 @@ def test_the_graders_second_try_stays_within_max_top_k(tmp_path):
     env.flow.max_top_k = 2
     reply = env.ask("json", max_tokens=8)
     assert reply.status == 200
-    assert [s.top_k for s, _ in env.retriever.searches] == [None, 2]  # not ceil(2 × 1.5) = 3
+    assert [s.top_k for s, _ in env.retriever.searches] == [None, 2]  # not ceil(2 x 1.5) = 3
 
 
 def test_a_rag_route_uses_only_models_the_key_may_use(env):
