@@ -41,7 +41,7 @@ serve: setup
 	$(VENV)/bin/rayrag serve --config $(CONFIG)
 
 test: setup
-	$(PY) -m pytest -m "unit or contract or integration" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
+	$(PY) -m pytest -m "unit or contract or security or integration" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
 test-gpu: setup
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc

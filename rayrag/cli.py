@@ -141,7 +141,7 @@ def serve_command(
 
 @app.command("trace")
 def trace_command(
-    request_id: Annotated[str, typer.Argument(help="The request id (x-request-id header, `id` of a response).")],
+    request_id: Annotated[str, typer.Argument(help="The request id (x-rayrag-request-id header, `id` of a response).")],
     config: ConfigOption = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="The spans as JSON lines instead of a tree.")] = False,
 ) -> None:

@@ -50,6 +50,7 @@ class Turn:
     sampling: dict[str, Any] = field(default_factory=dict)  # n, top_p, stop, seed, response_format
     session_id: str | None = None
     prompt_template: str | None = None
+    client_rid: str | None = None  # the client's own request id: a correlation field, never a key
 
 
 @dataclass(frozen=True)

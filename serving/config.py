@@ -228,6 +228,7 @@ class CacheConfig(StrictModel):
     threshold: float = Field(default=0.95, gt=0.0, le=1.0)  # cosine of the question embeddings
     ttl_s: PositiveFloat = 86_400.0
     charge_hits: bool = True  # a hit is charged the cached answer's tokens (false: hits are free)
+    max_entries: PositiveInt = 1000  # per partition, newest kept: what one lookup reads and compares
 
 
 class HistoryConfig(StrictModel):
@@ -282,6 +283,28 @@ class LoggingSettings(StrictModel):
         return self.model_dump()
 
 
+class RequestLimits(StrictModel):
+    """Bounds on what a client controls, checked before any work: a body over `max_body_bytes` is a 413,
+    a list or filter over its cap a 400 naming the parameter."""
+
+    max_body_bytes: PositiveInt = 1_048_576
+    max_messages: PositiveInt = 128  # chat `messages`
+    max_inputs: PositiveInt = 256  # `input` of /v1/embeddings and /v1/moderations
+    max_stop: PositiveInt = 4  # `stop` sequences (OpenAI's own cap)
+    max_passages: PositiveInt = 64  # /v1/grade `passages`
+    max_filter_chars: PositiveInt = 512  # /v1/search and /v1/query `source` and `section`
+
+
+class WebsocketLimits(StrictModel):
+    """The chat websocket: checked at the handshake (key, Origin, connections per key) and per frame."""
+
+    max_frame_bytes: PositiveInt = 262_144  # a larger frame closes the socket with 1009
+    idle_timeout_s: PositiveFloat = 300.0  # no frame for this long closes the socket (1000)
+    max_connections_per_key: PositiveInt = 8  # per gateway replica; one more is closed with 1013
+    # browser pages allowed to open a socket (a missing Origin, i.e. a non-browser client, is allowed)
+    allowed_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000", "http://localhost:8000"])
+
+
 class GatewayConfig(StrictModel):
     """The HTTP edge: limits checked before any work is done, and the RAG prompt."""
 
@@ -302,6 +325,10 @@ class GatewayConfig(StrictModel):
     history: HistoryConfig = HistoryConfig()
     graders: GradersConfig = GradersConfig()
     json_retries: NonNegativeInt = 2  # JSON mode: regenerations after an invalid answer
+    limits: RequestLimits = RequestLimits()
+    websocket: WebsocketLimits = WebsocketLimits()
+    # serving on a non-loopback address with auth off must be asked for in so many words
+    allow_unauthenticated: bool = False
     telemetry: TelemetryConfig = TelemetryConfig()
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=128)
 

@@ -1,8 +1,11 @@
-"""The HTTP edge: request ids and the one place errors become OpenAI's error JSON.
+"""The HTTP edge: request ids, the body limit, and the one place errors become OpenAI's error JSON.
 
-Every error leaves as `{"error": {"message", "type", "param", "code", "request_id"}}`; the id is
-the one Serve's proxy puts in the `x-request-id` request and response headers. Validation errors are 400 (OpenAI's status, not FastAPI's 422);
-anything unexpected is logged with its traceback and answered 500 without internals.
+Every error leaves as `{"error": {"message", "type", "param", "code", "request_id"}}`. The request
+id is made here, by the server, for every request (`x-rayrag-request-id` response header, the `id`
+of an answer, the key of its record): a client's `x-request-id` is kept only as a correlation field,
+so no client can choose, guess or reuse the id another tenant's answer is stored under. Validation
+errors are 400 (OpenAI's status, not FastAPI's 422); anything unexpected is logged with its
+traceback and answered 500 without internals.
 """
 
 from __future__ import annotations
@@ -24,8 +27,17 @@ from serving.telemetry.tracing import tracer
 log = logging.getLogger(__name__)
 
 
+REQUEST_ID_HEADER = "x-rayrag-request-id"
+CLIENT_ID_CHARS = 128  # a client's correlation id is kept, cut to this length
+
+
 def request_id(request: Request) -> str:
     return getattr(request.state, "request_id", "") or new_request_id()
+
+
+def client_request_id(request: Request) -> str | None:
+    """The client's own `x-request-id` (or the proxy's), for correlation only: never a key."""
+    return getattr(request.state, "client_request_id", None)
 
 
 def new_request_id() -> str:
@@ -54,23 +66,66 @@ def count_error(request: Request, error_type: str) -> None:
 
 def error_response(exc: ServingError, rid: str) -> JSONResponse:
     retry_after = getattr(exc, "retry_after", 1)
-    headers = {"retry-after": str(retry_after)} if exc.status in (429, 503) else None
+    headers = {REQUEST_ID_HEADER: rid} | ({"retry-after": str(retry_after)} if exc.status in (429, 503) else {})
     return JSONResponse(error_body(exc.message, exc.type, exc.code, exc.param, rid), exc.status, headers=headers)
 
 
-def install(app: FastAPI) -> None:
-    """Add the request-id middleware and the exception handlers to `app`."""
+class PayloadTooLarge(ServingError):
+    status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class BodyLimit:
+    """Refuse a request body over `max_bytes` with 413 before the app reads or parses any of it.
+
+    Hand-written because neither Starlette nor Serve's proxy bounds a body: it reads the body up to
+    the limit (the app would read it whole anyway), answers 413 as soon as it is exceeded, whether
+    the client sent a `content-length` or chunks, and else replays what it read to the app."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        messages, size = [], int(declared) if declared.isdigit() else 0
+        if size <= self.max_bytes:
+            size = 0
+            while True:
+                message = await receive()
+                messages.append(message)
+                size += len(message.get("body", b""))
+                if size > self.max_bytes or not message.get("more_body"):
+                    break
+        if size > self.max_bytes:
+            refusal = PayloadTooLarge(f"request body is over the limit of {self.max_bytes} bytes", param="body")
+            return await error_response(refusal, new_request_id())(scope, receive, send)
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def install(app: FastAPI, max_body_bytes: int) -> None:
+    """Add the body limit, the request-id middleware and the exception handlers to `app`."""
 
     @app.middleware("http")
     async def _request_id(request: Request, call_next):
-        rid = request.state.request_id = request.headers.get("x-request-id") or new_request_id()
+        rid = request.state.request_id = new_request_id()
+        client_id = (request.headers.get("x-request-id") or "")[:CLIENT_ID_CHARS] or None
+        request.state.client_request_id = client_id
         started = time.perf_counter()
         name = f"{request.method} {request.url.path}"
-        with tracer().start_as_current_span(name, attributes={"rayrag.request_id": rid}) as span:
+        attributes = {"rayrag.request_id": rid} | ({"rayrag.client_request_id": client_id} if client_id else {})
+        with tracer().start_as_current_span(name, attributes=attributes) as span:
             response = await call_next(request)
             span.set_attributes({"http.route": endpoint_of(request), "http.status_code": response.status_code})
+        response.headers[REQUEST_ID_HEADER] = rid
         observe_request(request, response.status_code, time.perf_counter() - started)
         return response
+
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: before anything reads the body
 
     @app.exception_handler(ServingError)
     async def _serving(request: Request, exc: ServingError) -> JSONResponse:

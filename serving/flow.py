@@ -44,10 +44,13 @@ class AnswerFlow(FlowSupport):
 
     async def plan(self, turn: Turn) -> Plan:
         """Screen input → route → history → cache probe → ground: everything before a model runs."""
+        self.guard.check_count(len(turn.sampling.get("stop") or []), self.config.limits.max_stop, "stop")
+        if turn.search is not None:
+            self.guard.check_search(turn.search)
         asked = self.guard.screen_messages(turn.messages) if turn.messages is not None else None
         prompt = self.guard.screen(turn.prompt, "prompt") if turn.prompt is not None else None
         route = await self._route(turn)
-        messages = self.conversations.with_history(turn.who.tenant, turn.session_id, asked) if asked else None
+        messages = self.conversations.with_history(turn.who, turn.session_id, asked) if asked else None
         if route.index is None:
             generation = self._generation(turn, messages, prompt=prompt, route=route)
             return Plan(turn, asked, route, generation)
@@ -226,7 +229,7 @@ class AnswerFlow(FlowSupport):
             return
         self._record(turn, outcome)
         if plan.asked is not None:
-            self.conversations.save_turn(turn.who.tenant, turn.session_id, plan.asked, outcome.text)
+            self.conversations.save_turn(turn.who, turn.session_id, plan.asked, outcome.text)
         probe = plan.probe
         if probe is not None and probe.hit is None and outcome.cacheable:
             entry = {"result": outcome.result.model_dump(), "extra": outcome.extra}

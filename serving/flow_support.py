@@ -223,7 +223,7 @@ class FlowSupport:
         if self.records is None:
             return
         self.records.save(AnswerRecord(
-            request_id=turn.rid, tenant=turn.who.tenant, key_id=turn.who.key_id, endpoint=turn.endpoint,
+            request_id=turn.rid, client_request_id=turn.client_rid, tenant=turn.who.tenant, key_id=turn.who.key_id, endpoint=turn.endpoint,
             model=result.model, backend=result.backend, prompt=extra.get("prompt"), index=extra.get("index"),
             index_version=extra.get("index_version"), chunks=chunks, usage=usage_dict(result.usage),
             finish_reasons=[c.finish_reason for c in result.choices], steps=result.steps,

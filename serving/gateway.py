@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from ray import serve
 from sse_starlette.sse import EventSourceResponse
@@ -46,11 +46,16 @@ def flow_of(request: Request) -> AnswerFlow:
 Flow = Depends(flow_of)
 
 
+def _ids(request: Request) -> tuple[str, str | None]:
+    return edge.request_id(request), edge.client_request_id(request)
+
+
 def create_app(flow: AnswerFlow) -> FastAPI:
     """The gateway's routes over `flow`."""
     app = FastAPI(title="rayrag", version="0.1.0", description="OpenAI-compatible RAG serving on Ray Serve.")
     app.state.flow = flow
-    edge.install(app)
+    app.state.sockets = transports.SocketGate(flow.config.websocket.max_connections_per_key)
+    edge.install(app, flow.config.limits.max_body_bytes)
     _health_routes(app)
     _answer_routes(app)
     _retrieval_routes(app)
@@ -90,7 +95,7 @@ def _answer_routes(app: FastAPI) -> None:
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(body: ChatCompletionRequest, request: Request, flow: AnswerFlow = Flow):
         started = time.perf_counter()
-        turn = transports.chat_turn(flow.admit(request.headers), edge.request_id(request), body)
+        turn = transports.chat_turn(flow.admit(request.headers), *_ids(request), body)
         if body.stream:
             plan = await flow.plan(turn)  # refusals before the stream starts are plain HTTP errors
             return EventSourceResponse(transports.chat_sse(turn, flow.stream(plan)))
@@ -99,7 +104,7 @@ def _answer_routes(app: FastAPI) -> None:
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(body: CompletionRequest, request: Request, flow: AnswerFlow = Flow):
-        turn = transports.completion_turn(flow.admit(request.headers), edge.request_id(request), body)
+        turn = transports.completion_turn(flow.admit(request.headers), *_ids(request), body)
         if body.stream:
             plan = await flow.plan(turn)
             return EventSourceResponse(transports.completion_sse(turn, flow.stream(plan)))
@@ -108,31 +113,27 @@ def _answer_routes(app: FastAPI) -> None:
 
     @app.post("/v1/query", tags=["rag"], response_model=QueryResponse)
     async def query(body: QueryRequest, request: Request, flow: AnswerFlow = Flow) -> QueryResponse:
-        turn = transports.query_turn(flow.admit(request.headers), edge.request_id(request), body)
+        turn = transports.query_turn(flow.admit(request.headers), *_ids(request), body)
         return transports.query_json(await flow.answer(turn))
 
     @app.websocket("/v1/chat/ws")
     async def chat_socket(websocket: WebSocket) -> None:
         """One JSON chat request per message in; `delta` events, then `done` (or `error`) out."""
-        flow: AnswerFlow = websocket.app.state.flow
-        await websocket.accept()
-        try:
-            while True:
-                await transports.socket_turn(flow, websocket, await websocket.receive_text())
-        except WebSocketDisconnect:
-            return
+        await transports.chat_socket(websocket.app.state.flow, websocket, websocket.app.state.sockets)
 
 
 def _retrieval_routes(app: FastAPI) -> None:
     @app.post("/v1/search", tags=["rag"], response_model=SearchResult)
     async def search(body: SearchRequest, request: Request, flow: AnswerFlow = Flow) -> SearchResult:
         flow.guard.check_index(flow.admit(request.headers), body.index)
+        flow.guard.check_search(body)
         body = body.model_copy(update={"query": flow.guard.screen(body.query, "query")})
         return await flow.retriever.search(body)
 
     @app.post("/v1/embeddings", tags=["openai"])
     async def embeddings(body: EmbeddingRequest, request: Request, flow: AnswerFlow = Flow) -> dict:
         who = flow.admit(request.headers)
+        flow.guard.check_count(len(body.texts), flow.config.limits.max_inputs, "input")
         for text in body.texts:
             flow.guard.check_length(text, "input")
         await flow.check_embedding_model(body.model, who)
@@ -144,6 +145,7 @@ def _retrieval_routes(app: FastAPI) -> None:
     async def moderations(body: ModerationRequest, request: Request, flow: AnswerFlow = Flow) -> dict:
         """The gateway's input guardrails as OpenAI's moderation endpoint."""
         flow.admit(request.headers)
+        flow.guard.check_count(len(body.texts), flow.config.limits.max_inputs, "input")
         for text in body.texts:
             flow.guard.check_length(text, "input")
         verdicts = [flow.guard.guardrails.check(text) for text in body.texts]
@@ -156,7 +158,11 @@ def _retrieval_routes(app: FastAPI) -> None:
         passages the index returns for the question."""
         who = flow.admit(request.headers)
         passages = body.passages
-        if passages is None:
+        if passages is not None:
+            flow.guard.check_count(len(passages), flow.config.limits.max_passages, "passages")
+            for passage in passages:
+                flow.guard.check_length(passage, "passages")
+        else:
             flow.guard.check_index(who, body.index)
             search = SearchRequest(query=body.question, index=body.index)
             grounded = await flow.ground([Message(role="user", content=body.question)], search)
@@ -182,11 +188,11 @@ def _record_routes(app: FastAPI) -> None:
     async def session(session_id: str, request: Request, flow: AnswerFlow = Flow) -> dict:
         """A conversation's stored turns, for the tenant that owns it (others get 404)."""
         who = flow.admit(request.headers)
-        return {"object": "session", **flow.conversations.session(who.tenant, session_id).model_dump()}
+        return {"object": "session", **flow.conversations.session(who, session_id).model_dump()}
 
     @app.delete("/v1/sessions/{session_id}", tags=["rag"])
     async def delete_session(session_id: str, request: Request, flow: AnswerFlow = Flow) -> dict:
-        flow.conversations.forget(flow.admit(request.headers).tenant, session_id)
+        flow.conversations.forget(flow.admit(request.headers), session_id)
         return {"id": session_id, "object": "session.deleted", "deleted": True}
 
 

@@ -11,15 +11,16 @@ import base64
 import time
 from typing import Any, Literal
 
+import jsonschema
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from serving.generator.protocol import GenerationResult, Message, ResponseFormat, Usage
+from serving.generator.protocol import ClientText, GenerationResult, Message, ResponseFormat, Usage
 
 RAG_PREFIX = "rag:"
 
 
-class _Lenient(BaseModel):
+class _Lenient(ClientText):
     model_config = ConfigDict(extra="ignore")
 
 
@@ -39,6 +40,11 @@ class OpenAIResponseFormat(_Lenient):
     def _schema_given(self) -> OpenAIResponseFormat:
         if self.type == "json_schema" and (self.json_schema is None or not self.json_schema.schema_):
             raise ValueError("response_format of type json_schema needs json_schema.schema")
+        if self.type == "json_schema":
+            try:  # a schema that is not a JSON Schema is the client's error, found before any generation
+                jsonschema.validators.validator_for(self.json_schema.schema_).check_schema(self.json_schema.schema_)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"json_schema.schema is not a valid JSON Schema: {exc.message}") from None
         return self
 
     def for_generation(self) -> ResponseFormat | None:

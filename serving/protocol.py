@@ -7,11 +7,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from indexes.reader import Hit
+from serving.generator.protocol import ClientText
 
 Mode = Literal["dense", "hybrid", "mmr", "bm25"]
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(ClientText):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1)
@@ -94,7 +95,7 @@ class QueryResponse(BaseModel):
     finish_reason: str | None = None  # `content_filter` when the answer was withheld by the output screen
 
 
-class GradeRequest(BaseModel):
+class GradeRequest(ClientText):
     """An answer to grade: against `passages`, or against what `index` retrieves for the question."""
 
     question: str = Field(min_length=1, max_length=8000)

@@ -7,8 +7,10 @@ lines each, which no dependency would make shorter.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
-from fnmatch import fnmatch
+from fnmatch import translate
 
 import numpy as np
 
@@ -40,9 +42,16 @@ def mmr(query: np.ndarray, candidates: np.ndarray, top_k: int, lambda_: float = 
     return chosen
 
 
+@functools.lru_cache(maxsize=256)
+def _glob(pattern: str) -> re.Pattern:
+    """A client's glob compiled once; the cache is keyed by client input, so it is small and bounded
+    (fnmatch's own keeps 32,768 patterns)."""
+    return re.compile(translate(pattern))
+
+
 def matches(chunk: Chunk, source: str | None, section: str | None) -> bool:
     """Metadata filter: `source` is an exact path or a glob; `section` a case-insensitive substring."""
-    if source is not None and not (chunk.source == source or fnmatch(chunk.source, source)):
+    if source is not None and not (chunk.source == source or _glob(source).match(chunk.source)):
         return False
     return section is None or section.lower() in (chunk.section or chunk.title or "").lower()
 

@@ -7,12 +7,14 @@ guarantees (screened, charged, recorded, remembered) holds for every one of them
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from fastapi import WebSocket
+from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from serving import edge
@@ -41,26 +43,28 @@ def _sampling(body: SamplingFields) -> dict[str, Any]:
             "response_format": response_format}  # fmt: skip
 
 
-def chat_turn(who: Principal, rid: str, body: ChatCompletionRequest) -> Turn:
+def chat_turn(who: Principal, rid: str, client_rid: str | None, body: ChatCompletionRequest) -> Turn:
     return Turn(
         "chat", who, rid, body.model, messages=body.messages, max_tokens=body.token_limit,
         temperature=body.temperature, sampling=_sampling(body), session_id=body.session_id,
-        prompt_template=body.prompt_template,
+        prompt_template=body.prompt_template, client_rid=client_rid,
     )  # fmt: skip
 
 
-def completion_turn(who: Principal, rid: str, body: CompletionRequest) -> Turn:
+def completion_turn(who: Principal, rid: str, client_rid: str | None, body: CompletionRequest) -> Turn:
     return Turn(
         "completion", who, rid, body.model, prompt=body.text, max_tokens=body.token_limit,
         temperature=body.temperature, sampling=_sampling(body), prompt_template=body.prompt_template,
+        client_rid=client_rid,
     )  # fmt: skip
 
 
-def query_turn(who: Principal, rid: str, body: QueryRequest) -> Turn:
+def query_turn(who: Principal, rid: str, client_rid: str | None, body: QueryRequest) -> Turn:
     search = SearchRequest(**body.model_dump(include=set(SearchRequest.model_fields)))
     return Turn(
         "query", who, rid, body.model, messages=[Message(role="user", content=body.query)], search=search,
         max_tokens=body.max_tokens, temperature=body.temperature, prompt_template=body.prompt_template,
+        client_rid=client_rid,
     )  # fmt: skip
 
 
@@ -122,12 +126,59 @@ async def completion_sse(turn: Turn, stream: AsyncIterator[Delta | Outcome]) -> 
     yield {"data": "[DONE]"}
 
 
+class SocketGate:
+    """Open chat sockets per key, in this gateway replica (idle sockets must not exhaust its
+    `max_ongoing_requests`)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.open = cap, Counter()
+
+    def enter(self, key_id: str) -> bool:
+        if self.open[key_id] >= self.cap:
+            return False
+        self.open[key_id] += 1
+        return True
+
+    def leave(self, key_id: str) -> None:
+        self.open[key_id] -= 1
+
+
+async def chat_socket(flow: AnswerFlow, websocket: WebSocket, gate: SocketGate) -> None:
+    """The chat websocket: Origin and key checked before the handshake is accepted (refused with
+    1008), connections per key capped (1013), frames capped (1009), idle sockets closed (1000);
+    then one chat turn per JSON frame."""
+    limits = flow.config.websocket
+    origin = websocket.headers.get("origin")
+    if origin is not None and origin not in limits.allowed_origins:
+        return await websocket.close(code=1008, reason="origin not allowed")
+    try:
+        who = flow.guard.auth.authenticate(websocket.headers.get("authorization"))
+    except ServingError:
+        return await websocket.close(code=1008, reason="missing or invalid API key")
+    if not gate.enter(who.key_id):
+        return await websocket.close(code=1013, reason="too many open sockets for this key")
+    try:
+        await websocket.accept()
+        while True:
+            try:
+                raw = await asyncio.wait_for(websocket.receive_text(), limits.idle_timeout_s)
+            except TimeoutError:
+                return await websocket.close(code=1000, reason="idle")
+            if len(raw.encode()) > limits.max_frame_bytes:
+                return await websocket.close(code=1009, reason=f"frame over {limits.max_frame_bytes} bytes")
+            await socket_turn(flow, websocket, raw)
+    except WebSocketDisconnect:
+        return
+    finally:
+        gate.leave(who.key_id)
+
+
 async def socket_turn(flow: AnswerFlow, websocket: WebSocket, raw: str) -> None:
     """One websocket chat turn: `delta` events, then `done` (usage, `rayrag` extras) or `error`."""
     rid = edge.new_request_id()
     try:
         who = flow.admit(websocket.headers)
-        turn = chat_turn(who, rid, ChatCompletionRequest.model_validate_json(raw))
+        turn = chat_turn(who, rid, None, ChatCompletionRequest.model_validate_json(raw))
         plan = await flow.plan(turn)
         async with aclosing(flow.stream(plan)) as events:
             async for event in events:

@@ -9,14 +9,18 @@ chat handler, so both backends see the same prompt for the same model.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from serving.config import LlamaCppConfig
+from serving.errors import InvalidRequest
 from serving.generator.base import GeneratorBase
 from serving.generator.models import gguf_path
 from serving.generator.protocol import Choice, Delta, GenerationRequest, GenerationResult, Usage
+
+GRAMMAR_CACHE = 64  # compiled JSON-mode grammars kept, least recently used first out
 
 
 class LlamaCppGenerator(GeneratorBase):
@@ -37,7 +41,6 @@ class LlamaCppGenerator(GeneratorBase):
             bos_token=token(self.llm.token_bos()) if self.llm.token_bos() != -1 else "",
         )
         self._lock = asyncio.Lock()
-        self._grammars: dict[str, Any] = {}
         self.ready = True
 
     def _prompt(self, request: GenerationRequest) -> tuple[str, list[str], int]:
@@ -64,17 +67,19 @@ class LlamaCppGenerator(GeneratorBase):
         }
 
     def _grammar(self, request: GenerationRequest) -> Any:
-        """JSON mode as a llama.cpp GBNF grammar (the schema's own, or any JSON value); compiled once."""
+        """JSON mode as a llama.cpp GBNF grammar (the schema's own, or any JSON value), from a bounded
+        cache (schemas are client input). A schema llama.cpp cannot compile is the client's error (400),
+        which the router's circuit breaker never counts."""
         if request.response_format is None:
             return None
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-
         schema = request.response_format.schema_
-        key = json.dumps(schema, sort_keys=True) if schema else ""
-        if key not in self._grammars:
-            grammar = LlamaGrammar.from_json_schema(key, verbose=False) if schema else None
-            self._grammars[key] = grammar or LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        return self._grammars[key]
+        try:
+            return _compiled_grammar(json.dumps(schema, sort_keys=True) if schema else "")
+        except Exception as exc:  # noqa: BLE001 - llama.cpp raises plain errors for schemas it cannot express
+            raise InvalidRequest(
+                f"response_format schema cannot be turned into a llama.cpp grammar ({type(exc).__name__})",
+                param="response_format",
+            ) from None
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         prompt, stop, prompt_tokens = self._prompt(request)
@@ -108,6 +113,14 @@ class LlamaCppGenerator(GeneratorBase):
                         )  # fmt: skip
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         yield Delta(backend=self.backend, usage=usage)
+
+
+@functools.lru_cache(maxsize=GRAMMAR_CACHE)
+def _compiled_grammar(schema: str) -> Any:
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    grammar = LlamaGrammar.from_json_schema(schema, verbose=False) if schema else None
+    return grammar or LlamaGrammar.from_string(JSON_GBNF, verbose=False)
 
 
 async def _sampled(chunks: Iterator[dict]) -> AsyncIterator[dict]:

@@ -8,12 +8,39 @@ backend) or a raw `prompt`. `generate` returns whole choices with token usage; `
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 
-class Message(BaseModel):
+def check_unicode(value: Any) -> Any:
+    """Refuse text that is not valid Unicode (a lone surrogate such as "\\ud800" parses from JSON but
+    cannot be encoded, and would fail deep inside a store or an engine): a 400 at the edge instead."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text is not valid Unicode (it holds a lone surrogate)") from None
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_unicode(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_unicode(key)
+            check_unicode(item)
+    return value
+
+
+class ClientText(BaseModel):
+    """Base of every model a client sends: each field's text must be valid Unicode."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        return check_unicode(value)
+
+
+class Message(ClientText):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str
 

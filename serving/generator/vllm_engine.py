@@ -68,13 +68,20 @@ class VllmGenerator(GeneratorBase):
         if request.messages is None:
             return request.prompt or ""
         messages = [m.model_dump() for m in request.messages]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # noqa: BLE001 - the template refused this conversation: the client's error
+            raise InvalidRequest(f"messages cannot be rendered by the model's chat template ({type(exc).__name__})",
+                                 param="messages") from None  # fmt: skip
 
     def _params(self, request: GenerationRequest, prompt: str, delta: bool) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        prompt_tokens = len(self.tokenizer.encode(prompt, add_special_tokens=False))
+        try:
+            prompt_tokens = len(self.tokenizer.encode(prompt, add_special_tokens=False))
+        except Exception as exc:  # noqa: BLE001 - a text the tokenizer refuses is the client's, not the engine's
+            raise InvalidRequest(f"the prompt cannot be tokenized ({type(exc).__name__})", param="messages") from None
         self._check_length(prompt_tokens, request)
         return SamplingParams(
             n=request.n,

@@ -57,8 +57,8 @@ class SemanticCache:
         """The cached response of the nearest question in the partition and its similarity, or None."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT vector, response FROM cache WHERE partition = ? AND created > ?",
-                (partition, time.time() - self.config.ttl_s),
+                "SELECT vector, response FROM cache WHERE partition = ? AND created > ? ORDER BY created DESC LIMIT ?",
+                (partition, time.time() - self.config.ttl_s, self.config.max_entries),
             ).fetchall()
         if not rows:
             return None
@@ -83,6 +83,12 @@ class SemanticCache:
         )
         with self._lock:
             self._db.execute("INSERT INTO cache VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            # bounded: the partition keeps its newest `max_entries`, and nothing past its TTL stays
+            self._db.execute(
+                "DELETE FROM cache WHERE (partition = ? AND rowid NOT IN (SELECT rowid FROM cache WHERE partition = ? "
+                "ORDER BY created DESC LIMIT ?)) OR created <= ?",
+                (partition, partition, self.config.max_entries, time.time() - self.config.ttl_s),
+            )
 
     def observe_version(self, index: str, version: str) -> int:
         """Drop the entries of `index` made on other versions when a new version shows up; how many."""

@@ -11,6 +11,7 @@ from serving.middleware.auth import Authenticator
 from serving.middleware.guardrails import Guardrails
 from serving.middleware.keys import Principal
 from serving.middleware.quotas import Quotas
+from serving.protocol import SearchRequest
 
 
 class Guard:
@@ -20,6 +21,7 @@ class Guard:
         self.quotas = quotas or Quotas(config.quotas)
         self.guardrails = Guardrails(config.guardrails, system_prompt)
         self.max_input_chars = config.max_input_chars
+        self.limits = config.limits
 
     @property
     def private(self) -> bool:
@@ -46,6 +48,21 @@ class Guard:
             message = f"{param} is {len(text)} characters; the limit is {self.max_input_chars}"
             raise LimitExceeded(message, param=param)
 
+    @staticmethod
+    def check_count(count: int, cap: int, param: str) -> None:
+        """A list the client controls is bounded (`serve.gateway.limits`): 400 naming it when over."""
+        if count > cap:
+            raise LimitExceeded(f"{param} has {count} items; the limit is {cap}", param=param)
+
+    def check_search(self, search: SearchRequest) -> None:
+        """The retrieval filters a client sends are bounded like any other text."""
+        for param in ("source", "section"):
+            value = getattr(search, param)
+            if value is not None and len(value) > self.limits.max_filter_chars:
+                raise LimitExceeded(
+                    f"{param} is {len(value)} characters; the limit is {self.limits.max_filter_chars}", param=param
+                )
+
     def screen(self, text: str, param: str) -> str:
         """Length limit, then the input guardrails; the text to use (PII redacted when configured)."""
         self.check_length(text, param)
@@ -55,6 +72,7 @@ class Guard:
         """Every message the client sends is checked and (if configured) redacted, whatever its role: an
         instruction override in a system, developer, tool or assistant turn reaches the model as surely as
         in a user turn. The length limit is on the whole conversation."""
+        self.check_count(len(messages), self.limits.max_messages, "messages")
         self.check_length("".join(m.content for m in messages), "messages")
         return [m.model_copy(update={"content": self.guardrails.screen_input(m.content, "messages")})
                 for m in messages]  # fmt: skip

@@ -1,8 +1,11 @@
 """Conversation history by `session_id`: stored with a TTL in SQLite (one node) or Redis (any number
 of gateway replicas), so a conversation survives a gateway restart.
 
-A session belongs to the tenant that made it: the store is keyed by (tenant, session id), so
-another tenant's id is simply not found. Each turn refreshes the TTL and the store keeps the last
+A session belongs to the tenant that made it and to the index scope of the key that made it: the
+store is keyed by (owner, session id), where the owner is the tenant plus, for a key limited to some
+indexes, that scope. So another tenant's id is simply not found, and neither is a conversation held
+by a key of the same tenant with another scope (a key limited to index Y cannot read or continue a
+conversation made with access to index X). Each turn refreshes the TTL and the store keeps the last
 `max_messages`; what goes into a prompt is trimmed further, oldest first, to `max_chars` (the share
 of the model's context given to earlier turns; the retrieved passages and the answer need the rest).
 """
@@ -19,6 +22,7 @@ from pydantic import BaseModel
 from serving.config import HistoryConfig
 from serving.errors import InvalidRequest, NotFound
 from serving.generator.protocol import Message
+from serving.middleware.keys import ANY, Principal
 from serving.middleware.sqlite import open_db
 
 _SCHEMA = """
@@ -88,6 +92,8 @@ class SqliteHistory:
                     "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?)",
                     (tenant, session_id, json.dumps(stored[-self.config.max_messages :]), expires),
                 )
+                # expired conversations are deleted, not only hidden: their content must not outlive its TTL
+                self._db.execute("DELETE FROM sessions WHERE expires <= ?", (time.time(),))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -136,6 +142,13 @@ def open_history(config: HistoryConfig) -> HistoryStore:
     return RedisHistory(config) if config.backend == "redis" else SqliteHistory(config)
 
 
+def owner_of(who: Principal) -> str:
+    """The namespace of a key's sessions: its tenant, narrowed by its index scope when it has one."""
+    if ANY in who.indexes:
+        return who.tenant
+    return json.dumps([who.tenant, sorted(who.indexes)])
+
+
 class Conversations:
     """The gateway's view of history: earlier turns into a request, the new turn into the store."""
 
@@ -143,31 +156,31 @@ class Conversations:
         self.config = config
         self.store: HistoryStore | None = open_history(config) if config.enabled else None
 
-    def with_history(self, tenant: str, session_id: str | None, messages: list[Message]) -> list[Message]:
+    def with_history(self, who: Principal, session_id: str | None, messages: list[Message]) -> list[Message]:
         """The request's turns after the session's earlier ones (trimmed to the history budget)."""
         if session_id is None:
             return messages
         if self.store is None:
             raise InvalidRequest("conversation history is turned off (serve.gateway.history)", param="session_id")
-        session = self.store.load(tenant, session_id)
+        session = self.store.load(owner_of(who), session_id)
         earlier = trim(session.messages, self.config.max_chars) if session else []
         return [*(m for m in messages if m.role == "system"), *earlier, *(m for m in messages if m.role != "system")]
 
-    def save_turn(self, tenant: str, session_id: str | None, asked: list[Message], answer: str) -> None:
+    def save_turn(self, who: Principal, session_id: str | None, asked: list[Message], answer: str) -> None:
         if session_id is None or self.store is None:
             return
         said = [m for m in asked if m.role != "system"] + [Message(role="assistant", content=answer)]
-        self.store.append(tenant, session_id, said)
+        self.store.append(owner_of(who), session_id, said)
 
-    def session(self, tenant: str, session_id: str) -> Session:
-        """The tenant's session, or 404: another tenant's id and an unknown one answer alike."""
-        session = self._store().load(tenant, session_id)
+    def session(self, who: Principal, session_id: str) -> Session:
+        """The key's session, or 404: another tenant's (or scope's) id and an unknown one answer alike."""
+        session = self._store().load(owner_of(who), session_id)
         if session is None:
             raise _not_found(session_id)
         return session
 
-    def forget(self, tenant: str, session_id: str) -> None:
-        if not self._store().delete(tenant, session_id):
+    def forget(self, who: Principal, session_id: str) -> None:
+        if not self._store().delete(owner_of(who), session_id):
             raise _not_found(session_id)
 
     def _store(self) -> HistoryStore:

@@ -1,6 +1,7 @@
 """The explanation record of every answer, and the feedback users leave on it, in SQLite.
 
-One row per request id: who asked (tenant, key), what answered (model, backend), with which prompt
+One row per request id, made by the server (a client's id is a correlation field only, so one
+tenant can neither overwrite nor erase another's record): who asked (tenant, key), what answered (model, backend), with which prompt
 version and index version, the chunks used with their scores, and token usage. Feedback is stored
 on the same row, so `rayrag feedback export` yields evaluation data with its full context. A tenant
 only ever sees its own records (another tenant's id is simply not found).
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from serving.errors import NotFound
+from serving.generator.protocol import ClientText
 from serving.middleware.sqlite import open_db
 
 _SCHEMA = """
@@ -28,7 +30,8 @@ CREATE TABLE IF NOT EXISTS records (
 
 
 class AnswerRecord(BaseModel):
-    request_id: str
+    request_id: str  # made by the server (serving/edge.py): the key of the record
+    client_request_id: str | None = None  # the client's own id, for correlation only
     tenant: str
     key_id: str
     endpoint: str
@@ -47,7 +50,7 @@ class AnswerRecord(BaseModel):
     created: float = Field(default_factory=time.time)
 
 
-class Feedback(BaseModel):
+class Feedback(ClientText):
     request_id: str
     rating: Literal["up", "down"]
     comment: str | None = Field(default=None, max_length=4000)
@@ -61,7 +64,7 @@ class RecordStore:
     def save(self, record: AnswerRecord) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO records (request_id, tenant, created, record) VALUES (?, ?, ?, ?)",
+                "INSERT INTO records (request_id, tenant, created, record) VALUES (?, ?, ?, ?)",  # never replaced
                 (record.request_id, record.tenant, record.created, record.model_dump_json()),
             )
 
@@ -78,7 +81,10 @@ class RecordStore:
         self.get(feedback.request_id, tenant)  # 404 for unknown ids and other tenants' ids alike
         payload = feedback.model_dump_json(exclude={"request_id"})
         with self._lock:
-            self._db.execute("UPDATE records SET feedback = ? WHERE request_id = ?", (payload, feedback.request_id))
+            self._db.execute(
+                "UPDATE records SET feedback = ? WHERE request_id = ? AND tenant = ?",
+                (payload, feedback.request_id, tenant),
+            )
 
     def export(self, with_feedback_only: bool = True) -> Iterator[dict[str, Any]]:
         query = "SELECT record, feedback FROM records" + (" WHERE feedback IS NOT NULL" if with_feedback_only else "")

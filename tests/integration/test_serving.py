@@ -233,7 +233,7 @@ def test_bad_requests_get_openai_shaped_4xx(app, path, payload, status, param):
     error = response.json()["error"]
     assert error["message"] and error["type"] == "invalid_request_error" and error["request_id"]
     assert error["param"] == param
-    assert response.headers["x-request-id"] == error["request_id"]
+    assert response.headers["x-rayrag-request-id"] == error["request_id"]
 
 
 def test_guardrails_block_injection_and_moderations_report_it(client, app):
