@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -129,14 +130,23 @@ def serve_command(
     typer.echo(examples(url, settings))
     if detach:
         return
-    typer.echo("Ctrl-C stops it.")
+    typer.echo("Ctrl-C (or SIGTERM) stops it.")
+    # SIGTERM (systemd, Kubernetes, `docker stop`) drains like Ctrl-C instead of dying in Ray's native
+    # handler with a stack dump; installed after Ray started, which installs its own.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         from ray import serve
 
+        typer.echo("stopping: draining the app")
         serve.shutdown()
+        typer.echo("stopped")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command("trace")

@@ -162,8 +162,10 @@ def render_rayservice(serve_file: Path, cluster_file: Path, image: str, name: st
                 "rayVersion": ray.__version__,
                 "enableInTreeAutoscaling": True,
                 "headGroupSpec": {
+                    # the dashboard listens inside the pod network only (the operator reaches it there);
+                    # the one port the pods declare is Serve's HTTP port, and the gateway's key comes from a secret
                     "rayStartParams": _start_params(types[head], {"dashboard-host": "0.0.0.0"}),
-                    "template": _pod(image, "ray-head", types[head], ports=[6379, 8265, 8000]),
+                    "template": _pod(image, "ray-head", types[head], ports=[8000]),
                 },
                 "workerGroupSpecs": workers,
             },
@@ -193,6 +195,10 @@ def _start_params(spec: dict[str, Any], extra: dict[str, str]) -> dict[str, str]
     return params
 
 
+API_KEY_SECRET = "rayrag-api-key"  # kubectl create secret generic rayrag-api-key --from-literal=key=...
+API_KEY_ENV = {"name": "RAYRAG_API_KEY", "valueFrom": {"secretKeyRef": {"name": API_KEY_SECRET, "key": "key"}}}
+
+
 def _pod(image: str, container: str, spec: dict[str, Any], ports: list[int] | None = None) -> dict[str, Any]:
     """A pod sized from the node type's CPU/GPU (4 GiB per CPU; at least 2 CPUs for Ray itself)."""
     resources = spec.get("resources") or {}
@@ -204,6 +210,7 @@ def _pod(image: str, container: str, spec: dict[str, Any], ports: list[int] | No
         "name": container,
         "image": image,
         "resources": {"limits": limits, "requests": dict(limits)},
+        "env": [API_KEY_ENV],  # serve.gateway.auth.env_key_var of configs/cluster/rayrag.yaml
     }
     if ports:
         body["ports"] = [{"containerPort": p} for p in ports]

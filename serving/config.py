@@ -7,6 +7,7 @@ so replicas, whatever their working directory, open the same files.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -333,6 +334,13 @@ class GatewayConfig(StrictModel):
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=128)
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class ServeConfig(StrictModel):
     """The whole serving app."""
 
@@ -355,6 +363,17 @@ class ServeConfig(StrictModel):
                 raise ValueError(f"router.chain names {role!r}, which is not configured")
             if self.router.chain is not None and role not in named and getattr(self, role) is not None:
                 raise ValueError(f"{role} is configured but router.chain does not name it: add it or set {role}: null")
+        return self
+
+    @model_validator(mode="after")
+    def _no_open_door(self) -> ServeConfig:
+        """A non-loopback bind with auth off serves everyone on the network: only when asked for."""
+        gateway = self.gateway
+        if not _loopback(gateway.host) and not gateway.auth.enabled and not gateway.allow_unauthenticated:
+            raise ValueError(
+                f"gateway.host {gateway.host!r} is reachable from the network while gateway.auth is off: "
+                "turn gateway.auth.enabled on, or set gateway.allow_unauthenticated: true to serve without keys"
+            )
         return self
 
     def generators_in_chain(self) -> dict[str, VllmConfig | LlamaCppConfig]:

@@ -13,6 +13,7 @@ and over deterministic fakes (the unit tier):
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import AsyncIterator
@@ -39,6 +40,7 @@ from serving.rag import fit_context, grounded_messages
 from serving.telemetry import metrics
 from serving.telemetry.tracing import annotate, cost, stage
 
+log = logging.getLogger(__name__)
 SERVED_TTL_S = 1.0  # how long the flow reuses the retriever's list of served index versions
 
 
@@ -249,9 +251,12 @@ class FlowSupport:
         try:
             indexes = await self._served_indexes(fresh=True)
         except Exception as exc:  # noqa: BLE001 - an unreachable retriever is a reason, not a crash
-            indexes, missing = {}, [f"retriever: {type(exc).__name__}"]
+            log.warning("readiness: the retriever did not answer: %r", exc)
+            indexes, missing = {}, ["retriever is not reachable"]
         missing += [f"index {name!r} is not loaded" for name in self.indexes if name not in indexes]
-        generators = [s.model_dump() for s in await self.router.models()]
+        indexes = {name: info | {"error": "unavailable" if info.get("error") else None} for name, info in indexes.items()}
+        # what a generator's error says stays in the logs: the body carries that there is one
+        generators = [s.model_dump() | {"error": "unavailable" if s.error else None} for s in await self.router.models()]
         models = [g for g in generators if g["backend"] != "extractive"]
         if models and not models[0]["ready"]:
             missing.append(f"generator {models[0]['backend']} ({models[0]['model']}) is not ready")

@@ -156,7 +156,8 @@ class Router:
         if slot is last:
             return None  # the last step that applies is always tried: its own error is the answer
         if slot.status is None or not slot.status.ready:
-            return f"not ready: {slot.status.error if slot.status else 'no status yet'}"
+            # a category only: the engine's own error text is in the log, never in a response
+            return f"not ready: {'failed' if slot.status and slot.status.error else 'starting'}"
         if slot.in_flight >= self.config.max_queue_depth:
             return f"overloaded: {slot.in_flight} in flight"
         if _still_open(slot.breaker):
@@ -265,7 +266,7 @@ class Router:
         log.warning("router: %s failed (%s: %s); trying the next step", slot.role, type(exc).__name__, exc)
         if slot.status is not None and not isinstance(exc, Overloaded | GenerationTimeout | NotReady):
             slot.status = slot.status.model_copy(update={"ready": False, "error": str(exc)[:200]})
-        return exc if isinstance(exc, ServingError) else RetryableError(f"{slot.role} failed: {exc}")
+        return exc if isinstance(exc, ServingError) else RetryableError(f"{slot.role} failed ({type(exc).__name__})")
 
 
 def _observe_rate(last: Delta, seconds: float) -> None:

@@ -59,7 +59,7 @@ class VllmGenerator(GeneratorBase):
 
     def _require_engine(self) -> Any:
         if self.engine is None:
-            raise NotReady(self.error or "vLLM engine is still starting")
+            raise NotReady("vLLM engine failed to start" if self.error else "vLLM engine is still starting")
         if self.engine.errored:
             raise EngineDead("vLLM engine is dead")
         return self.engine
@@ -107,7 +107,8 @@ class VllmGenerator(GeneratorBase):
                 raise InvalidRequest(str(exc)) from None
             except Exception as exc:
                 if engine.errored:
-                    raise EngineDead(f"vLLM engine died: {exc}") from None
+                    log.error("vLLM engine died: %r", exc)
+                    raise EngineDead("vLLM engine died") from None
                 raise
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:

@@ -132,3 +132,31 @@ def test_serve_names_an_index_that_was_never_built(tmp_path):
 def test_query_without_a_running_app_says_so(tmp_path):
     done = rayrag(["query", "hello", "--url", "http://127.0.0.1:9"], os.environ.copy())
     assert done.returncode == 2 and "cannot reach http://127.0.0.1:9" in done.stderr
+
+
+def test_serve_drains_on_sigterm_like_ctrl_c(ray_cluster, tmp_path):
+    """systemd, Kubernetes and `docker stop` send SIGTERM: the app is shut down and the command ends
+    cleanly, instead of dying in Ray's native handler with a stack dump."""
+    from tests.integration.serving_support import free_port
+
+    config = job_config(tmp_path)
+    run_job(config, write_corpus(tmp_path / "corpus", {"tides.md": "# Tides\n\nTides rise and fall with the Moon.\n"}))
+    port = free_port()
+    sets = [f"serve.retriever.root={config.index.root}", "serve.retriever.indexes=[test]", f"serve.gateway.port={port}",
+            "serve.primary=null", "serve.fallback=null", "serve.router.chain=[{backend: extractive}]",
+            "serve.retriever.deployment.num_cpus=0", "serve.gateway.records.enabled=false",
+            f"serve.gateway.history.path={tmp_path / 'history.sqlite'}"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own Ray, like a user's shell
+    server = subprocess.Popen(RAYRAG + ["serve", *(a for s in sets for a in ("--set", s))], env=env, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        for line in server.stdout:
+            if "stops it" in line:
+                break
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=180)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == 0, err[-2000:]
+    assert "stopped" in out and "SIGTERM received" not in err

@@ -319,7 +319,7 @@ def broken(app):
     def primary_failed(response: httpx.Response) -> bool:
         """Not ready (503), because the chain's first model generator failed to start."""
         generators = response.json().get("generators", []) if response.status_code == 503 else []
-        return any(g["backend"] == "vllm" and g["error"] for g in generators)
+        return any(g["backend"] == "vllm" and g["error"] for g in generators)  # a category, not the text
 
     status = wait_for(f"{base}/readyz", primary_failed)
     assert status["missing"] == ["generator vllm (model) is not ready"], status
@@ -331,7 +331,7 @@ def broken(app):
 def test_primary_that_cannot_start_leaves_every_request_to_the_fallback(broken):
     """Nothing fails: llama.cpp answers all, and each answer says the chain skipped the primary."""
     primary = next(g for g in broken["status"] if g["backend"] == "vllm")
-    assert not primary["ready"] and "nonexistent" in primary["error"]
+    assert not primary["ready"] and primary["error"] == "unavailable"  # the engine's text stays in the log
     client = openai.OpenAI(base_url=f"{broken['url']}/v1", api_key="unused", max_retries=0, timeout=120)
     replies = [
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"Say {i}"}], max_tokens=4)
