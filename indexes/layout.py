@@ -33,6 +33,22 @@ PARTIAL_SUFFIX = ".partial"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+# what begin_version makes: UTC time to the microsecond, then 6 hex digits
+_VERSION = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
+
+
+class TamperedIndexError(ValueError):
+    """The store holds something no index job writes (a CURRENT naming a path, a file that does not
+    match its manifest): refused, never followed."""
+
+
+def validate_version_id(version: str, where: str) -> str:
+    """CURRENT's text becomes a path: only a version id an index job makes may (no `../`, no `/`)."""
+    if not _VERSION.match(version):
+        raise TamperedIndexError(f"{where} names {version[:80]!r}, which is not a version id this platform writes")
+    return version
+
+
 class IndexLockedError(RuntimeError):
     """Another job holds this index's writer lock."""
 
@@ -74,7 +90,7 @@ class IndexDirectory:
 
     def current_version(self) -> str | None:
         pointer = self.path / CURRENT_FILE
-        return pointer.read_text().strip() if pointer.exists() else None
+        return validate_version_id(pointer.read_text().strip(), str(pointer)) if pointer.exists() else None
 
     def current_path(self) -> Path:
         version = self.current_version()
@@ -110,6 +126,7 @@ class IndexDirectory:
 
     def point_current(self, version: str) -> None:
         """Flip CURRENT to `version` with one rename: readers see the old id or the new, never half."""
+        validate_version_id(version, f"the new CURRENT of {self.name!r}")
         tmp = self.path / f"{CURRENT_FILE}.{uuid.uuid4().hex}.tmp"
         with open(tmp, "w") as handle:
             handle.write(version + "\n")
@@ -125,22 +142,23 @@ class IndexDirectory:
             removed.append(leftover.name)
         return removed
 
-    def prune(self, keep: int) -> list[str]:
-        """Keep the newest `keep` versions (and always CURRENT); returns the ids removed."""
+    def prune(self, keep: int, qdrant=None) -> list[str]:
+        """Keep the newest `keep` versions (and always CURRENT); returns the ids removed. `qdrant` is the
+        config's Qdrant server, whose old collections are dropped too."""
         current = self.current_version()
         doomed = [v for v in self.versions()[:-keep] if v != current]
         for version in doomed:
-            _drop_version(self.versions_path / version)
+            _drop_version(self.versions_path / version, qdrant)
         return doomed
 
 
-def _drop_version(path: Path) -> None:
+def _drop_version(path: Path, qdrant=None) -> None:
     from indexes.vector import open_vector_index
 
     vectors = path / "vectors"
     if vectors.exists():
         try:
-            open_vector_index(vectors).drop()  # a server collection is not under `path`
+            open_vector_index(vectors, qdrant).drop()  # a server collection is not under `path`
         except Exception as exc:  # noqa: BLE001 - a broken old version must not stop pruning the rest
             log.warning("could not drop the vectors of old version %s: %s", path.name, exc)
     shutil.rmtree(path, ignore_errors=True)

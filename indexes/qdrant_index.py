@@ -16,6 +16,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from indexes.backend_config import QdrantConfig
+from indexes.layout import TamperedIndexError
 from indexes.vector import pad_results, read_meta, write_meta
 
 STORAGE_DIR = "storage"
@@ -42,9 +43,24 @@ class QdrantIndex:
         return index
 
     @classmethod
-    def open(cls, path: Path) -> QdrantIndex:
+    def open(cls, path: Path, trusted: QdrantConfig | None = None) -> QdrantIndex:
+        """Embedded storage opens from its files; a server-backed version only with the server the
+        config names (`trusted`): a tampered meta.json must not choose the host, nor which secret of
+        the process's environment is sent to it as an API key."""
         meta = read_meta(path)
-        config = QdrantConfig.model_validate(meta["config"])
+        try:
+            stored = QdrantConfig.model_validate(meta["config"])
+        except ValueError as exc:
+            raise TamperedIndexError(f"{path}/meta.json holds a config no index job writes: {exc}") from None
+        if stored.url is None:
+            config = stored
+        elif trusted is not None and trusted.url == stored.url:
+            config = trusted
+        else:
+            raise TamperedIndexError(
+                f"{path}: the version names a Qdrant server that the config does not "
+                "(set the backend's url and api_key_env in the config to serve it)"
+            )
         return cls(_client(config, path), meta["collection"], meta["dim"], config, path)
 
     @property

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexes.backend_config import QdrantConfig
 from indexes.layout import IndexNotFoundError
 from indexes.manifest import Manifest
 from indexes.store import Chunk, ChunkStore
@@ -26,11 +27,11 @@ class Hit:
 class IndexVersion:
     """One complete, immutable index version."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, qdrant: QdrantConfig | None = None) -> None:
         self.path = path
         self.manifest = Manifest.load(path)
         self.store = ChunkStore.open(path)
-        self.vectors: VectorIndex = open_vector_index(path / VECTORS_DIR)
+        self.vectors: VectorIndex = open_vector_index(path / VECTORS_DIR, qdrant)
 
     @classmethod
     def open_current(cls, root: str | Path, name: str) -> IndexVersion:

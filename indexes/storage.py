@@ -25,7 +25,14 @@ from typing import Annotated, Protocol
 
 from pydantic import BeforeValidator
 
-from indexes.layout import CURRENT_FILE, PARTIAL_SUFFIX, IndexDirectory, IndexNotFoundError, validate_index_name
+from indexes.layout import (
+    CURRENT_FILE,
+    PARTIAL_SUFFIX,
+    IndexDirectory,
+    IndexNotFoundError,
+    validate_index_name,
+    validate_version_id,
+)
 from indexes.manifest import MANIFEST_FILE
 
 log = logging.getLogger(__name__)
@@ -111,7 +118,8 @@ class RemoteIndexes:
         if self.fs.get_file_info(pointer).type != fs.FileType.File:
             return None
         with self.fs.open_input_stream(pointer) as stream:
-            return stream.read().decode().strip() or None
+            text = stream.read(256).decode(errors="replace").strip()
+        return validate_version_id(text, f"{self.display}/{name}/{CURRENT_FILE}") if text else None
 
     def versions(self, name: str) -> list[str]:
         """Complete versions (those holding a manifest), oldest first."""

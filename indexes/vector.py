@@ -81,8 +81,9 @@ def create_vector_index(path: Path, dim: int, config: BackendConfig, name: str) 
     raise TypeError(f"unknown backend config {config!r}")
 
 
-def open_vector_index(path: Path) -> VectorIndex:
-    """Open whatever backend `path/meta.json` names."""
+def open_vector_index(path: Path, qdrant: QdrantConfig | None = None) -> VectorIndex:
+    """Open whatever backend `path/meta.json` names. A Qdrant server's URL and key come from `qdrant`
+    (the config), never from the store: meta.json is only as trusted as whoever can write the root."""
     meta = read_meta(path)
     if meta["kind"] == "faiss":
         from indexes.faiss_index import FaissIndex
@@ -91,7 +92,7 @@ def open_vector_index(path: Path) -> VectorIndex:
     if meta["kind"] == "qdrant":
         from indexes.qdrant_index import QdrantIndex
 
-        return QdrantIndex.open(path)
+        return QdrantIndex.open(path, qdrant)
     raise ValueError(f"{path / META_FILE}: unknown backend kind {meta['kind']!r}")
 
 

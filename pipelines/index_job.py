@@ -20,7 +20,7 @@ from ray.data.expressions import col
 
 from indexes.embedder import EmbedderSpec, load_embedder
 from indexes.layout import IndexDirectory
-from indexes.manifest import DocumentEntry, Manifest
+from indexes.manifest import DocumentEntry, Manifest, file_entries
 from indexes.reader import VECTORS_DIR
 from indexes.storage import RemoteIndexes, is_uri, mirror_current, push_version
 from pipelines.config import IndexJobConfig
@@ -79,7 +79,7 @@ def run_index_job(config: IndexJobConfig, source: str | None = None, rebuild: bo
         report = _build_version(config, directory, listing, previous, decision, spec, source, started)
         if remote:
             push_version(remote, directory, report.version, config.index.keep_versions)
-        directory.prune(config.index.keep_versions)
+        directory.prune(config.index.keep_versions, config.backend if config.backend.kind == "qdrant" else None)
     record_job(report)
     return report
 
@@ -171,6 +171,7 @@ def _build_version(config, directory, listing, previous, decision, spec, source,
     manifest = _manifest(config, version, previous, decision, spec, source, rows, chunk_ids)
     report = _report(config, version, previous, decision, source, listing, rows, added, len(stale), total, started)
     report.save(partial)
+    manifest = manifest.model_copy(update={"files": file_entries(partial)})  # what readers verify
     manifest.save(partial)  # last: a version directory without a manifest is incomplete
     directory.publish(version, partial)
     return report

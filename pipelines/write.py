@@ -14,7 +14,7 @@ import ray
 from ray.data import Dataset
 from tqdm import tqdm
 
-from indexes.backend_config import BackendConfig
+from indexes.backend_config import BackendConfig, QdrantConfig
 from indexes.faiss_index import FaissIndex
 from indexes.reader import VECTORS_DIR
 from indexes.store import STORE_FILE, ChunkStore, vector_id
@@ -30,7 +30,7 @@ def open_writable(partial: Path, previous: Path | None, backend: BackendConfig, 
     if previous is None:
         return ChunkStore.open(partial), create_vector_index(partial / VECTORS_DIR, dim, backend, name)
     shutil.copy2(previous / STORE_FILE, partial / STORE_FILE)
-    old = open_vector_index(previous / VECTORS_DIR)
+    old = open_vector_index(previous / VECTORS_DIR, backend if isinstance(backend, QdrantConfig) else None)
     try:
         vectors = old.copy_to(partial / VECTORS_DIR, name)
     finally:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
+from indexes.backend_config import QdrantConfig
 from indexes.embedder import EmbedderConfig
 from indexes.layout import validate_index_name
 from indexes.storage import IndexRoot, anchor
@@ -91,6 +92,7 @@ class RetrieverConfig(StrictModel):
     rrf_k: PositiveInt = 60
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)
     reranker: RerankerConfig | None = None
+    qdrant: QdrantConfig | None = None  # the Qdrant server of server-backed versions (never taken from the store)
     batch: QueryBatching = QueryBatching()
     reload_interval_s: PositiveFloat = 2.0
     close_grace_s: NonNegativeFloat = 30.0  # an old version stays open this long for in-flight requests

@@ -15,13 +15,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 from ray import serve
 from ray.serve.exceptions import RayServeException
 
 from indexes.embedder import Embedder, load_embedder
-from indexes.layout import IndexNotFoundError
+from indexes.layout import IndexNotFoundError, TamperedIndexError
+from indexes.manifest import Manifest, verify_files
 from indexes.offline import ensure_offline
 from indexes.reader import Hit, IndexVersion
 from indexes.storage import IndexLocation, locate
@@ -75,7 +77,9 @@ class Retriever:
         version_id = location.current_version()
         if version_id is None:
             raise IndexNotFoundError(f"index {name!r} has no published version at {location.describe()}")
-        index = IndexVersion(location.local_path(version_id))
+        path = location.local_path(version_id)
+        _verify(name, version_id, path)
+        index = IndexVersion(path, self.config.qdrant)
         if index.manifest.embedder != self.embedder.spec:
             index.close()
             raise EmbedderMismatch(
@@ -247,6 +251,22 @@ class Retriever:
         )
         order = np.argsort(-np.asarray(scores), kind="stable")
         return [Hit(candidates[i].chunk, float(scores[i])) for i in order]
+
+
+def _verify(name: str, version_id: str, path: Path) -> None:
+    """Every file of the version as its manifest lists it (size, SHA-256), checked before opening:
+    embedded Qdrant and FAISS read their files as they are, so a changed file is refused, counted and
+    logged, and the replica keeps serving what it has."""
+    manifest = Manifest.load(path)
+    if not manifest.files:
+        log.warning("index %s version %s lists no file hashes (built before they were written): unverified",
+                    name, version_id)  # fmt: skip
+        return
+    try:
+        verify_files(path, manifest)
+    except ValueError as exc:
+        metrics.index_refusals().inc(1, {"index": name})
+        raise TamperedIndexError(f"index {name!r} version {version_id} refused: {exc}") from None
 
 
 def _in_replica() -> bool:

@@ -101,6 +101,11 @@ def query_distance() -> Histogram:
 
 
 @cache
+def index_refusals() -> Counter:
+    return Counter("rayrag_index_refusals", "Index versions refused: files differ from their manifest", ("index",))
+
+
+@cache
 def feedback() -> Counter:
     return Counter("rayrag_feedback", "Feedback ratings", ("rating",))
 

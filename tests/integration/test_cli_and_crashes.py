@@ -147,7 +147,7 @@ def test_serve_drains_on_sigterm_like_ctrl_c(ray_cluster, tmp_path):
             "serve.retriever.deployment.num_cpus=0", "serve.gateway.records.enabled=false",
             f"serve.gateway.history.path={tmp_path / 'history.sqlite'}"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own Ray, like a user's shell
-    server = subprocess.Popen(RAYRAG + ["serve", *(a for s in sets for a in ("--set", s))], env=env, cwd=REPO,
+    server = subprocess.Popen([*RAYRAG, "serve", *(a for s in sets for a in ("--set", s))], env=env, cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         for line in server.stdout:

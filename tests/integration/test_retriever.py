@@ -120,3 +120,28 @@ def test_concurrent_searches_are_encoded_in_one_batch(built):
     finally:
         serve.delete("batching")
         serve.shutdown()
+
+
+def test_a_tampered_new_version_is_refused_and_the_served_one_kept(built):
+    """A version whose files differ from its manifest (here: one byte added to the chunk store after
+    the job wrote it) is not opened; the replica keeps serving the version it has and says why."""
+    from indexes.layout import IndexDirectory
+
+    config, corpus = built
+    r = retriever(config)
+    directory = IndexDirectory(config.index.root, "test")
+    try:
+        served = r.loaded["test"].version_id
+        write_corpus(corpus, {"lagoons.md": "# Lagoons\n\nA lagoon is shallow water cut off from the sea by a reef.\n"})
+        run_job(config, corpus)
+        store = directory.versions_path / directory.current_version() / "chunks.sqlite"
+        original = store.read_bytes()
+        store.write_bytes(original + b"\0")
+        assert not r.reload_if_changed("test")
+        assert r.loaded["test"].version_id == served
+        assert "refused" in r.errors["test"] and "chunks.sqlite differs" in r.errors["test"]
+        assert search(r, query="what is lava?", top_k=1).chunks[0].source == "volcanoes.md"
+        store.write_bytes(original)  # repaired: the same version is now accepted
+        assert r.reload_if_changed("test") and "test" not in r.errors
+    finally:
+        r.close()
