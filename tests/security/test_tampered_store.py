@@ -59,7 +59,7 @@ def test_an_embedded_version_opens_from_its_files_and_names_no_secret(tmp_path):
     meta = read_meta(path)
     meta["config"]["api_key_env"] = "AWS_SECRET_ACCESS_KEY"
     write_meta(path, meta)
-    with pytest.raises(TamperedIndexError, match="meta.json"):
+    with pytest.raises(TamperedIndexError, match=r"meta\.json"):
         open_vector_index(path)
 
 
@@ -73,8 +73,8 @@ def test_a_changed_or_missing_file_fails_verification(tmp_path):
     manifest = Manifest.model_construct(files=file_entries(version))
     verify_files(version, manifest)
     (version / "vectors" / "index.faiss").write_bytes(b"vectorz")
-    with pytest.raises(ValueError, match="vectors/index.faiss differs"):
+    with pytest.raises(ValueError, match=r"vectors/index\.faiss differs"):
         verify_files(version, manifest)
     (version / "chunks.sqlite").unlink()
-    with pytest.raises(ValueError, match="chunks.sqlite is missing"):
+    with pytest.raises(ValueError, match=r"chunks\.sqlite is missing"):
         verify_files(version, manifest)
