@@ -148,6 +148,10 @@ class Router:
             await asyncio.gather(*(self._refresh(slot) for slot in self.slots))
             self._poller = asyncio.get_running_loop().create_task(self._poll())
 
+    async def breakers(self) -> dict[str, str]:
+        """Each step's circuit state (closed, open, half-open): what the hardening tests watch."""
+        return {slot.role: slot.breaker.current_state for slot in self.slots}
+
     async def models(self) -> list[GeneratorStatus]:
         await self._ensure_status()
         return [slot.status for slot in self.slots if slot.status is not None]

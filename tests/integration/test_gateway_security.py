@@ -32,6 +32,9 @@ def secure(ray_cluster, tmp_path_factory, redis_url):
         "limited": store.create("acme", ["test"], ["*"], KeyLimits(requests_per_minute=30))[0],
         "redis-limited": store.create("acme", ["test"], ["*"], KeyLimits(requests_per_minute=30))[0],
         "budget": store.create("acme", ["test"], ["*"], KeyLimits(credit_budget=1))[0],
+        "bravo": store.create("bravo", ["test"], ["*"])[0],
+        "busy": store.create("acme", ["test"], ["*"], KeyLimits(requests_per_minute=100_000,
+                                                                tokens_per_minute=1_000_000_000))[0],
     }
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -129,3 +132,94 @@ def test_answer_records_and_feedback_are_per_tenant(secure):
     assert httpx.post(f"{url}/feedback", json=feedback | {"rating": "meh"}, headers=acme_headers).status_code == 400
     exported = list(RecordStore(secure["root"] / "records.sqlite").export())
     assert [(r["request_id"], r["feedback"]["rating"]) for r in exported] == [(reply.id, "down")]
+
+
+# -- hostile clients against the real gateway (issue: hardening) -------------------------------
+
+
+def bearer(secure, key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {secure['keys'][key]}"}
+
+
+def test_another_tenant_reusing_a_request_id_touches_nothing(secure):
+    url = f"{secure['url']}/sqlite/v1"
+    body = {"model": "rag:test", "messages": [{"role": "user", "content": "What is a volcano?"}], "max_tokens": 4}
+    mine = httpx.post(f"{url}/chat/completions", json=body, timeout=120,
+                      headers=bearer(secure, "acme") | {"x-request-id": "guessable-1"})  # fmt: skip
+    feedback = {"request_id": mine.json()["id"], "rating": "up"}
+    assert httpx.post(f"{url}/feedback", json=feedback, headers=bearer(secure, "acme")).status_code == 200
+    theirs = httpx.post(f"{url}/chat/completions", json=body, timeout=120,
+                        headers=bearer(secure, "bravo") | {"x-request-id": "guessable-1"})  # fmt: skip
+    assert theirs.status_code == 200 and theirs.json()["id"] != mine.json()["id"]
+    record = httpx.get(f"{url}/records/{mine.json()['id']}", headers=bearer(secure, "acme")).json()
+    assert record["tenant"] == "acme" and record["client_request_id"] == "guessable-1"
+    assert record["feedback"]["rating"] == "up"
+    assert httpx.get(f"{url}/records/guessable-1", headers=bearer(secure, "bravo")).status_code == 404
+
+
+def test_schemathesis_finds_no_server_error(secure, tmp_path):
+    """Every operation of /openapi.json, a bounded number of generated requests each (fixed seed):
+    no 5xx, and every documented response conforms to its schema."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    report = tmp_path / "schemathesis.json"
+    base = f"{secure['url']}/sqlite"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run", f"{base}/openapi.json", "--url", base,
+         "--checks", "not_a_server_error,response_schema_conformance", "--max-examples", "8", "--seed", "0",
+         "--phases", "examples,fuzzing", "--generation-deterministic", "--no-shrink",
+         "-H", f"Authorization: Bearer {secure['keys']['busy']}", "--request-timeout", "120",
+         "--report", "json", "--report-json-path", str(report)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:]
+    summary = json.loads(report.read_text())
+    assert summary, "schemathesis wrote no report"
+
+
+def test_hostile_traffic_leaves_normal_queries_answered_and_breakers_closed(secure):
+    """Oversized bodies, huge lists, lone surrogates, bad schemas and idle websockets, interleaved
+    with normal queries for a bounded number of rounds: every normal query is answered, every hostile
+    request is a 4xx (or a refused socket), and no generator's circuit opens."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = f"{secure['url']}/sqlite"
+    headers = bearer(secure, "busy") | {"content-type": "application/json"}
+    hostile = [
+        ("/v1/chat/completions", b'{"model": "rag:test", "messages": [' + b'{"role": "user", "content": "x"},' * 60_000 + b"]}"),
+        ("/v1/embeddings", json_bytes({"model": "rag:test", "input": ["x"] * 5000})),
+        ("/v1/chat/completions", b'{"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "\\ud800"}]}'),
+        ("/v1/chat/completions", json_bytes({"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}],
+                                             "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": 3}}}})),
+        ("/v1/search", json_bytes({"query": "lava", "index": "test", "source": "*" * 4000})),
+        ("/v1/moderations", json_bytes({"input": ["a." * 4000] * 20})),
+    ]  # fmt: skip
+    idle = [connect(f"ws://{url.removeprefix('http://')}/v1/chat/ws",
+                    additional_headers={"authorization": headers["authorization"]}) for _ in range(8)]  # fmt: skip
+    statuses, answered = [], []
+    try:
+        for round_ in range(4):
+            for path, raw in hostile:
+                statuses.append(httpx.post(f"{url}{path}", content=raw, headers=headers, timeout=120).status_code)
+            query = {"query": f"What is a volcano? ({round_})", "index": "test", "max_tokens": 4}
+            answered.append(httpx.post(f"{url}/v1/query", json=query, headers=headers, timeout=120).status_code)
+        with pytest.raises(InvalidStatus):  # the ninth socket of this key: refused before the handshake completes
+            connect(f"ws://{url.removeprefix('http://')}/v1/chat/ws",
+                    additional_headers={"authorization": headers["authorization"]}).recv(timeout=30)  # fmt: skip
+    finally:
+        for socket in idle:
+            socket.close()
+    assert answered == [200] * 4
+    assert statuses and all(400 <= s < 500 for s in statuses), statuses
+    breakers = serve.get_deployment_handle("router", app_name="sqlite").breakers.remote().result()
+    assert set(breakers.values()) == {"closed"}, breakers
+
+
+def json_bytes(value) -> bytes:
+    import json
+
+    return json.dumps(value).encode()
