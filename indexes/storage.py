@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,8 +147,13 @@ class RemoteIndexes:
         if not self.has_manifest(name, version):
             raise IndexNotFoundError(f"index {name!r} version {version} is missing under {self.display}")
         staging = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+        _remove_stale_downloads(target)
         staging.mkdir(parents=True)
-        fs.copy_files(source, str(staging), source_filesystem=self.fs, destination_filesystem=fs.LocalFileSystem())
+        try:
+            fs.copy_files(source, str(staging), source_filesystem=self.fs, destination_filesystem=fs.LocalFileSystem())
+        except BaseException:  # a failed download leaves nothing behind
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         try:
             os.replace(staging, target)
         except OSError:  # another replica on this node finished the same download first
@@ -199,6 +205,18 @@ class RemoteLocation:
 
     def describe(self) -> str:
         return f"{self.remote.display}/{self.name}"
+
+
+STALE_DOWNLOAD_S = 3600  # a download this old is a leftover of a killed process, not one in progress
+
+
+def _remove_stale_downloads(target: Path) -> None:
+    """Remove half-done downloads of `target` that a killed process left beside it."""
+    if not target.parent.exists():
+        return
+    for leftover in target.parent.glob(f"{target.name}.*{PARTIAL_SUFFIX}"):
+        if time.time() - leftover.stat().st_mtime > STALE_DOWNLOAD_S:
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def mirror_current(remote: RemoteIndexes, directory: IndexDirectory) -> str | None:

@@ -221,6 +221,7 @@ class RecordsConfig(StrictModel):
 
     enabled: bool = True
     path: Path = Path(".rayrag/records.sqlite")
+    retention_days: PositiveFloat = 30.0  # older records (and their feedback) are deleted
 
 
 class CacheConfig(StrictModel):
@@ -271,6 +272,7 @@ class TelemetryConfig(StrictModel):
     tracing: bool = True
     otlp_endpoint: str | None = None  # e.g. http://collector:4318/v1/traces; null = the JSONL file below
     traces_path: Path = Path(".rayrag/traces.jsonl")
+    traces_retention_days: PositiveFloat = 7.0  # spans older than this are dropped when a gateway starts
     prices: dict[str, Price] = Field(default_factory=dict)  # by model name; "*" for any other model
     log_prompts: bool = False  # debug only: log each full prompt (it may hold personal data)
 

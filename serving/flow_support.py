@@ -113,7 +113,7 @@ class FlowSupport:
         self.prompts = PromptRegistry.load(config.prompts_dir, config.default_prompt)
         # the leak check compares answers with the instructions only (quoting passages is the point)
         self.guard = guard or Guard(config, system_prompt=self.prompts.default.render([]))
-        self.records = RecordStore(config.records.path) if config.records.enabled else None
+        self.records = RecordStore(config.records.path, config.records.retention_days) if config.records.enabled else None
         self.cache = SemanticCache(config.cache) if config.cache.enabled else None
         self.conversations = Conversations(config.history)
         self.graders = Graders(config.graders, self._embed, self._generate) if config.graders.enabled else None

@@ -37,7 +37,8 @@ class SqliteCounter:
         now = time.time()
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.execute("DELETE FROM counters WHERE key = ? AND expires IS NOT NULL AND expires <= ?", (key, now))
+            # every expired window goes (not only this key's): counters of past minutes do not pile up
+            self._db.execute("DELETE FROM counters WHERE expires IS NOT NULL AND expires <= ?", (now,))
             (value,) = self._db.execute(
                 "INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value "
                 "RETURNING value",

@@ -26,6 +26,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
   request_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, created REAL NOT NULL, record TEXT NOT NULL, feedback TEXT
 );
+CREATE INDEX IF NOT EXISTS records_created ON records (created);
 """
 
 
@@ -57,12 +58,14 @@ class Feedback(ClientText):
 
 
 class RecordStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, retention_days: float = 30.0) -> None:
         self._db = open_db(path, _SCHEMA)
         self._lock = threading.Lock()
+        self.retention_s = retention_days * 86_400
 
     def save(self, record: AnswerRecord) -> None:
         with self._lock:
+            self._db.execute("DELETE FROM records WHERE created < ?", (time.time() - self.retention_s,))
             self._db.execute(
                 "INSERT INTO records (request_id, tenant, created, record) VALUES (?, ?, ?, ?)",  # never replaced
                 (record.request_id, record.tenant, record.created, record.model_dump_json()),

@@ -11,10 +11,14 @@ and prompts are never span attributes.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
@@ -49,10 +53,34 @@ def build_provider(config: TelemetryConfig, service: str) -> TracerProvider:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint)))
         return provider
     config.traces_path.parent.mkdir(parents=True, exist_ok=True)
+    expire_spans(config.traces_path, config.traces_retention_days)
     out = config.traces_path.open("a", buffering=1)  # line-buffered: one span per line, readable at once
     exporter = ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider
+
+
+def expire_spans(path: Path, retention_days: float) -> int:
+    """Drop spans that ended more than `retention_days` ago (rewritten beside, then renamed); how many."""
+    if not path.exists():
+        return 0
+    cutoff = datetime.now(UTC) - timedelta(days=retention_days)
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            ended = datetime.fromisoformat(json.loads(line)["end_time"].replace("Z", "+00:00"))
+        except (ValueError, KeyError, TypeError):
+            dropped += 1  # a line that is not a span is not kept either
+            continue
+        if ended < cutoff:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        fresh = path.with_suffix(".tmp")
+        fresh.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(fresh, path)
+    return dropped
 
 
 def tracer() -> trace.Tracer:
