@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from indexes.backend_config import BackendConfig, FaissConfig
 from indexes.embedder import EmbedderConfig
@@ -32,6 +40,9 @@ class IndexStoreConfig(StrictModel):
     root: IndexRoot = ".rayrag/indexes"
     staging_dir: Path = Path(".rayrag/staging")
     keep_versions: PositiveInt = 3
+    # URI roots: one job at a time, by a lease object (s3://) or a file lock (file://); see indexes/lease.py
+    lease_s: PositiveFloat = 43_200.0  # a lease older than this is a killed job's, and is taken over
+    single_writer: bool = False  # other URI schemes: you promise only one job writes the index
 
     @field_validator("name")
     @classmethod

@@ -10,6 +10,7 @@ before the remote CURRENT is flipped (indexes/storage.py).
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from ray.data.expressions import col
 
 from indexes.embedder import EmbedderSpec, load_embedder
 from indexes.layout import IndexDirectory
+from indexes.lease import remote_lease
 from indexes.manifest import DocumentEntry, Manifest, file_entries
 from indexes.reader import VECTORS_DIR
 from indexes.storage import RemoteIndexes, is_uri, mirror_current, push_version
@@ -70,7 +72,8 @@ def run_index_job(config: IndexJobConfig, source: str | None = None, rebuild: bo
     listing = list_source(source, config.source)
     remote = RemoteIndexes(config.index.root) if is_uri(config.index.root) else None
     directory = IndexDirectory(config.index.staging_dir if remote else Path(config.index.root), config.index.name)
-    with directory.writer_lock():
+    lease = remote_lease(config.index.root, config.index.name, config.index.lease_s, config.index.single_writer)
+    with directory.writer_lock(), lease if remote else nullcontext():
         directory.remove_partials()
         if remote:
             mirror_current(remote, directory)

@@ -81,3 +81,22 @@ def test_a_root_without_the_index_is_named(s3_root):
 
     with pytest.raises(IndexNotFoundError, match="'absent' has no published version at s3://"):
         check_readable(s3_root, "absent")
+
+
+def test_two_writers_of_one_s3_index_cannot_race_on_current(ray_cluster, s3_root, tmp_path):
+    """The lease is an object created with If-None-Match: * on the S3 server: while one job holds it
+    another refuses, naming the holder; an expired lease (a killed job's) is taken over."""
+    from indexes.layout import IndexLockedError
+    from indexes.lease import remote_lease
+
+    with remote_lease(s3_root, "leased", ttl_s=3600):
+        with pytest.raises(IndexLockedError, match="being written by"), remote_lease(s3_root, "leased", ttl_s=3600):
+            pass
+        config = job_config(tmp_path, **{"index.root": s3_root, "index.name": "leased",
+                                         "index.staging_dir": str(tmp_path / "staging")})  # fmt: skip
+        with pytest.raises(IndexLockedError, match="being written by"):
+            run_job(config, make_corpus(tmp_path))
+    with remote_lease(s3_root, "leased", ttl_s=-1):  # released, then taken with a lease already expired
+        pass
+    with remote_lease(s3_root, "leased", ttl_s=-1), remote_lease(s3_root, "leased", ttl_s=3600):
+        pass  # the second took over the expired one

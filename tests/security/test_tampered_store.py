@@ -78,3 +78,20 @@ def test_a_changed_or_missing_file_fails_verification(tmp_path):
     (version / "chunks.sqlite").unlink()
     with pytest.raises(ValueError, match=r"chunks\.sqlite is missing"):
         verify_files(version, manifest)
+
+
+def test_file_roots_are_leased_with_a_lock_and_other_schemes_refuse_without_one(tmp_path):
+    from indexes.layout import IndexLockedError
+    from indexes.lease import remote_lease
+
+    root = f"file://{tmp_path}"
+    with (
+        remote_lease(root, "docs", 60),
+        pytest.raises(IndexLockedError, match="another job"),
+        remote_lease(root, "docs", 60),
+    ):
+        pass
+    with pytest.raises(IndexLockedError, match="single_writer"), remote_lease("gs://bucket/indexes", "docs", 60):
+        pass
+    with remote_lease("gs://bucket/indexes", "docs", 60, single_writer=True):
+        pass
