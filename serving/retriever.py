@@ -32,6 +32,7 @@ from serving.errors import InvalidRequest, NotFound, ServingError
 from serving.protocol import ScoredChunk, SearchRequest, SearchResult
 from serving.ranking import LexicalIndex, matches, mmr, rrf_fuse
 from serving.telemetry import metrics
+from serving.telemetry.quiet import quiet_polls
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Retriever:
 
     def __init__(self, config: RetrieverConfig, embedder: Embedder | None = None) -> None:
         ensure_offline()
+        quiet_polls()
         self.config = config
         self.embedder = embedder or load_embedder(config.embedder)
         self.reranker = _load_reranker(config)

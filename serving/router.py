@@ -30,6 +30,7 @@ from serving.errors import GenerationTimeout, ModelNotFound, NotReady, Overloade
 from serving.generator.extractive import ExtractiveGenerator
 from serving.generator.protocol import Delta, GenerationRequest, GenerationResult, GeneratorStatus
 from serving.telemetry import metrics
+from serving.telemetry.quiet import quiet_polls
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class Router:
         backends = {"primary": primary, "fallback": fallback, "extractive": ExtractiveGenerator()}
         self.slots = [self._slot(step, backends[step.backend]) for step in config.steps()]
         self.slots = [slot for slot in self.slots if slot.backend is not None]
+        quiet_polls()
         self._poller: asyncio.Task | None = None
 
     def _slot(self, step: ChainStep, backend: Any) -> Slot:

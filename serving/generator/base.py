@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from serving.errors import InvalidRequest
 from serving.generator.protocol import GenerationRequest, GeneratorStatus
+from serving.telemetry.quiet import quiet_polls
 
 
 class GeneratorBase:
@@ -22,6 +23,7 @@ class GeneratorBase:
         self.ready = False
         self.error: str | None = None
         self.cancelled = 0  # streams whose consumer stopped reading before the end (engine work aborted)
+        quiet_polls()  # the router's status poll every second stays out of the console
 
     async def status(self) -> GeneratorStatus:
         return GeneratorStatus(

@@ -80,3 +80,21 @@ def test_rayrag_trace_prints_the_story_and_names_a_missing_request(tmp_path):
     assert result.exit_code == 0 and "POST /v1/query  250.0 ms  cost=0.002" in result.output
     missing = CliRunner().invoke(app, ["trace", "req-0", "--config", str(config)])
     assert missing.exit_code == 2 and "req-0" in missing.output
+
+
+def test_the_platforms_own_polls_are_logged_at_debug_only():
+    import logging
+
+    from serving.telemetry.quiet import QuietPolls
+
+    quiet = QuietPolls()
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("ray.serve.test-quiet", logging.INFO, __file__, 1, msg, None, None)
+
+    logging.getLogger("ray.serve.test-quiet").setLevel(logging.INFO)
+    poll, call = record("CALL status OK 0.4ms"), record("CALL generate OK 812.0ms")
+    assert not quiet.filter(poll) and poll.levelname == "DEBUG"
+    assert quiet.filter(call) and call.levelname == "INFO"
+    logging.getLogger("ray.serve.test-quiet").setLevel(logging.DEBUG)
+    assert quiet.filter(record("CALL status OK 0.4ms"))
