@@ -22,7 +22,7 @@ from typing import Any
 
 from serving.answers import Answer, CacheProbe, Grounding, Outcome, Plan, Route, Turn, grades_summary, rag_extra
 from serving.errors import InvalidRequest, LimitExceeded, ModelNotFound
-from serving.flow_support import FlowSupport
+from serving.flow_support import ALLOWED_MODELS, FlowSupport
 from serving.generator.protocol import Delta, GenerationRequest, GenerationResult, Message, Usage
 from serving.middleware.keys import Principal
 from serving.openai_protocol import RAG_PREFIX
@@ -128,6 +128,7 @@ class AnswerFlow(FlowSupport):
         """Generate; with graders on, grade, and when the answer is not grounded regenerate once with
         the strict prompt and more context (within the retriever's `max_top_k`), keeping both verdicts."""
         generation, generator = plan.generation, plan.route.generator
+        ALLOWED_MODELS.set(generation.allowed_models)  # the LLM judge answers within the key's models too
         result = await self._generate(generation, generator)
         if plan.grounded is None or self.graders is None or generation.response_format is not None:
             return Answer(result, plan.grounded)

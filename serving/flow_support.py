@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,10 @@ from serving.telemetry import metrics
 from serving.telemetry.tracing import annotate, cost, stage
 
 log = logging.getLogger(__name__)
-SERVED_TTL_S = 1.0  # how long the flow reuses the retriever's list of served index versions
+SERVED_TTL_S = 1.0
+# the models the current request's key may use, for generations the flow makes on its behalf (the
+# LLM judge of the graders): set where the request is known, read where the judge's request is made
+ALLOWED_MODELS: ContextVar[list[str] | None] = ContextVar("allowed_models", default=None)  # how long the flow reuses the retriever's list of served index versions
 
 
 class HandleRetriever:
@@ -141,6 +145,8 @@ class FlowSupport:
 
     async def _generate(self, generation: GenerationRequest, generator: str | None = None) -> GenerationResult:
         """The router's answer, held to JSON mode when asked (validated, regenerated a bounded number of times)."""
+        if generation.allowed_models is None and ALLOWED_MODELS.get() is not None:
+            generation = generation.model_copy(update={"allowed_models": ALLOWED_MODELS.get()})
         with stage("generate") as span:
             started = time.perf_counter()
             result = await generate_json(

@@ -22,7 +22,7 @@ from serving import edge, transports
 from serving.answers import answer_headers
 from serving.config import GatewayConfig
 from serving.flow import AnswerFlow
-from serving.flow_support import HandleRetriever, HandleRouter
+from serving.flow_support import ALLOWED_MODELS, HandleRetriever, HandleRouter
 from serving.generator.protocol import Message, Usage
 from serving.middleware.records import Feedback
 from serving.openai_protocol import (
@@ -167,6 +167,7 @@ def _retrieval_routes(app: FastAPI) -> None:
             search = SearchRequest(query=body.question, index=body.index)
             grounded = await flow.ground([Message(role="user", content=body.question)], search)
             passages = [c.text for c in grounded.chunks]
+        ALLOWED_MODELS.set(None if "*" in who.models else list(who.models))  # the LLM judge: the key's models only
         verdicts = await flow.graders_or_404().grade(body.question, body.answer, passages)
         return {name: v.model_dump() for name, v in verdicts.items()}
 

@@ -29,6 +29,7 @@ from serving.config import ChainStep, RouterConfig
 from serving.errors import GenerationTimeout, ModelNotFound, NotReady, Overloaded, RetryableError, ServingError, unwrap
 from serving.generator.extractive import ExtractiveGenerator
 from serving.generator.protocol import Delta, GenerationRequest, GenerationResult, GeneratorStatus
+from serving.middleware.auth import Forbidden
 from serving.telemetry import metrics
 from serving.telemetry.quiet import quiet_polls
 
@@ -176,7 +177,10 @@ class Router:
         names = {slot.status.model for slot in self.slots if slot.status and not _quotes(slot)}
         if model is not None and model not in names:
             raise ModelNotFound(f"model {model!r} does not exist; served: {sorted(names)}", param="model")
-        return [s for s in self.slots if (s.backend.applies(request) if _quotes(s) else _allowed(s, request))]
+        plan = [s for s in self.slots if (s.backend.applies(request) if _quotes(s) else _allowed(s, request))]
+        if not plan and request.allowed_models is not None:
+            raise Forbidden("this key may use none of the models that could answer", param="model")
+        return plan
 
     def _retrying(self, slot: Slot) -> AsyncRetrying:
         retry = self.config.retry

@@ -217,3 +217,16 @@ def test_open_sockets_per_key_are_capped(env_factory):
     with env.http.websocket_connect("/v1/chat/ws") as ws:  # freed when the others closed
         ws.send_text(json.dumps(chat()))
         assert ws.receive_json()["type"] == "delta"
+
+
+def test_the_llm_judge_answers_within_the_keys_models(tmp_path):
+    env = Env(tmp_path, text=json.dumps({"verdict": "yes", "reason": "stated"}), auth=True,
+              graders={"enabled": True, "judge": "llm"})
+    store = KeyStore(tmp_path / "keys.sqlite")
+    narrow = {"authorization": f"Bearer {store.create('acme', ['test'], ['another-model'])[0]}"}
+    wide = {"authorization": f"Bearer {store.create('acme', ['test'], ['m'])[0]}"}
+    body = {"question": "What is a volcano?", "answer": "A rupture in the crust.", "passages": ["Volcanoes erupt."]}
+    refused = env.http.post("/v1/grade", json=body, headers=narrow)
+    assert refused.status_code == 403 and env.generator.calls == 0
+    assert env.http.post("/v1/grade", json=body, headers=wide).status_code == 200
+    assert env.generator.calls > 0 and {tuple(r.allowed_models) for r in env.generator.requests} == {("m",)}
