@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from rayrag.config import ConfigError, RootConfig, load_config, read_yaml
 from serving.app import load_serve_config
-from serving.config import ServeConfig
+from serving.config import ServeConfig, is_loopback
 from serving.placement import Demand, NodeShape, check_demands, shapes_from_cluster_yaml
 
 BUILDER = "serving.app:build_app"
@@ -85,9 +85,16 @@ def validate_serve_file(path: Path) -> list[ServeApp]:
         schema = ServeDeploySchema.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"invalid serve config {path}: {exc}") from None
-    return [
-        ServeApp(app.name, load_serve_config(app.args)) for app in schema.applications if app.import_path == BUILDER
-    ]
+    apps = [ServeApp(app.name, load_serve_config(app.args)) for app in schema.applications if app.import_path == BUILDER]
+    host = schema.http_options.host if schema.http_options else "127.0.0.1"
+    for app in apps:  # the proxy's bind is what the network reaches, whatever the app's own host says
+        gateway = app.config.gateway
+        if not is_loopback(host) and not gateway.auth.enabled and not gateway.allow_unauthenticated:
+            raise ConfigError(
+                f"{path}: http_options.host {host!r} is reachable from the network while app {app.name!r} has "
+                "gateway.auth off: turn it on, or set gateway.allow_unauthenticated: true to serve without keys"
+            )
+    return apps
 
 
 def serve_demands(apps: list[ServeApp]) -> list[Demand]:

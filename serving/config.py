@@ -338,7 +338,7 @@ class GatewayConfig(StrictModel):
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=128)
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -373,7 +373,7 @@ class ServeConfig(StrictModel):
     def _no_open_door(self) -> ServeConfig:
         """A non-loopback bind with auth off serves everyone on the network: only when asked for."""
         gateway = self.gateway
-        if not _loopback(gateway.host) and not gateway.auth.enabled and not gateway.allow_unauthenticated:
+        if not is_loopback(gateway.host) and not gateway.auth.enabled and not gateway.allow_unauthenticated:
             raise ValueError(
                 f"gateway.host {gateway.host!r} is reachable from the network while gateway.auth is off: "
                 "turn gateway.auth.enabled on, or set gateway.allow_unauthenticated: true to serve without keys"

@@ -65,3 +65,20 @@ def test_readiness_and_steps_carry_no_internal_error_text(tmp_path):
     assert secret not in reply.text
     _ready, body = asyncio.run(env.flow.readiness())
     assert body["generators"][0]["error"] == "unavailable"
+
+
+def test_a_serve_file_binding_the_network_without_auth_is_refused(tmp_path):
+    from rayrag.config import ConfigError
+    from rayrag.deploy import validate_serve_file
+
+    spec = {"http_options": {"host": "0.0.0.0", "port": 8000},
+            "applications": [{"name": "rayrag", "route_prefix": "/", "import_path": "serving.app:build_app",
+                              "args": {"set": {"retriever.indexes": ["docs"]}}}]}  # fmt: skip
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"http_options\.host '0\.0\.0\.0'"):
+        validate_serve_file(path)
+    spec["applications"][0]["args"]["set"]["gateway.auth.enabled"] = True
+    path.write_text(yaml.safe_dump(spec))
+    assert [app.name for app in validate_serve_file(path)] == ["rayrag"]
+    assert validate_serve_file(REPO / "configs" / "cluster" / "serve.yaml")  # the shipped one: auth on
