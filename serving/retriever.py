@@ -115,7 +115,9 @@ class Retriever:
         self.errors.pop(name, None)
         metrics.index_version().set(0, {"index": name, "version": old.version_id})
         metrics.index_version().set(1, {"index": name, "version": fresh.version_id})
-        threading.Timer(self.config.close_grace_s, old.index.close).start()
+        closer = threading.Timer(self.config.close_grace_s, old.index.close)
+        closer.daemon = True  # a pending close must not hold the process open at shutdown
+        closer.start()
         log.info("index %s: now serving version %s (was %s)", name, fresh.version_id, old.version_id)
         return True
 
