@@ -223,3 +223,12 @@ def _turn(env: Env, who=None):
 
     return Turn("chat", who or ANONYMOUS, "req-1", "rag:test", messages=[Message(role="user", content=QUESTION)],
                 max_tokens=16)  # fmt: skip
+
+
+def test_grade_against_an_index_retrieves_its_passages(tmp_path):
+    env = Env(tmp_path, graders={"enabled": True})
+    body = {"question": QUESTION, "answer": "A volcano is a rupture in the crust through which lava escapes.",
+            "index": "test"}  # fmt: skip
+    verdicts = env.http.post("/v1/grade", json=body)
+    assert verdicts.status_code == 200 and verdicts.json()["groundedness"]["verdict"] == "yes"
+    assert [s.query for s, _ in env.retriever.searches] == [QUESTION]
