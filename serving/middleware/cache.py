@@ -15,6 +15,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,8 +39,9 @@ def partition_key(**parts: Any) -> str:
 
 
 class SemanticCache:
-    def __init__(self, config: CacheConfig) -> None:
+    def __init__(self, config: CacheConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.clock = clock  # injected by tests: expiry without waiting
         self._db = open_db(config.path, _SCHEMA)
         self._lock = threading.Lock()
         self._versions: dict[str, str] = {}
@@ -49,7 +51,7 @@ class SemanticCache:
         with self._lock:
             row = self._db.execute(
                 "SELECT response FROM cache WHERE partition = ? AND question = ? AND created > ? LIMIT 1",
-                (partition, question, time.time() - self.config.ttl_s),
+                (partition, question, self.clock() - self.config.ttl_s),
             ).fetchone()
         return json.loads(row[0]) if row else None
 
@@ -58,7 +60,7 @@ class SemanticCache:
         with self._lock:
             rows = self._db.execute(
                 "SELECT vector, response FROM cache WHERE partition = ? AND created > ? ORDER BY created DESC LIMIT ?",
-                (partition, time.time() - self.config.ttl_s, self.config.max_entries),
+                (partition, self.clock() - self.config.ttl_s, self.config.max_entries),
             ).fetchall()
         if not rows:
             return None
@@ -79,7 +81,7 @@ class SemanticCache:
             question,
             np.asarray(vector, dtype=np.float32).tobytes(),
             json.dumps(response),
-            time.time(),
+            self.clock(),
         )
         with self._lock:
             self._db.execute("INSERT INTO cache VALUES (?, ?, ?, ?, ?, ?, ?)", row)
@@ -87,7 +89,7 @@ class SemanticCache:
             self._db.execute(
                 "DELETE FROM cache WHERE (partition = ? AND rowid NOT IN (SELECT rowid FROM cache WHERE partition = ? "
                 "ORDER BY created DESC LIMIT ?)) OR created <= ?",
-                (partition, partition, self.config.max_entries, time.time() - self.config.ttl_s),
+                (partition, partition, self.config.max_entries, self.clock() - self.config.ttl_s),
             )
 
     def observe_version(self, index: str, version: str) -> int:

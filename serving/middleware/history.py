@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from pydantic import BaseModel
@@ -62,8 +63,9 @@ def trim(messages: list[Message], max_chars: int) -> list[Message]:
 
 
 class SqliteHistory:
-    def __init__(self, config: HistoryConfig) -> None:
+    def __init__(self, config: HistoryConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.clock = clock  # injected by tests: expiry without waiting
         self._db = open_db(config.path, _SCHEMA)
         self._lock = threading.Lock()
 
@@ -71,7 +73,7 @@ class SqliteHistory:
         with self._lock:
             row = self._db.execute(
                 "SELECT messages, expires FROM sessions WHERE tenant = ? AND session_id = ? AND expires > ?",
-                (tenant, session_id, time.time()),
+                (tenant, session_id, self.clock()),
             ).fetchone()
         if row is None:
             return None
@@ -79,13 +81,13 @@ class SqliteHistory:
 
     def append(self, tenant: str, session_id: str, messages: list[Message]) -> None:
         """Read-modify-write in one IMMEDIATE transaction, so concurrent turns do not lose each other."""
-        expires = time.time() + self.config.ttl_s
+        expires = self.clock() + self.config.ttl_s
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute(
                     "SELECT messages FROM sessions WHERE tenant = ? AND session_id = ? AND expires > ?",
-                    (tenant, session_id, time.time()),
+                    (tenant, session_id, self.clock()),
                 ).fetchone()
                 stored = [*(json.loads(row[0]) if row else []), *(m.model_dump() for m in messages)]
                 self._db.execute(
@@ -93,7 +95,7 @@ class SqliteHistory:
                     (tenant, session_id, json.dumps(stored[-self.config.max_messages :]), expires),
                 )
                 # expired conversations are deleted, not only hidden: their content must not outlive its TTL
-                self._db.execute("DELETE FROM sessions WHERE expires <= ?", (time.time(),))
+                self._db.execute("DELETE FROM sessions WHERE expires <= ?", (self.clock(),))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

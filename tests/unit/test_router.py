@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
@@ -117,7 +118,7 @@ def test_a_client_error_is_never_retried():
 def test_the_circuit_opens_after_repeated_failures_and_closes_after_reset():
     primary, fallback = FakeGenerator("vllm", fail=EngineDead("down")), FakeGenerator("llama_cpp")
     config = RouterConfig(
-        breaker={"failures": 2, "reset_s": 0.3}, chain=[{"backend": "primary", "retries": 0}, {"backend": "fallback"}]
+        breaker={"failures": 2, "reset_s": 60}, chain=[{"backend": "primary", "retries": 0}, {"backend": "fallback"}]
     )
     router = Router(config, primary, fallback)
 
@@ -127,7 +128,8 @@ def test_the_circuit_opens_after_repeated_failures_and_closes_after_reset():
         router.slots[0].status = router.slots[0].status.model_copy(update={"ready": True})  # the poller says up
         skipped = await router.generate(REQUEST)
         calls_while_open = primary.calls
-        await asyncio.sleep(0.35)
+        storage = router.slots[0].breaker._state_storage  # as if reset_s had passed: no waiting
+        storage.opened_at = storage.opened_at - timedelta(seconds=61)
         primary.fail = None
         recovered = await router.generate(REQUEST)
         return skipped, calls_while_open, recovered

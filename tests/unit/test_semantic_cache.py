@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from indexes.embedder import EmbedderConfig, load_embedder
@@ -51,7 +49,9 @@ def test_a_new_index_version_drops_the_old_entries(tmp_path, embed):
 
 
 def test_entries_expire(tmp_path, embed):
-    cache = SemanticCache(CacheConfig(enabled=True, path=tmp_path / "cache.sqlite", ttl_s=0.01))
+    now = [1_000.0]
+    cache = SemanticCache(CacheConfig(enabled=True, path=tmp_path / "cache.sqlite", ttl_s=60), clock=lambda: now[0])
     cache.store("p", "docs", "v1", "lava", embed("lava"), {"a": 1})
-    time.sleep(0.05)
+    assert cache.lookup_exact("p", "lava") is not None
+    now[0] += 61  # past the TTL: an injected clock, no waiting
     assert cache.lookup("p", embed("lava")) is None and cache.lookup_exact("p", "lava") is None
