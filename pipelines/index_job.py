@@ -9,6 +9,8 @@ before the remote CURRENT is flipped (indexes/storage.py).
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -154,6 +156,15 @@ def _stale_chunk_ids(previous: Manifest | None, rows: list[dict], decision: Rebu
     return [cid for key, doc in previous.documents.items() if key not in kept for cid in doc.chunk_ids]
 
 
+def checkpoint(name: str) -> None:
+    """A test hook: with RAYRAG_JOB_CHECKPOINTS=<dir>, announce `name` there and wait to be killed.
+    Crash tests need the job stopped at a known point; a poll racing the job cannot promise that."""
+    where = os.environ.get("RAYRAG_JOB_CHECKPOINTS")
+    if where:
+        Path(where, name).touch()
+        threading.Event().wait()
+
+
 def _build_version(config, directory, listing, previous, decision, spec, source, started) -> JobReport:
     known = {} if decision.full or previous is None else {k: d.content_hash for k, d in previous.documents.items()}
     rows, embedded, added = _run_stages(config, listing, known)
@@ -161,6 +172,7 @@ def _build_version(config, directory, listing, previous, decision, spec, source,
     version, partial = directory.begin_version()
     base = None if decision.full else directory.current_path()
     store, vectors = open_writable(partial, base, config.backend, spec.dim, f"{config.index.name}-{version}")
+    checkpoint("writing")  # tests kill the job here, at a known point, instead of racing a poll
     chunk_ids: dict[str, list[str]] = {}
     try:
         remove_chunks(store, vectors, stale)
