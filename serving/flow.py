@@ -228,7 +228,7 @@ class AnswerFlow(FlowSupport):
             self._account(turn.who, plan.produced, model, plan.generation)
         if outcome is None:
             return
-        self._record(turn, outcome)
+        self._record(turn, outcome, plan.generation)
         if plan.asked is not None:
             self.conversations.save_turn(turn.who, turn.session_id, plan.asked, outcome.text)
         probe = plan.probe

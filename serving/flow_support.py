@@ -219,7 +219,7 @@ class FlowSupport:
             "rayrag.cost": spent,
         })  # fmt: skip
 
-    def _record(self, turn: Turn, outcome: Outcome) -> None:
+    def _record(self, turn: Turn, outcome: Outcome, generation: GenerationRequest | None) -> None:
         """The answer's explanation record (and its trace attributes), under the id the flow was given."""
         extra, result = outcome.extra, outcome.result
         chunks = [{k: c[k] for k in ("chunk_id", "source", "score")} for c in extra.get("citations", [])]
@@ -236,6 +236,7 @@ class FlowSupport:
             index_version=extra.get("index_version"), chunks=chunks, usage=usage_dict(result.usage),
             finish_reasons=[c.finish_reason for c in result.choices], steps=result.steps,
             grades=extra.get("grades"), session_id=turn.session_id, cache=extra.get("cache"),
+            messages=[{"role": m.role, "chars": len(m.content)} for m in (generation.messages or [])] if generation else [],
         ))  # fmt: skip
 
     def records_or_404(self) -> RecordStore:

@@ -47,6 +47,9 @@ class AnswerRecord(BaseModel):
     steps: list[str] = Field(default_factory=list)  # the fallback chain's path to the answer
     grades: dict[str, Any] | None = None  # grader verdicts, whether the answer was regenerated
     session_id: str | None = None
+    # the shape of what the generator was given: each message's role and length (not its text, which
+    # may hold personal data): shows which earlier turns and passages went into the prompt
+    messages: list[dict[str, Any]] = Field(default_factory=list)
     cache: dict[str, Any] | None = None  # set when the answer came from the semantic cache
     created: float = Field(default_factory=time.time)
 

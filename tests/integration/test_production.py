@@ -104,7 +104,11 @@ def test_history_is_kept_per_session_and_survives_a_gateway_restart(quotes, back
     session = f"conversation-{backend}"
     first = ask(quotes, "What is a volcano?", backend, session_id=session)
     second = ask(quotes, "And what is a stratovolcano?", backend, session_id=session)
-    assert second.usage.prompt_tokens > first.usage.prompt_tokens  # the earlier turn went into the prompt
+    given = httpx.get(f"{quotes['url']}/{backend}/v1/records/{second.id}").json()["messages"]
+    # what the generator received: the instructions with passages, the earlier turn, then the new question
+    assert [m["role"] for m in given] == ["system", "user", "assistant", "user"]
+    earlier = ["What is a volcano?", first.choices[0].message.content, "And what is a stratovolcano?"]
+    assert [m["chars"] for m in given[1:]] == [len(text) for text in earlier]
     restart_gateway(quotes, backend)
     url = f"{quotes['url']}/{backend}/v1/sessions/{session}"
     stored = httpx.get(url).json()

@@ -232,3 +232,12 @@ def test_grade_against_an_index_retrieves_its_passages(tmp_path):
     verdicts = env.http.post("/v1/grade", json=body)
     assert verdicts.status_code == 200 and verdicts.json()["groundedness"]["verdict"] == "yes"
     assert [s.query for s, _ in env.retriever.searches] == [QUESTION]
+
+
+def test_a_session_puts_the_earlier_turn_into_the_generators_prompt(env):
+    first = env.ask("json", session_id="s")
+    env.ask("json", question="And what is lava?", session_id="s")
+    given = env.generator.requests[-1].messages
+    assert [(m.role, m.content) for m in given[1:]] == [
+        ("user", QUESTION), ("assistant", first.text), ("user", "And what is lava?"),
+    ]  # fmt: skip
