@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ray import serve
@@ -58,12 +59,12 @@ class Loaded:
 class Retriever:
     """Embeds queries and ranks chunks of the served indexes; also the gateway's embedder."""
 
-    def __init__(self, config: RetrieverConfig, embedder: Embedder | None = None) -> None:
+    def __init__(self, config: RetrieverConfig, embedder: Embedder | None = None, reranker: Any = None) -> None:
         ensure_offline()
         quiet_polls()
         self.config = config
         self.embedder = embedder or load_embedder(config.embedder)
-        self.reranker = _load_reranker(config)
+        self.reranker = reranker if reranker is not None else _load_reranker(config)
         self._batched = _in_replica()  # serve.batch needs a replica; in-process users (evaluation) encode alone
         if self._batched:
             self._encode_queries.set_max_batch_size(config.batch.max_size)

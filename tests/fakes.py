@@ -107,3 +107,12 @@ class FakeRetriever:
 
     async def describe(self) -> dict[str, dict]:
         return {self.index: {"version": self.version, "chunks": 2, "embedder": "fake-embedder", "error": None}}
+
+
+class KeywordReranker:
+    """A reranker whose scores are known by construction: how many of the query's words the passage
+    holds. It tests the rerank mode's plumbing (candidates in, reordered by score, scores reported);
+    no cross-encoder with known quality ships in a package here, so rerank quality is not tested."""
+
+    def predict(self, pairs, batch_size: int = 32, show_progress_bar: bool = False) -> list[float]:
+        return [float(sum(word in text.lower() for word in query.lower().split())) for query, text in pairs]

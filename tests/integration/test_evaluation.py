@@ -75,12 +75,13 @@ def test_answer_evaluation_compares_two_configurations(ray_cluster, tmp_path):
         for label in ("a", "b"):
             scores = row["scores"][label]
             assert {"groundedness", "relevance", "conciseness", "correctness", "harmfulness"} <= set(scores)
-            assert all(
-                scores[k]["verdict"] in ("yes", "no") or "error" in scores[k] for k in ("groundedness", "correctness")
-            )
+            judged = ("groundedness", "relevance", "conciseness", "correctness", "harmfulness")
+            # the judge answers under a JSON-schema grammar: every criterion gets a verdict, none an error
+            assert {k: scores[k].get("error") for k in judged} == dict.fromkeys(judged)
+            assert all(scores[k]["verdict"] in ("yes", "no") for k in judged)
             assert 0 <= scores["levenshtein"] <= 1 and 0 <= scores["jaro_winkler"] <= 1
             assert -0.1 <= scores["embedding_distance"] <= 2
-        assert row["scores"]["pairwise"]["winner"] in ("a", "b", "tie", None)
+        assert row["scores"]["pairwise"]["winner"] in ("a", "b", "tie")  # asked in both orders, never unjudged
     secrets = next(r for r in rows if r["id"] == "secrets-token")
     assert "secrets" in secrets["answer_a"]  # the extractive answer quotes the secrets page
     paths = write_report(rows, {"a": "extractive", "b": "llama.cpp"}, tmp_path / "report")

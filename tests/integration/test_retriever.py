@@ -41,19 +41,36 @@ def test_an_index_built_with_another_embedder_is_refused(built):
         retriever(config, embedder=EmbedderConfig(normalize=False))
 
 
-def test_rerank_orders_candidates_by_cross_encoder_score(built, cross_encoder_dir):
-    from sentence_transformers import CrossEncoder
+def test_rerank_orders_candidates_by_the_rerankers_scores(built):
+    """The rerank mode's plumbing against a reranker whose scores are known (tests/fakes.py): the
+    candidates come back in the order of those scores, with them, and without rerank as they were."""
+    from tests.fakes import KeywordReranker
 
+    config, _ = built
+    query = "tides of the moon and bread"
+    r = Retriever(RetrieverConfig(root=config.index.root, indexes=["test"], reload_interval_s=3600, fetch_k=5),
+                  reranker=KeywordReranker())  # fmt: skip
+    try:
+        result = search(r, query=query, top_k=3)
+        plain = search(r, query=query, top_k=3, rerank=False)
+    finally:
+        r.close()
+    known = KeywordReranker().predict([(query, c.text) for c in result.chunks])
+    assert result.reranked and not plain.reranked
+    assert [c.score for c in result.chunks] == known == sorted(known, reverse=True)
+    assert result.chunks[0].source == "tides.md"  # holds "tides", "of", "the", "moon", "and"
+
+
+def test_a_real_cross_encoder_loads_and_scores_through_the_rerank_mode(built, cross_encoder_dir):
+    """The packaged path: a CrossEncoder directory in the config is loaded and used (its head is
+    random, no reranker ships in a package here, so only that it runs is checked, not its order)."""
     config, _ = built
     r = retriever(config, reranker=RerankerConfig(model=cross_encoder_dir), fetch_k=5)
     try:
         result = search(r, query="what is lava?", top_k=3)
-        plain = search(r, query="what is lava?", top_k=3, rerank=False)
     finally:
         r.close()
-    expected = CrossEncoder(str(cross_encoder_dir)).predict([("what is lava?", c.text) for c in result.chunks])
-    assert result.reranked and not plain.reranked
-    assert [c.score for c in result.chunks] == pytest.approx(sorted(expected.tolist(), reverse=True), abs=1e-5)
+    assert result.reranked and len(result.chunks) == 3
 
 
 def test_rerank_without_a_reranker_is_a_client_error(built):
