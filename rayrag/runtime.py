@@ -17,5 +17,8 @@ def connect_ray(config: RayConfig) -> None:
     if ray.is_initialized():
         return
     address = config.address or os.environ.get("RAY_ADDRESS")
-    kwargs = {"address": address} if address else {"num_cpus": config.num_cpus, "include_dashboard": False}
+    # "local": a new instance here even when another runs on this machine (a bare ray.init() would join it,
+    # then refuse num_cpus); join a cluster only when one is configured or Ray's own job runner says so
+    local = {"address": "local", "num_cpus": config.num_cpus, "include_dashboard": False}
+    kwargs = {"address": address} if address else local
     ray.init(**kwargs, logging_level=logging.WARNING, log_to_driver=True)
