@@ -130,10 +130,10 @@ def serve_command(
     typer.echo(examples(url, settings))
     if detach:
         return
-    typer.echo("Ctrl-C (or SIGTERM) stops it.")
     # SIGTERM (systemd, Kubernetes, `docker stop`) drains like Ctrl-C instead of dying in Ray's native
-    # handler with a stack dump; installed after Ray started, which installs its own.
+    # handler with a stack dump; installed after Ray started (it installs its own), before saying so.
     signal.signal(signal.SIGTERM, _interrupt)
+    typer.echo("Ctrl-C (or SIGTERM) stops it.")
     try:
         while True:
             time.sleep(3600)
