@@ -62,13 +62,14 @@ MODEL_BACKENDS = {"vllm", "llama_cpp"}
 
 
 def serve_yaml(path: Path, index_root: Path, index: str, port: int, primary: bool) -> Path:
-    """configs/serve.yaml as shipped, pointed at the benchmark's index and port (and the cache on);
-    without `primary` the vLLM deployment is left out, so the fallback serves alone."""
+    """configs/serve.yaml as shipped, pointed at the benchmark's index and port; without `primary` the
+    vLLM deployment is left out, so the fallback serves alone, with the semantic cache on (with the
+    primary it stays off: a cached early answer would hide which backend answers once vLLM is up)."""
     spec = yaml.safe_load(SERVE_YAML.read_text())
     spec["http_options"] |= {"host": "127.0.0.1", "port": port}
     app = spec["applications"][0]
     overrides = {"retriever.root": str(index_root), "retriever.indexes": [index], "gateway.port": port,
-                 "gateway.max_tokens_cap": 512, "gateway.cache.enabled": True,
+                 "gateway.max_tokens_cap": 512, "gateway.cache.enabled": not primary,
                  "gateway.cache.path": str(path.parent / f"{path.stem}-cache.sqlite")}  # fmt: skip
     if not primary:
         overrides["primary"] = None
