@@ -38,6 +38,9 @@ from serving.telemetry.quiet import quiet_polls
 log = logging.getLogger(__name__)
 
 
+RERANK_BATCH = 32  # an injected reranker's batch size (a configured one has its own)
+
+
 class EmbedderMismatch(ServingError):
     """The index's vectors were made by another embedder than the one this replica loads."""
 
@@ -251,7 +254,7 @@ class Retriever:
             return []
         scores = self.reranker.predict(
             [(query, h.chunk.text) for h in candidates],
-            batch_size=self.config.reranker.batch_size,
+            batch_size=self.config.reranker.batch_size if self.config.reranker else RERANK_BATCH,
             show_progress_bar=False,
         )
         order = np.argsort(-np.asarray(scores), kind="stable")

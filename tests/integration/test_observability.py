@@ -62,7 +62,7 @@ def scrape(metrics_url: str) -> dict[tuple[str, frozenset], float]:
 
 
 LABELS = {"endpoint", "status", "stage", "kind", "key_id", "model", "result", "rating", "grader", "verdict", "type",
-          "index", "version", "outcome", "change"}  # fmt: skip
+          "index", "version", "outcome", "change", "category", "threshold"}  # fmt: skip
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
