@@ -133,8 +133,8 @@ def serve_command(
     # SIGTERM (systemd, Kubernetes, `docker stop`) drains like Ctrl-C instead of dying in Ray's native
     # handler with a stack dump; installed after Ray started (it installs its own), before saying so.
     signal.signal(signal.SIGTERM, _interrupt)
-    typer.echo("Ctrl-C (or SIGTERM) stops it.")
-    try:
+    try:  # the message inside: a signal right after it must land where it is handled
+        typer.echo("Ctrl-C (or SIGTERM) stops it.")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
