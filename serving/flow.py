@@ -98,7 +98,7 @@ class AnswerFlow(FlowSupport):
             )
         if self.config.telemetry.log_prompts:  # debug only: prompts may hold personal data
             log.info("prompt of %s: %s", turn.rid, messages or prompt)
-        allowed = None if route.generator is not None or "*" in turn.who.models else list(turn.who.models)
+        allowed = None if route.generator is not None else turn.who.model_scope
         return GenerationRequest(
             messages=messages, prompt=prompt if messages is None else None, max_tokens=limit,
             temperature=turn.temperature, request_id=turn.rid, allowed_models=allowed,

@@ -167,7 +167,7 @@ def _retrieval_routes(app: FastAPI) -> None:
             search = SearchRequest(query=body.question, index=body.index)
             grounded = await flow.ground([Message(role="user", content=body.question)], search, None)
             passages = [c.text for c in grounded.chunks]
-        ALLOWED_MODELS.set(None if "*" in who.models else list(who.models))  # the LLM judge: the key's models only
+        ALLOWED_MODELS.set(who.model_scope)  # the LLM judge: the key's models only
         verdicts = await flow.graders_or_404().grade(body.question, body.answer, passages)
         return {name: v.model_dump() for name, v in verdicts.items()}
 

@@ -53,6 +53,11 @@ class Principal(BaseModel):
     def may_use_model(self, model: str) -> bool:
         return ANY in self.models or model in self.models
 
+    @property
+    def model_scope(self) -> list[str] | None:
+        """The models this key is limited to, or None when it may use any (what the router is held to)."""
+        return None if ANY in self.models else list(self.models)
+
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
