@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := true
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup run index serve test test-gpu bench eval eval-gate deploy-check rayservice lint clean
+.PHONY: setup run index serve test test-gpu bench eval eval-gate readme deploy-check rayservice lint clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,7 @@ bench: setup
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/serving.py
 	$(PY) bench/ann.py --n $(ANN_N) --index-type ivf_pq
 	$(PY) bench/ann.py --n $(ANN_N) --index-type hnsw
+	$(VENV)/bin/rayrag readme
 
 # Cluster deploy files (README "Deploy to a cluster"): checked offline, and the KubeRay manifest.
 deploy-check: setup
@@ -65,11 +66,17 @@ rayservice: setup
 
 # Retrieval quality on the full Python-FAQ set (built from python3.11-doc on first use), every mode.
 eval: setup
-	$(VENV)/bin/rayrag eval retrieval --dataset python-faq --modes dense,bm25,hybrid --config $(CONFIG)
+	$(VENV)/bin/rayrag eval retrieval --dataset python-faq --modes dense,bm25,hybrid --config $(CONFIG) --out reports/retrieval-python-faq.json
+	$(VENV)/bin/rayrag readme
 
-# The CI gate: nDCG@10 of the configured mode on a fixed subset vs eval.gate.recorded_ndcg10.
+# The CI gate: nDCG@10 of the configured mode on a fixed subset vs the figure in reports/eval-gate.json
+# (`rayrag eval gate --record` writes it).
 eval-gate: setup
 	$(VENV)/bin/rayrag eval gate --config $(CONFIG)
+
+# The README's figures blocks, rendered from reports/ and bench/results/latest.json.
+readme: setup
+	$(VENV)/bin/rayrag readme
 
 lint: setup
 	$(VENV)/bin/ruff check rayrag pipelines indexes serving bench tests

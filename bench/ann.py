@@ -15,6 +15,7 @@ about embeddings. Queries come from the same mixture.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file the run is appended to")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="backend.key=value")
     args = parser.parse_args(argv)
+    load_at_start = os.getloadavg()[0]
     configured = load_config(args.config, args.overrides).backend
     kind = args.index_type or (configured.index_type if configured.index_type != "flat" else "ivf_pq")
     config = FaissConfig(**(configured.model_dump() | {"index_type": kind}))
@@ -100,8 +102,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "ann_vs_exact_query": ann_ms / exact_ms,
         "wrapper_overhead": ann_ms / bare_ms,
     }
-    record("ann", values, {"n": args.n, "dim": args.dim, "queries": args.queries, "index": config.model_dump()},
-           path=args.results)  # fmt: skip
+    record(f"ann_{args.index_type}", values, {"n": args.n, "dim": args.dim, "queries": args.queries, "index": config.model_dump()},
+           path=args.results, started_load=load_at_start)  # fmt: skip
     return values
 
 

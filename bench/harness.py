@@ -1,27 +1,85 @@
-"""Shared by every benchmark: print `name: value` lines and append them to a JSON results file."""
+"""Shared by every benchmark: print `name: value` lines, keep each benchmark's latest run with the
+machine it ran on in `bench/results/latest.json`, and write `bench/results/summary.md` from it.
+
+The two files are committed for the run whose figures the README quotes (`rayrag readme` renders
+the README's figures from `latest.json`), so a figure in the README is always one a command wrote.
+`results.json` keeps every run (not committed). Targets are stated here, next to the figures, and the
+summary says met or missed: a ratio that misses its target is reported, never hidden.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results" / "results.json"
+from rayrag.figures import TARGETS  # one list of targets for the summary and the README
+
+RESULTS_DIR = Path(__file__).parent / "results"
+RESULTS = RESULTS_DIR / "results.json"
+LATEST = RESULTS_DIR / "latest.json"
+SUMMARY = RESULTS_DIR / "summary.md"
+
+def machine() -> dict:
+    """What the figures depend on: a ratio from a loaded 2-core VM is not one from a quiet 16-core box."""
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("model name")), "")  # fmt: skip
+    return {
+        "host": platform.node(), "cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }  # fmt: skip
 
 
-def record(benchmark: str, values: dict[str, float], context: dict | None = None, path: Path = RESULTS) -> None:
-    """Print each value as `name: value` and append the run to the results file."""
+def record(
+    benchmark: str, values: dict[str, float], context: dict | None = None, path: Path = RESULTS,
+    started_load: float | None = None,
+) -> None:  # fmt: skip
+    """Print each value as `name: value`, append the run to `path` and make it the benchmark's latest
+    (with the machine and its load) in `latest.json` beside it, then rewrite the summary."""
     for name, value in values.items():
         print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
+    run = {
+        "benchmark": benchmark, "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine() | {"load_avg_1m_at_start": started_load}, "values": values, "context": context or {},
+    }  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     runs = json.loads(path.read_text()) if path.exists() else []
-    runs.append({
-        "benchmark": benchmark, "at": datetime.now(UTC).isoformat(), "host": platform.node(),
-        "values": values, "context": context or {},
-    })  # fmt: skip
-    path.write_text(json.dumps(runs, indent=1))
+    path.write_text(json.dumps([*runs, run], indent=1))
+    latest_path = path.parent / LATEST.name
+    latest = json.loads(latest_path.read_text()) if latest_path.exists() else {}
+    latest[benchmark] = run
+    latest_path.write_text(json.dumps(latest, indent=1, sort_keys=True) + "\n")
+    (path.parent / SUMMARY.name).write_text(summary(latest))
+
+
+def verdict(name: str, value: float) -> str:
+    if name not in TARGETS:
+        return ""
+    op, bound = TARGETS[name]
+    met = value >= bound if op == ">=" else value <= bound
+    return f"{'met' if met else 'MISSED'} ({op} {bound:g})"
+
+
+def summary(latest: dict) -> str:
+    """Markdown: one table per benchmark, each figure with its target's verdict, and the machine."""
+    lines = ["# Benchmark summary", "", "Written by `bench/harness.py` from `latest.json`; do not edit by hand.", ""]
+    for benchmark, run in sorted(latest.items()):
+        m = run["machine"]
+        lines += [f"## {benchmark}", "",
+                  f"{run['at']} on `{m['host']}`: {m['cpus']} CPUs ({m['cpu_model'] or 'unknown model'}), "
+                  f"load average {m.get('load_avg_1m_at_start')} at start, {m['load_avg_1m']} at end.", "",
+                  "| figure | value | target |", "|---|---:|---|"]  # fmt: skip
+        for name, value in run["values"].items():
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            lines.append(f"| `{name}` | {shown} | {verdict(name, value)} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 class Timer:

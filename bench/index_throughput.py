@@ -14,6 +14,7 @@ and torch, loading the model) dominates; the default source is sized so that it 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -38,6 +39,7 @@ def main() -> None:
         "--source", default=str(default), help="corpus (default: the docs' howto/ after `make run`, else data/sample)"
     )
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(args.config, updates={"index.root": tmp, "index.name": "bench"})
         connect_ray(config.ray)
@@ -66,6 +68,7 @@ def main() -> None:
             "documents": report.documents.parsed,
         },
         {"source": args.source, "backend": config.backend.label},
+        started_load=load_at_start,
     )
 
 

@@ -59,6 +59,13 @@ def unpack_python_docs(workdir: Path) -> Path:
     return workdir / "root" / HTML_DIR
 
 
+def unpacked_version(workdir: Path) -> str | None:
+    """The Debian version of the python3.11-doc that `unpack_python_docs` downloaded into `workdir`
+    (its .deb is named `<package>_<version>_<arch>.deb`): a dataset built from it says which text it holds."""
+    debs = sorted(Path(workdir).glob(f"{PACKAGE}_*.deb"))
+    return debs[0].name.split("_")[1].replace("%3a", ":") if debs else None
+
+
 def _marker(target: Path) -> Path:
     """Beside the corpus, not in it: the marker is not a document."""
     return target.with_name(target.name + DONE_MARKER)

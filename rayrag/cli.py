@@ -23,6 +23,7 @@ from rayrag.config import ConfigError, load_config
 from rayrag.deploy_cli import deploy_app
 from rayrag.eval_cli import eval_app
 from rayrag.feedback_cli import feedback_app
+from rayrag.figures import FiguresError
 from rayrag.keys_cli import keys_app
 from rayrag.serve_cli import ServeStartError
 from serving.config import ServeConfigError
@@ -42,6 +43,7 @@ USER_ERRORS = (
     ServeConfigError,
     EvalError,
     PlacementError,
+    FiguresError,
 )
 
 app = typer.Typer(help="rayrag: distributed retrieval-augmented generation on Ray.", no_args_is_help=True)
@@ -193,6 +195,26 @@ def query_command(
         top_k,
         as_json,
     )
+
+
+@app.command("readme")
+def readme_command(
+    check: Annotated[bool, typer.Option("--check", help="Only say which blocks are stale; exit 1 if any.")] = False,
+    path: Annotated[Path, typer.Option(help="The README to render.")] = Path("README.md"),
+) -> None:
+    """Render the README's figures blocks from the committed reports (eval retrieval, eval gate, bench)."""
+    from rayrag.figures import render, stale_blocks
+
+    text = path.read_text()
+    stale = stale_blocks(text, path.resolve().parent)
+    if check:
+        if stale:
+            typer.echo(f"{path}: stale figures in block(s) {', '.join(stale)}: run `rayrag readme`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{path}: every figures block matches its report")
+        return
+    path.write_text(render(text, path.resolve().parent))
+    typer.echo(f"{path}: rendered {', '.join(stale) or 'nothing (already current)'}")
 
 
 def _config_path(config: Path) -> Path | None:

@@ -64,24 +64,35 @@ def retrieval(
                    + f"  ({figure.get('source', '')})")  # fmt: skip
     if not published:
         typer.echo(f"published: no figure recorded for {data.name!r} in {settings.eval.published}")
-    path = report_json(data, results, published, out or settings.eval.reports_dir / f"retrieval-{data.name}.json")
+    path = report_json(data, results, published, out or settings.eval.reports_dir / f"retrieval-{data.name}.json", settings)
     typer.echo(f"report: {path}")
 
 
 @eval_app.command("gate")
-def gate(config: ConfigOption = DEFAULT_CONFIG, overrides: SetOption = None) -> None:
+def gate(
+    config: ConfigOption = DEFAULT_CONFIG,
+    overrides: SetOption = None,
+    record: Annotated[
+        bool, typer.Option("--record", help="Write the measured figure and its provenance to eval.gate.record.")
+    ] = False,
+) -> None:
     """CI gate: nDCG@10 of the configured retriever mode on the gate subset vs the recorded figure."""
-    from pipelines.evaluation.gate import check
+    from pipelines.evaluation.gate import check, make_record, read_record, write_record
     from pipelines.evaluation.retrieval import evaluate_modes
 
     settings = _settings(config, overrides)
     spec = settings.eval.gate
+    recorded = None if record else read_record(spec.record)  # a malformed record is refused before any work
     settings, data = _dataset(config, overrides, spec.dataset, spec.queries, spec.distractors, spec.seed)
     mode = settings.serve.retriever.mode
     [result] = evaluate_modes(data, settings, [mode])
-    outcome = check(result.metrics["ndcg@10"], spec)
-    typer.echo(f"{data.name} ({len(data.queries)} queries, {len(data.corpus)} documents), mode {mode}: "
-               + json.dumps({k: round(v, 4) for k, v in result.metrics.items()}))  # fmt: skip
+    measured = make_record(data, spec, mode, settings.serve.retriever.embedder.model, result.metrics)
+    typer.echo(f"{data.name} ({len(data.queries)} queries, {len(data.corpus)} documents, {measured.source}), "
+               f"mode {mode}: " + json.dumps(measured.metrics))  # fmt: skip
+    if record:
+        typer.echo(f"recorded nDCG@10 {measured.ndcg10:.4f} in {write_record(measured, spec.record)}")
+        return
+    outcome = check(measured, recorded, spec.margin, spec.record)
     typer.echo(outcome.message)
     if not outcome.passed:
         raise typer.Exit(1)
@@ -109,6 +120,26 @@ def _modes(modes: str) -> list[str]:
     if unknown or not chosen:
         raise EvalError(f"unknown mode(s) {', '.join(unknown) or '(none)'}; choose from {get_args(RetrievalMode)}")
     return chosen
+
+
+@eval_app.command("guardrails")
+def guardrails(
+    out: Annotated[Path, typer.Option(help="JSON report (committed; the README quotes it).")] = Path(
+        "reports/guardrails.json"
+    ),
+    config: ConfigOption = DEFAULT_CONFIG,
+    overrides: SetOption = None,
+) -> None:
+    """Block and false-positive rates of the input guardrails on the regression and held-out sets."""
+    from pipelines.evaluation.guardrail_rates import measure
+
+    report = measure(_settings(config, overrides).serve.gateway.guardrails)
+    for name, figures in report["sets"].items():
+        typer.echo(f"{name}: block rate {figures['block_rate']:.3f} on {figures['attacks']} attacks, "
+                   f"false-positive rate {figures['false_positive_rate']:.3f} on {figures['benign']} benign")  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    typer.echo(f"report: {out}")
 
 
 @eval_app.command("answers")

@@ -8,6 +8,7 @@ line of the first bad one, instead of failing later with a KeyError deep in the 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -27,6 +28,12 @@ class Dataset:
     queries: dict[str, str]  # query id -> text
     qrels: dict[str, dict[str, int]]  # query id -> doc id -> graded relevance
     meta: dict = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the corpus, queries and judgements: two runs scored the same data exactly when
+        their fingerprints match (the gate's recorded figure is only comparable on the same one)."""
+        body = json.dumps([self.corpus, self.queries, self.qrels], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(body.encode()).hexdigest()
 
     def subset(self, queries: int, distractors: int, seed: int = 0) -> Dataset:
         """`queries` judged queries and every document judged for them, plus `distractors` others:

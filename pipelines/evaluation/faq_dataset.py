@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pipelines.corpus import unpack_python_docs
+from pipelines.corpus import PACKAGE, unpack_python_docs, unpacked_version
 from pipelines.evaluation.beir import Dataset, write_dataset
 from pipelines.evaluation.rst import module_references, plain_text, split_sections
 
@@ -26,9 +26,11 @@ def build_faq_dataset(target: Path, sources: Path | None = None) -> Dataset:
     directory (default: download python3.11-doc)."""
     if sources is not None:
         dataset = dataset_from_sources(Path(sources))
+        dataset.meta["package"] = f"unpacked sources at {Path(sources).resolve()}"
     else:
         with tempfile.TemporaryDirectory() as tmp:
             dataset = dataset_from_sources(unpack_python_docs(Path(tmp)) / "_sources")
+            dataset.meta["package"] = f"{PACKAGE} {unpacked_version(Path(tmp)) or '(version unknown)'}"
     write_dataset(dataset, Path(target))
     return dataset
 

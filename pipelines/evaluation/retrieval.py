@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
+import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import ir_measures
@@ -125,11 +128,19 @@ def _score(mode: str, run: dict, dataset: Dataset, wanted: list) -> ModeResult:
     return ModeResult(mode, {metric_name(m): float(aggregate[m]) for m in wanted}, per_query)
 
 
-def report_json(dataset: Dataset, results: list[ModeResult], published: dict, path: Path) -> Path:
+def report_json(
+    dataset: Dataset, results: list[ModeResult], published: dict, path: Path, config: RootConfig | None = None
+) -> Path:
+    """The report, with what it was measured on: a README table rendered from it can say so."""
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {
         "dataset": dataset.name, "queries": len(dataset.queries), "documents": len(dataset.corpus),
-        "modes": {r.mode: r.metrics for r in results}, "published": published,
+        "source": dataset.meta.get("package") or dataset.meta.get("source"), "fingerprint": dataset.fingerprint(),
+        "embedder": config.serve.retriever.embedder.model if config else None,
+        "depth": config.eval.depth if config else None,
+        "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": " ".join(["rayrag", *map(shlex.quote, sys.argv[1:])]),
+        "modes": {r.mode: {k: round(v, 4) for k, v in r.metrics.items()} for r in results}, "published": published,
     }  # fmt: skip
     path.write_text(json.dumps(body, indent=1))
     return path

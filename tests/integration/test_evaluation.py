@@ -46,14 +46,23 @@ def test_eval_retrieval_reports_every_mode_and_the_published_figure(ray_cluster,
     assert "mode        ndcg@10" in done.stdout and "published: no figure recorded for 'python-faq-mini'" in done.stdout
 
 
-def test_eval_gate_fails_ci_when_ndcg_drops_below_the_recorded_figure(ray_cluster, workdir):
+def test_eval_gate_records_its_figure_with_provenance_and_fails_ci_below_it(ray_cluster, workdir):
     measured = json.loads((workdir / "mini.json").read_text())["modes"]["dense"]["ndcg@10"]
+    record = workdir / "gate.json"
     gate = ["eval", "gate", "--set", f"eval.workdir={workdir}", "--set", f"eval.gate.dataset={MINI}",
-            "--set", "eval.gate.queries=8", "--set", "eval.gate.distractors=100"]  # fmt: skip
-    failed = rayrag(ray_cluster, *gate, "--set", f"eval.gate.recorded_ndcg10={min(1.0, measured + 0.05):.4f}")
-    assert failed.returncode == 1 and "FAIL" in failed.stdout and "retrieval quality dropped" in failed.stdout
-    passed = rayrag(ray_cluster, *gate, "--set", f"eval.gate.recorded_ndcg10={measured:.4f}")
+            "--set", "eval.gate.queries=8", "--set", "eval.gate.distractors=100", "--set", f"eval.gate.record={record}"]  # fmt: skip
+    missing = rayrag(ray_cluster, *gate)
+    assert missing.returncode == 1 and "no figure recorded" in missing.stdout
+    written = rayrag(ray_cluster, *gate, "--record")
+    assert written.returncode == 0, written.stdout + written.stderr[-2000:]
+    body = json.loads(record.read_text())
+    assert body["ndcg10"] == round(measured, 4) and (body["queries"], body["documents"]) == (8, 53)
+    assert body["fingerprint"] and body["mode"] == "dense" and "--record" in body["command"]
+    passed = rayrag(ray_cluster, *gate)
     assert passed.returncode == 0 and "PASS" in passed.stdout, passed.stdout + passed.stderr[-2000:]
+    record.write_text(json.dumps(body | {"ndcg10": min(1.0, measured + 0.05)}))  # a better past
+    failed = rayrag(ray_cluster, *gate)
+    assert failed.returncode == 1 and "FAIL" in failed.stdout and "retrieval quality dropped" in failed.stdout
 
 
 def serve_config(index_root: Path, chain: list[str]) -> ServeConfig:

@@ -24,4 +24,8 @@ def test_ann_benchmark_reports_its_figures(kind, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert all(f"{name}: " in printed for name in FIGURES)
     [run] = json.loads(results.read_text())
-    assert run["benchmark"] == "ann" and run["context"]["n"] == 3000 and run["context"]["index"]["index_type"] == kind
+    latest = json.loads((tmp_path / "latest.json").read_text())
+    assert latest == {f"ann_{kind}": run} and run["machine"]["cpus"] and "load_avg_1m_at_start" in run["machine"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"## ann_{kind}" in summary and f"| `ann_recall_at_10` | {values['ann_recall_at_10']:.4g} |" in summary
+    assert run["benchmark"] == f"ann_{kind}" and run["context"]["n"] == 3000 and run["context"]["index"]["index_type"] == kind

@@ -10,8 +10,8 @@ import pytest
 
 from pipelines.evaluation.answer_report import aggregate, markdown, write_report
 from pipelines.evaluation.beir import Dataset
-from pipelines.evaluation.config import GateConfig
-from pipelines.evaluation.gate import check
+from pipelines.evaluation.config import EvalError, GateConfig
+from pipelines.evaluation.gate import GateRecord, check, make_record, read_record, write_record
 from pipelines.evaluation.judges import AnswerJudge, string_distances
 from pipelines.evaluation.retrieval import _score, measures, published_figures
 from serving.generator.protocol import Choice, GenerationResult, Usage
@@ -38,13 +38,42 @@ def test_metrics_follow_trec_eval_on_a_hand_checked_run():
     assert result.per_query_ndcg["q2"] == 0
 
 
-def test_the_gate_fails_only_below_the_margin():
-    gate = GateConfig(recorded_ndcg10=0.60, margin=0.03)
-    assert check(0.58, gate).passed and "PASS" in check(0.58, gate).message
-    failed = check(0.56, gate)
+def _measured(ndcg: float, data: Dataset | None = None, **spec) -> GateRecord:
+    data = data or faq_like()
+    return make_record(data, GateConfig(**spec), "dense", "all-MiniLM-L6-v2", {"ndcg@10": ndcg, "mrr@10": ndcg})
+
+
+def test_the_gate_fails_only_below_the_margin(tmp_path):
+    path = tmp_path / "gate.json"
+    write_record(_measured(0.60), path)
+    recorded = read_record(path)
+    assert recorded.ndcg10 == 0.60 and recorded.fingerprint == faq_like().fingerprint()
+    passed = check(_measured(0.58), recorded, 0.03, path)
+    assert passed.passed and "PASS" in passed.message and "WARNING" not in passed.message
+    failed = check(_measured(0.56), recorded, 0.03, path)
     assert not failed.passed and "dropped" in failed.message and "0.5700" in failed.message
-    assert "consider raising" in check(0.70, gate).message
-    assert not check(0.9, GateConfig()).passed  # nothing recorded: say so rather than pass silently
+    assert "--record" in check(_measured(0.70), recorded, 0.03, path).message
+    nothing = check(_measured(0.9), read_record(tmp_path / "absent.json"), 0.03, tmp_path / "absent.json")
+    assert not nothing.passed and "no figure recorded" in nothing.message  # say so rather than pass silently
+
+
+def test_the_gate_refuses_a_record_made_on_another_subset_and_warns_on_other_text(tmp_path):
+    path = tmp_path / "gate.json"
+    recorded = _measured(0.60)
+    other_seed = check(_measured(0.60, seed=1), recorded, 0.03, path)
+    assert not other_seed.passed and "seed 0 -> 1" in other_seed.message
+    edited = faq_like()
+    edited.corpus["gold1"] = {"title": "t", "text": "a later upload of the same page"}
+    edited.meta["package"] = "python3.11-doc 9.9"
+    moved = check(_measured(0.60, edited), recorded, 0.03, path)
+    assert moved.passed and "WARNING" in moved.message and "python3.11-doc 9.9" in moved.message
+
+
+def test_a_malformed_gate_record_is_refused_by_file(tmp_path):
+    path = tmp_path / "gate.json"
+    path.write_text('{"ndcg10": 0.7}')
+    with pytest.raises(EvalError, match=r"gate\.json: not a gate record"):
+        read_record(path)
 
 
 def test_published_figures_are_looked_up_by_embedder_and_dataset(tmp_path):

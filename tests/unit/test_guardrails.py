@@ -3,33 +3,33 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from pipelines.evaluation.guardrail_rates import SETS, rates
 from serving.config import GatewayConfig, GuardrailsConfig
 from serving.generator.protocol import Choice, GenerationResult, Message, Usage
 from serving.middleware.guard import Guard
 from serving.middleware.guardrails import Blocked, Guardrails, redact_pii
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
-LABELLED = Path(__file__).parents[1] / "data" / "guardrails" / "prompts.jsonl"
 SYSTEM = "You answer questions using only the numbered context passages. Cite passages as [n]."
 
 
-def rates(guardrails: Guardrails) -> tuple[float, float]:
-    rows = [json.loads(line) for line in LABELLED.read_text().splitlines()]
-    attacks = [r["text"] for r in rows if r["label"] == "injection"]
-    benign = [r["text"] for r in rows if r["label"] == "benign"]
-    block_rate = sum(guardrails.check(t).any for t in attacks) / len(attacks)
-    false_positive_rate = sum(guardrails.check(t).any for t in benign) / len(benign)
-    return block_rate, false_positive_rate
+def test_injection_block_rate_and_false_positives_on_the_regression_set():
+    figures = rates(SETS["regression"], Guardrails(GuardrailsConfig()))
+    assert figures["block_rate"] >= 0.9 and figures["false_positive_rate"] <= 0.05
 
 
-def test_injection_block_rate_and_false_positives_on_the_labelled_set():
-    block_rate, false_positive_rate = rates(Guardrails(GuardrailsConfig()))
-    print(f"guardrails: block rate {block_rate:.2f}, false-positive rate {false_positive_rate:.2f}")
-    assert block_rate >= 0.9 and false_positive_rate <= 0.05
+def test_held_out_rates_are_the_committed_ones_and_no_benign_question_is_blocked():
+    """The held-out set (nobody here wrote it) is a measurement: its rates must be the ones the README
+    quotes from reports/guardrails.json (`rayrag eval guardrails` re-records them after a pattern change)."""
+    measured = rates(SETS["heldout"], Guardrails(GuardrailsConfig()))
+    assert measured["attacks"] >= 100 and measured["benign"] >= 100
+    assert measured["false_positive_rate"] <= 0.05  # users asking about Python are not refused
+    committed = json.loads((REPO / "reports" / "guardrails.json").read_text())["sets"]["heldout"]
+    assert measured == committed
 
 
 def test_blocked_input_names_its_category():

@@ -1,0 +1,116 @@
+"""`rayrag readme`: every figure in the README is rendered from a committed report that a command wrote.
+
+The README marks each generated block with `<!-- figures:NAME -->` ... `<!-- /figures:NAME -->`:
+
+- `retrieval`: `reports/retrieval-python-faq.json`, from `rayrag eval retrieval --dataset python-faq --out ...`;
+- `gate`: `reports/eval-gate.json`, from `rayrag eval gate --record`;
+- `bench`: `bench/results/latest.json`, from `make bench` (`bench/harness.py`);
+- `guardrails`: `reports/guardrails.json`, from `rayrag eval guardrails`.
+
+`rayrag readme --check` (a unit test runs it) fails when a block differs from what its report says, so
+a typed-in number, or a report re-measured without re-rendering, is caught before it lands. Reading
+JSON files keeps this module free of the pipelines and bench code that wrote them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RETRIEVAL = Path("reports/retrieval-python-faq.json")
+GATE = Path("reports/eval-gate.json")
+BENCH = Path("bench/results/latest.json")
+GUARDRAILS = Path("reports/guardrails.json")
+BLOCK = re.compile(r"(<!-- figures:(\w+) -->\n)(.*?)(<!-- /figures:\2 -->)", re.DOTALL)
+MODE_NAMES = {"dense": "dense", "bm25": "bm25", "hybrid": "hybrid (RRF)", "mmr": "mmr", "rerank": "rerank"}
+# The serving figures the README quotes (all of them are in bench/results/summary.md).
+HEADLINE = ("search_rps_32c_over_bare", "search_rps_32c", "search_bare_sequential_rps", "search_p99_over_p50",
+            "search_http_p50_ms", "http_floor_p50_ms", "search_overhead_over_floor_ms", "cache_hit_p50_ms",
+            "cache_hit_gateway_p50_ms", "cache_hit_over_floor_ms", "cache_hit_vs_miss", "cold_start_s",
+            "cold_start_primary_s", "fallback_vs_llama_cpp", "index_vs_bare_encode", "ann_recall_at_10")  # fmt: skip
+
+
+class FiguresError(ValueError):
+    """A README block without its report, or a report without its block."""
+
+
+def _load(root: Path, path: Path) -> dict:
+    full = root / path
+    if not full.exists():
+        raise FiguresError(f"{path} is missing: the README's figures are rendered from it")
+    return json.loads(full.read_text())
+
+
+def retrieval_block(root: Path) -> str:
+    report = _load(root, RETRIEVAL)
+    lines = [f"`{report['dataset']}`: {report['queries']} queries, {report['documents']:,} documents, "
+             f"{report['source']}, embedder {report['embedder']}, depth {report['depth']} "
+             f"(`{report['command']}`, {report['measured_at']}):", "",
+             "| mode | nDCG@10 | MRR@10 | recall@10 | recall@100 |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for mode, m in report["modes"].items():
+        name = MODE_NAMES.get(mode, mode) + (f" ({report['embedder']})" if mode == "dense" else "")
+        lines.append(f"| {name} | {m['ndcg@10']:.3f} | {m['mrr@10']:.3f} | {m['recall@10']:.3f} | {m['recall@100']:.3f} |")
+    for who, figure in report.get("published", {}).items():
+        cells = [f"{figure[k]:.2f}" if k in figure else "" for k in ("ndcg@10", "mrr@10", "recall@10", "recall@100")]
+        lines.append(f"| {who} published ({figure.get('source', '')}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def gate_block(root: Path) -> str:
+    r = _load(root, GATE)
+    return (f"The gate subset ({r['queries']} queries, {r['documents']} documents, seed {r['seed']}, {r['source']}) "
+            f"scores {r['mode']} nDCG@10 {r['ndcg10']:.4f} with {r['embedder']}, recorded {r['recorded_at']} by "
+            f"`{r['command']}` in `{GATE}` with the subset's fingerprint.\n")  # fmt: skip
+
+
+def bench_block(root: Path) -> str:
+    latest = _load(root, BENCH)
+    lines = ["| figure | value | target | run |", "|---|---:|---|---|"]
+    for name in HEADLINE:
+        run = next((r for r in latest.values() if name in r["values"]), None)
+        if run is None:
+            continue
+        value, m = run["values"][name], run["machine"]
+        target = ""
+        if name in TARGETS:
+            op, bound = TARGETS[name]
+            target = f"{op} {bound:g}: " + ("met" if (value >= bound if op == ">=" else value <= bound) else "MISSED")
+        where = f"{run['benchmark']}, {run['at'][:10]}, {m['cpus']} CPUs, load {m.get('load_avg_1m_at_start')}"
+        lines.append(f"| `{name}` | {value:.4g} | {target} | {where} |")
+    return "\n".join(lines) + "\n"
+
+
+def guardrails_block(root: Path) -> str:
+    report = _load(root, GUARDRAILS)
+    lines = ["| set | attacks | blocked | benign | wrongly blocked |", "|---|---:|---:|---:|---:|"]
+    for name, f in report["sets"].items():
+        lines.append(f"| {name} | {f['attacks']} | {f['block_rate']:.1%} | {f['benign']} | {f['false_positive_rate']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+# The targets the issues set for the bench's figures; bench/harness.py prints its summary against these.
+TARGETS: dict[str, tuple[str, float]] = {
+    "search_rps_32c_over_bare": (">=", 1.5), "search_p99_over_p50": ("<=", 3.0),
+    "search_overhead_over_floor_ms": ("<=", 5.0), "cache_hit_gateway_p50_ms": ("<=", 5.0),
+    "cache_hit_over_floor_ms": ("<=", 5.0), "fallback_vs_llama_cpp": (">=", 0.9), "index_vs_bare_encode": (">=", 0.5),
+}  # fmt: skip
+RENDERERS: dict[str, Callable[[Path], str]] = {
+    "retrieval": retrieval_block, "gate": gate_block, "bench": bench_block, "guardrails": guardrails_block,
+}  # fmt: skip
+
+
+def render(text: str, root: Path = REPO) -> str:
+    """`text` with every figures block replaced by what its report says; an unknown block is an error."""
+    names = [m.group(2) for m in BLOCK.finditer(text)]
+    unknown = [n for n in names if n not in RENDERERS]
+    if unknown:
+        raise FiguresError(f"README block(s) {', '.join(unknown)} have no report; known: {', '.join(RENDERERS)}")
+    return BLOCK.sub(lambda m: m.group(1) + RENDERERS[m.group(2)](root) + m.group(4), text)
+
+
+def stale_blocks(text: str, root: Path = REPO) -> list[str]:
+    rendered = {m.group(2): m.group(3) for m in BLOCK.finditer(render(text, root))}
+    return [m.group(2) for m in BLOCK.finditer(text) if rendered[m.group(2)] != m.group(3)]

@@ -1,0 +1,78 @@
+"""Every figure in the README is rendered from a committed report (`rayrag readme`): the committed
+README matches its reports, and a typed-in or stale figure is caught."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bench.harness import summary, verdict
+from rayrag.figures import BENCH, GATE, GUARDRAILS, RETRIEVAL, FiguresError, render, stale_blocks
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_committed_readme_matches_its_committed_reports():
+    text = (REPO / "README.md").read_text()
+    assert {"retrieval", "gate", "bench", "guardrails"} <= set(_blocks(text))
+    assert stale_blocks(text, REPO) == []  # run `rayrag readme` after re-measuring
+
+
+def _blocks(text: str) -> list[str]:
+    from rayrag.figures import BLOCK
+
+    return [m.group(2) for m in BLOCK.finditer(text)]
+
+
+@pytest.fixture
+def copy(tmp_path):
+    for path in (RETRIEVAL, GATE, BENCH, GUARDRAILS):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / path, tmp_path / path)
+    shutil.copyfile(REPO / "README.md", tmp_path / "README.md")
+    return tmp_path
+
+
+def test_a_typed_in_figure_is_stale_and_rendering_puts_the_measured_one_back(copy):
+    readme = copy / "README.md"
+    gate = json.loads((copy / GATE).read_text())
+    typed = readme.read_text().replace(f"nDCG@10 {gate['ndcg10']:.4f}", "nDCG@10 0.9999")
+    assert typed != readme.read_text()
+    readme.write_text(typed)
+    assert stale_blocks(typed, copy) == ["gate"]
+    checked = _cli("readme", "--check", "--path", str(readme))
+    assert checked.returncode == 1 and "gate" in checked.stderr
+    assert _cli("readme", "--path", str(readme)).returncode == 0
+    assert f"nDCG@10 {gate['ndcg10']:.4f}" in readme.read_text() and stale_blocks(readme.read_text(), copy) == []
+
+
+def test_a_remeasured_report_makes_its_block_stale(copy):
+    report = json.loads((copy / RETRIEVAL).read_text())
+    report["modes"]["dense"]["ndcg@10"] = 0.123
+    (copy / RETRIEVAL).write_text(json.dumps(report))
+    text = (copy / "README.md").read_text()
+    assert stale_blocks(text, copy) == ["retrieval"] and "| 0.123 |" in render(text, copy)
+
+
+def test_a_block_without_its_report_or_an_unknown_block_is_an_error(copy):
+    (copy / BENCH).unlink()
+    with pytest.raises(FiguresError, match=r"bench/results/latest\.json is missing"):
+        render((copy / "README.md").read_text(), copy)
+    with pytest.raises(FiguresError, match="nosuch"):
+        render("<!-- figures:nosuch -->\n<!-- /figures:nosuch -->\n", copy)
+
+
+def test_the_bench_summary_says_when_a_target_is_missed():
+    assert verdict("search_rps_32c_over_bare", 0.42) == "MISSED (>= 1.5)"
+    assert verdict("search_p99_over_p50", 2.4) == "met (<= 3)"
+    run = {"at": "t", "machine": {"host": "h", "cpus": 2, "cpu_model": "", "load_avg_1m": 1.0}, "values": {"x": 1.0}}
+    assert "| `x` | 1 |  |" in summary({"b": run})
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rayrag", *args], capture_output=True, text=True, cwd=REPO)
