@@ -174,21 +174,20 @@ def test_serve_deploy_places_replicas_and_survives_losing_a_worker(cluster, tmp_
 
     victim = next(name for name, node in cluster["workers"].items() if node in retrievers)
     version = IndexDirectory(cluster["root"], "test").current_version()
+    cluster["host"].kill(victim)
+    # The window starts at the kill and lasts until the lost replica is running again elsewhere:
+    # every query in it must be answered (by the surviving replica), none may fail or hang.
     answers, stop = [], threading.Event()
     poller = threading.Thread(target=_poll, args=(cluster, answers, stop), daemon=True)
     poller.start()
-    cluster["host"].kill(victim)
     try:
         moved = _wait_for(lambda: _rescheduled(cluster, cluster["workers"][victim]), 180)
     finally:
-        time.sleep(3)
         stop.set()
         poller.join(60)
     assert moved, "the lost retriever replica was not rescheduled"
     failed = [code for code in answers if code != 200]
-    print(f"during the kill: {len(answers)} queries, {len(failed)} failed ({failed[:5]})")
-    assert 200 in answers  # answered while a node was lost
-    assert _wait_for(lambda: all(ask(cluster).status_code == 200 for _ in range(3)), 60)  # and answers now
+    assert answers and not failed, f"{len(failed)} of {len(answers)} queries failed while a node was lost: {failed[:5]}"
     after = ask(cluster)
     assert after.status_code == 200
     assert [c["source"] for c in after.json()["citations"]] == [c["source"] for c in first.json()["citations"]]
@@ -196,12 +195,12 @@ def test_serve_deploy_places_replicas_and_survives_losing_a_worker(cluster, tmp_
 
 
 def _poll(cluster, answers: list[int], stop: threading.Event) -> None:
+    """Back-to-back queries until told to stop; a hung one counts as failed (0)."""
     while not stop.is_set():
         try:
-            answers.append(ask(cluster, timeout=5).status_code)  # one routed to the lost replica may hang
+            answers.append(ask(cluster, timeout=10).status_code)
         except httpx.HTTPError:
             answers.append(0)
-        time.sleep(0.3)
 
 
 def _rescheduled(cluster, dead_node: str) -> bool:

@@ -23,6 +23,7 @@ from websockets.sync.client import connect
 from serving.app import build_app
 from serving.middleware.counters import SqliteCounter
 from tests.conftest import REPO, write_corpus
+from tests.gpu.cpu_reference import DTYPE, REFERENCE
 from tests.integration.conftest import job_config, run_job
 from tests.integration.serving_support import (
     NEW_DOC,
@@ -63,6 +64,11 @@ def app_settings(index_root, port: int) -> dict:
     settings["gateway"] |= {"quotas": {"enabled": True, "sqlite_path": str(Path(index_root).parent / "quotas.sqlite"),
                                        "requests_per_minute": 1_000_000, "tokens_per_minute": 1_000_000_000},
                             "max_tokens_cap": 512}  # long answers, so a stream can be left while it runs  # fmt: skip
+    # No retries: a retry of a killed replica waits for its restart, and the chain test wants each
+    # failure to move the request down the chain (primary -> fallback -> extractive).
+    settings["primary"] |= {"dtype": DTYPE}  # the dtype the committed CPU reference was made with
+    settings["router"] |= {"chain": [{"backend": "primary", "retries": 0}, {"backend": "fallback", "retries": 0},
+                                     {"backend": "extractive"}]}  # fmt: skip
     return settings
 
 
@@ -98,6 +104,16 @@ def test_chat_is_answered_by_the_vllm_primary(client):
         temperature=0,
     )
     assert again.choices[0].message.content == reply.choices[0].message.content  # greedy is deterministic
+
+
+def test_the_cpu_build_answers_the_committed_reference(client):
+    """The greedy float32 answers `tests/gpu/cpu_reference.py` wrote, which the `gpu` tier compares CUDA with."""
+    reference = json.loads(REFERENCE.read_text())
+    for row in reference["answers"]:
+        reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": row["prompt"]}],
+                                               max_tokens=reference["max_tokens"], temperature=0)  # fmt: skip
+        assert reply.rayrag["backend"] == "vllm"
+        assert (reply.choices[0].message.content, reply.usage.completion_tokens) == (row["text"], row["tokens"])
 
 
 def test_streaming_chat_with_n_and_stop(client):
@@ -415,35 +431,39 @@ def test_semantic_cache_hits_paraphrases_and_a_reindex_invalidates(app):
     assert ask("What phases of the moon cause spring tides?").headers["x-rayrag-cache"] == "miss"
 
 
-def test_killing_the_primary_mid_traffic_fails_no_request(app, client):
-    """In-flight requests on a killed vLLM replica are answered again by the fallback."""
+def test_engines_failing_mid_request_fall_through_the_chain_and_fail_no_request(app, client):
+    """vLLM is killed while it generates the answers, then llama.cpp while it generates them again:
+    each request is answered by the extractive step, and its steps say both engines failed on it."""
     replies, errors = [], []
 
     def ask(i: int) -> None:
         try:
-            replies.append(
-                client.chat.completions.create(
-                    model=MODEL,
-                    messages=[{"role": "user", "content": f"Count from {i} to 1000, separated by commas."}],
-                    max_tokens=256,
-                )
-            )
+            replies.append(client.chat.completions.create(
+                model="rag:test", max_tokens=256,
+                messages=[{"role": "user", "content": f"What makes sourdough rise? Then count from {i} to 1000."}],
+            ))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - collected and asserted on
             errors.append(exc)
 
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 120
-    while engine_status("vllm", "rayrag").running == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)  # polling the engine's own count: kill while requests are on it
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if "vllm" in actor["name"] and "rayrag" in actor["name"]:
-            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=False)
+    for deployment in ("vllm", "llama_cpp"):  # each killed while the engine itself reports work on it
+        deadline = time.monotonic() + 120
+        while engine_status(deployment, "rayrag").running == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine_status(deployment, "rayrag").running > 0, f"{deployment} never received the requests"
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            if f"rayrag#{deployment}#" in actor["name"]:  # SERVE_REPLICA::<app>#<deployment>#<id>
+                ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=False)
     for t in threads:
         t.join()
-    assert not errors and len(replies) == 4
-    assert "llama_cpp" in {r.rayrag["backend"] for r in replies}
+    assert not errors and len(replies) == 2
+    for reply in replies:
+        steps = reply.rayrag["steps"]
+        assert reply.rayrag["backend"] == "extractive" and reply.rayrag["citations"][0]["source"] == "sourdough.md"
+        assert steps[0].startswith("primary: failed") and steps[1].startswith("fallback: failed"), steps
+        assert steps[-1] == "extractive: answered"
     _reap_orphaned_engines()
 
 
