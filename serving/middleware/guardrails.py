@@ -14,11 +14,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 from rapidfuzz import fuzz
+from scipy.special import expit
 
 from serving.config import GuardrailsConfig
 from serving.errors import InvalidRequest
@@ -50,6 +53,41 @@ _ATTACK_PHRASES = (
 # The unbounded `[\w.+-]+@[\w-]+(\.[\w-]+)+` rescanned a long run from every position (quadratic).
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}\b")
 _CARD = re.compile(r"\b(?:\d[ -]?){13,19}\b")
+
+
+class _Profanity:
+    """`profanity_check.predict_prob` for one text, as the arithmetic of its fitted model.
+
+    The model is a TF-IDF vectorizer and a `CalibratedClassifierCV` (sigmoid) over `LinearSVC`s:
+    the probability is the mean over the calibrated folds of `expit(-(a * (x . w + c) + b))`.
+    sklearn's `predict_proba` validates its input and labels on every call, 3.4 ms for one short
+    text, about 30% of the gateway's CPU under load; the same arithmetic on the same fitted weights
+    takes ~0.4 ms (mostly the vectorizer). `tests/unit/test_guardrails.py` checks it equals predict_prob."""
+
+    def __init__(self) -> None:
+        from profanity_check.profanity_check import model, vectorizer
+
+        folds = model.calibrated_classifiers_
+        if list(model.classes_) != [0, 1] or any(f.method != "sigmoid" for f in folds):
+            raise RuntimeError("profanity_check's model is not the binary sigmoid-calibrated one this mirrors")
+        self.vectorizer = vectorizer
+        self.weights = np.stack([f.estimator.coef_[0] for f in folds], axis=1)  # (features, folds)
+        self.intercepts = np.array([f.estimator.intercept_[0] for f in folds])
+        self.a = np.array([f.calibrators[0].a_ for f in folds])
+        self.b = np.array([f.calibrators[0].b_ for f in folds])
+
+    def __call__(self, text: str) -> float:
+        decision = np.asarray(self.vectorizer.transform([text]) @ self.weights)[0] + self.intercepts
+        return float(np.mean(expit(-(self.a * decision + self.b))))
+
+
+@functools.cache
+def _profanity() -> _Profanity:
+    return _Profanity()
+
+
+def profanity_probability(text: str) -> float:
+    return _profanity()(text)
 
 
 class Blocked(InvalidRequest):
@@ -88,9 +126,7 @@ class Guardrails:
 
     @staticmethod
     def profanity_score(text: str) -> float:
-        from profanity_check import predict_prob
-
-        return float(predict_prob([text])[0]) if text.strip() else 0.0
+        return profanity_probability(text) if text.strip() else 0.0
 
     def leak_score(self, text: str) -> float:
         if len(self.system_prompt) < 20 or len(text) < 20:

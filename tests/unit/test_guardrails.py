@@ -59,3 +59,16 @@ def test_answers_that_leak_the_system_prompt_or_swear_are_withheld():
     assert [c.finish_reason for c in screened] == ["content_filter", "content_filter", "stop"]
     assert screened[0].text == "" and screened[2].text == texts[2]
     assert Guardrails(GuardrailsConfig(enabled=False), SYSTEM).screen_output(texts[0]) is None
+
+
+def test_the_profanity_score_is_profanity_checks_own_probability():
+    """The gateway computes the fitted model's arithmetic itself (3.4 ms -> 0.4 ms a call): same numbers."""
+    import numpy as np
+    from profanity_check import predict_prob
+
+    from serving.middleware.guardrails import profanity_probability
+
+    texts = [json.loads(line)["text"] for path in SETS.values() for line in path.read_text().splitlines()]
+    texts += ["you are a fucking idiot", "that is a shitty question", "Use csv.reader [1].", "ok"]
+    ours = np.array([profanity_probability(t) for t in texts])
+    assert np.allclose(ours, predict_prob(texts), rtol=0, atol=1e-12) and ours.max() > 0.9
