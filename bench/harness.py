@@ -46,7 +46,8 @@ def record(
         print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
     run = {
         "benchmark": benchmark, "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": machine() | {"load_avg_1m_at_start": started_load}, "values": values, "context": context or {},
+        "machine": machine() | {"load_avg_1m_at_start": None if started_load is None else round(started_load, 2)},
+        "values": values, "context": context or {},
     }  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     runs = json.loads(path.read_text()) if path.exists() else []

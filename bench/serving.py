@@ -240,6 +240,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--users", type=int, default=32, help="concurrent Locust users for the search load")
     parser.add_argument("--load-seconds", type=int, default=20)
+    parser.add_argument("--warm-seconds", type=int, default=20,
+                        help="unmeasured load first, so autoscaling settles and the figures are steady state")
     args = parser.parse_args()
     load_at_start = os.getloadavg()[0]
     url = f"http://127.0.0.1:{args.port}"
@@ -259,13 +261,16 @@ def main() -> None:
             values |= search_overhead(url, root, args.index, args.requests)
             values |= fallback_speed(url)
             values |= cache_speed(url, args.index, args.requests)
+            if args.warm_seconds:
+                locust_search(url, args.index, Path(tmp), users=args.users, seconds=args.warm_seconds)
             load = locust_search(url, args.index, Path(tmp), users=args.users, seconds=args.load_seconds)
             values |= load_values(load, values["search_bare_sequential_rps"], args.users)
         png = latency_png(
             SAMPLES_MS, {f"/v1/search, {args.users} clients (Locust)": load["percentiles_ms"]}, LATENCY_PNG
         )
         values["cache_hit_over_floor_ms"] = values["cache_hit_p50_ms"] - values["http_floor_p50_ms"]
-        context = {"index": args.index, "requests": args.requests, "users": args.users, "latency_png": png.name}
+        context = {"index": args.index, "requests": args.requests, "users": args.users, "warm_s": args.warm_seconds,
+                   "load_s": args.load_seconds, "latency_png": png.name}  # fmt: skip
         record("serving", values, context, started_load=load_at_start)
 
 

@@ -55,7 +55,7 @@ def retrieval_block(root: Path) -> str:
         lines.append(f"| {name} | {m['ndcg@10']:.3f} | {m['mrr@10']:.3f} | {m['recall@10']:.3f} | {m['recall@100']:.3f} |")
     for who, figure in report.get("published", {}).items():
         cells = [f"{figure[k]:.2f}" if k in figure else "" for k in ("ndcg@10", "mrr@10", "recall@10", "recall@100")]
-        lines.append(f"| {who} published ({figure.get('source', '')}) | " + " | ".join(cells) + " |")
+        lines.append(f"| {who}: {figure.get('source') or 'published'} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -93,9 +93,12 @@ def guardrails_block(root: Path) -> str:
 
 # The targets the issues set for the bench's figures; bench/harness.py prints its summary against these.
 TARGETS: dict[str, tuple[str, float]] = {
+    # issue 15 (one answer flow): batching beats the bare loop; the gateway adds little to a search or a cache hit
     "search_rps_32c_over_bare": (">=", 1.5), "search_p99_over_p50": ("<=", 3.0),
     "search_overhead_over_floor_ms": ("<=", 5.0), "cache_hit_gateway_p50_ms": ("<=", 5.0),
-    "cache_hit_over_floor_ms": ("<=", 5.0), "fallback_vs_llama_cpp": (">=", 0.9), "index_vs_bare_encode": (">=", 0.5),
+    "cache_hit_over_floor_ms": ("<=", 5.0),
+    # issue 19 (embedding at the speed of the CPU), on the docs' howto/ pages
+    "index_vs_bare_encode": (">=", 1.0),
 }  # fmt: skip
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "retrieval": retrieval_block, "gate": gate_block, "bench": bench_block, "guardrails": guardrails_block,

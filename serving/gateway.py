@@ -39,7 +39,8 @@ from serving.telemetry import metrics
 from serving.telemetry.tracing import setup_tracing
 
 
-def flow_of(request: Request) -> AnswerFlow:
+async def flow_of(request: Request) -> AnswerFlow:
+    """Async on purpose: FastAPI runs a sync dependency in its threadpool, a thread hop per request."""
     return request.app.state.flow
 
 

@@ -505,6 +505,7 @@ def leaky(app, tmp_path_factory):
     (prompts / "secret.v1.yaml").write_text(yaml.safe_dump(template))
     settings = app_settings(app["config"].index.root, app["port"])
     settings["primary"] = None
+    settings["router"]["chain"] = None  # every configured generator: here llama.cpp, then the extractive step
     settings["gateway"] |= {"prompts_dir": str(prompts), "default_prompt": "secret@1", "cache": {"enabled": False}}
     serve.run(build_app(settings), name="leaky", route_prefix="/leaky", blocking=False)
     wait_for(f"{app['url']}/leaky/readyz", lambda r: r.status_code == 200)
