@@ -75,6 +75,7 @@ def summary(latest: dict) -> str:
         lines += [f"## {benchmark}", "",
                   f"{run['at']} on `{m['host']}`: {m['cpus']} CPUs ({m['cpu_model'] or 'unknown model'}), "
                   f"load average {m.get('load_avg_1m_at_start')} at start, {m['load_avg_1m']} at end.", "",
+                  f"Context: `{json.dumps(run.get('context', {}), sort_keys=True)}`", "",
                   "| figure | value | target |", "|---|---:|---|"]  # fmt: skip
         for name, value in run["values"].items():
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
