@@ -77,12 +77,15 @@ def gate(
     ] = False,
 ) -> None:
     """CI gate: nDCG@10 of the configured retriever mode on the gate subset vs the recorded figure."""
-    from pipelines.evaluation.gate import check, make_record, read_record, write_record
+    from pipelines.evaluation.gate import check, check_missing, make_record, read_record, write_record
     from pipelines.evaluation.retrieval import evaluate_modes
 
     settings = _settings(config, overrides)
     spec = settings.eval.gate
     recorded = None if record else read_record(spec.record)  # a malformed record is refused before any work
+    if not record and recorded is None:  # and so is a missing one: minutes of indexing would end the same way
+        typer.echo(check_missing(spec.record).message)
+        raise typer.Exit(1)
     settings, data = _dataset(config, overrides, spec.dataset, spec.queries, spec.distractors, spec.seed)
     mode = settings.serve.retriever.mode
     [result] = evaluate_modes(data, settings, [mode])
