@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rayrag.figures import TARGETS  # one list of targets for the summary and the README
+from rayrag.figures import verdict  # one list of targets and one verdict for the summary and the README
 
 RESULTS_DIR = Path(__file__).parent / "results"
 RESULTS = RESULTS_DIR / "results.json"
@@ -57,14 +57,6 @@ def record(
     latest[benchmark] = run
     latest_path.write_text(json.dumps(latest, indent=1, sort_keys=True) + "\n")
     (path.parent / SUMMARY.name).write_text(summary(latest))
-
-
-def verdict(name: str, value: float) -> str:
-    if name not in TARGETS:
-        return ""
-    op, bound = TARGETS[name]
-    met = value >= bound if op == ">=" else value <= bound
-    return f"{'met' if met else 'MISSED'} ({op} {bound:g})"
 
 
 def summary(latest: dict) -> str:

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from bench.harness import summary, verdict
-from rayrag.figures import BENCH, GATE, GUARDRAILS, RETRIEVAL, FiguresError, render, stale_blocks
+from bench.harness import summary
+from rayrag.figures import BENCH, GATE, GUARDRAILS, RETRIEVAL, FiguresError, render, stale_blocks, verdict
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
