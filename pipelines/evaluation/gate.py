@@ -12,15 +12,13 @@ CI should not turn red because Debian published a fix, but the reader must know 
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import Field, ValidationError
 
 from indexes.strict import StrictModel
+from pipelines.evaluation import provenance
 from pipelines.evaluation.beir import Dataset
 from pipelines.evaluation.config import EvalError, GateConfig
 
@@ -55,8 +53,7 @@ def make_record(data: Dataset, spec: GateConfig, mode: str, embedder: str, metri
         dataset=spec.dataset, source=str(data.meta.get("package") or data.meta.get("source") or "unknown"),
         fingerprint=data.fingerprint(), queries=len(data.queries), documents=len(data.corpus),
         distractors=spec.distractors, seed=spec.seed, mode=mode, embedder=embedder,
-        recorded_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        command=" ".join(["rayrag", *map(shlex.quote, sys.argv[1:])]),
+        recorded_at=provenance.now(), command=provenance.command(),
     )  # fmt: skip
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
+from pipelines.evaluation import provenance
 from serving.config import GuardrailsConfig
 from serving.middleware.guardrails import Guardrails
 
@@ -40,5 +40,5 @@ def rates(path: Path, guardrails: Guardrails) -> dict:
 
 def measure(config: GuardrailsConfig | None = None) -> dict:
     guardrails = Guardrails(config or GuardrailsConfig())
-    return {"measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    return {"measured_at": provenance.now(),
             "sets": {name: rates(path, guardrails) for name, path in SETS.items()}}  # fmt: skip

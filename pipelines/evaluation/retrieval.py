@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shlex
-import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import ir_measures
@@ -22,6 +19,7 @@ import yaml
 from ir_measures import RR, R, nDCG
 from tqdm import tqdm
 
+from pipelines.evaluation import provenance
 from pipelines.evaluation.beir import Dataset
 from pipelines.evaluation.config import EvalError
 from pipelines.index_job import run_index_job
@@ -138,8 +136,7 @@ def report_json(
         "source": dataset.meta.get("package") or dataset.meta.get("source"), "fingerprint": dataset.fingerprint(),
         "embedder": config.serve.retriever.embedder.model if config else None,
         "depth": config.eval.depth if config else None,
-        "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(["rayrag", *map(shlex.quote, sys.argv[1:])]),
+        "measured_at": provenance.now(), "command": provenance.command(),
         "modes": {r.mode: {k: round(v, 4) for k, v in r.metrics.items()} for r in results}, "published": published,
     }  # fmt: skip
     path.write_text(json.dumps(body, indent=1))
