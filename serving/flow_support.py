@@ -21,6 +21,8 @@ from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
+from ray.exceptions import RayActorError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from indexes.embedder import EmbedderConfig, load_embedder
 from serving.answers import Grounding, Outcome, Route, Turn, context_tokens, observe_generation
@@ -49,19 +51,34 @@ ALLOWED_MODELS: ContextVar[list[str] | None] = ContextVar("allowed_models", defa
 
 
 class HandleRetriever:
-    """The retriever deployment's handle as the flow's retriever port."""
+    """The retriever deployment's handle as the flow's retriever port.
+
+    A call whose replica dies under it (its node lost, its process killed) is sent once more: Serve
+    routes the second try to a live replica, and retrieval reads only, so repeating it is safe. Only
+    the loss of the replica is retried, never an error the retriever answered (a client's 4xx)."""
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
 
+    async def _call(self, method: str, *args: Any) -> Any:
+        async for attempt in AsyncRetrying(retry=retry_if_exception_type(RayActorError), stop=stop_after_attempt(2),
+                                           before_sleep=_log_replica_lost, reraise=True):  # fmt: skip
+            with attempt:
+                return await getattr(self.handle, method).remote(*args)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
     async def search(self, request: SearchRequest, vector: list[float] | None = None) -> SearchResult:
-        return await self.handle.search.remote(request, vector)
+        return await self._call("search", request, vector)
 
     async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        return await self.handle.embed.remote(texts)
+        return await self._call("embed", texts)
 
     async def describe(self) -> dict[str, dict]:
-        return await self.handle.describe.remote()
+        return await self._call("describe")
+
+
+def _log_replica_lost(state: RetryCallState) -> None:
+    log.warning("a retriever replica was lost mid-request (%s); sending it to another", state.outcome.exception())
 
 
 class HandleRouter:

@@ -241,3 +241,41 @@ def test_a_session_puts_the_earlier_turn_into_the_generators_prompt(env):
     assert [(m.role, m.content) for m in given[1:]] == [
         ("user", QUESTION), ("assistant", first.text), ("user", "And what is lava?"),
     ]  # fmt: skip
+
+
+class _Method:
+    """A Serve handle method whose calls fail as listed, then answer `value`."""
+
+    def __init__(self, failures: list[Exception], value) -> None:
+        self.failures, self.value, self.calls = list(failures), value, 0
+
+    def remote(self, *args):
+        self.calls += 1
+
+        async def reply():
+            if self.failures:
+                raise self.failures.pop(0)
+            return self.value
+
+        return reply()
+
+
+def test_a_search_whose_retriever_replica_dies_is_sent_again_and_a_client_error_is_not():
+    from ray.exceptions import ActorDiedError
+
+    from serving.errors import NotFound
+    from serving.flow_support import HandleRetriever
+
+    class Handle:
+        search = _Method([ActorDiedError()], "found")
+
+    retriever = HandleRetriever(Handle())
+    assert asyncio.run(retriever.search(None)) == "found" and Handle.search.calls == 2
+    Handle.search = _Method([NotFound("no index", param="index")], "never")
+    with pytest.raises(NotFound):
+        asyncio.run(retriever.search(None))
+    assert Handle.search.calls == 1
+    Handle.search = _Method([ActorDiedError(), ActorDiedError()], "never")
+    with pytest.raises(ActorDiedError):
+        asyncio.run(retriever.search(None))
+    assert Handle.search.calls == 2
