@@ -3,7 +3,7 @@ machine it ran on in `bench/results/latest.json`, and write `bench/results/summa
 
 The two files are committed for the run whose figures the README quotes (`rayrag readme` renders
 the README's figures from `latest.json`), so a figure in the README is always one a command wrote.
-`results.json` keeps every run (not committed). Targets are stated here, next to the figures, and the
+`results.json` keeps every run (not committed). The targets live in `rayrag.figures.TARGETS` and the
 summary says met or missed: a ratio that misses its target is reported, never hidden.
 """
 
@@ -13,9 +13,9 @@ import json
 import os
 import platform
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from pipelines.evaluation import provenance
 from rayrag.figures import verdict  # one list of targets and one verdict for the summary and the README
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -45,7 +45,7 @@ def record(
     for name, value in values.items():
         print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
     run = {
-        "benchmark": benchmark, "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "benchmark": benchmark, "at": provenance.now(),
         "machine": machine() | {"load_avg_1m_at_start": None if started_load is None else round(started_load, 2)},
         "values": values, "context": context or {},
     }  # fmt: skip
