@@ -110,9 +110,10 @@ class ChunkEmbedder:
         ensure_offline()
         import torch
 
-        torch.set_num_threads(stage.torch_threads or os.cpu_count() or 1)
+        threads = stage.torch_threads or os.cpu_count() or 1
+        torch.set_num_threads(threads)
         self.batch_size = stage.batch_size
-        self.embedder = load_embedder(embedder)
+        self.embedder = load_embedder(embedder, threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = self.REQUIRED - set(batch)

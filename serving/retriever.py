@@ -151,7 +151,7 @@ class Retriever:
         """Vectors for `texts` and how many tokens they took (the usage of /v1/embeddings)."""
 
         def work() -> tuple[list[list[float]], int]:
-            tokens = sum(len(ids) for ids in self.embedder.model.tokenizer(texts)["input_ids"])
+            tokens = self.embedder.count_tokens(texts)
             return self.embedder.encode(texts).tolist(), tokens
 
         return await asyncio.to_thread(work)

@@ -164,3 +164,23 @@ def test_a_tampered_new_version_is_refused_and_the_served_one_kept(built):
         assert r.reload_if_changed("test") and "test" not in r.errors
     finally:
         r.close()
+
+
+def test_an_index_built_with_torch_is_served_with_openvino(ray_cluster, tmp_path, sample_dir):
+    """The backend is how vectors are computed, not what they mean: every chunk of the committed
+    sample, embedded by torch in the job, is its own nearest neighbour under the OpenVINO query
+    embedder, at cosine >= 0.9999, and the replica accepts the index (same embedder spec)."""
+    config = job_config(tmp_path, **{"embedder.backend": "torch"})
+    report = run_job(config, sample_dir)
+    r = retriever(config)
+    try:
+        version = r.loaded["test"].index
+        chunks = list(version.store)
+        found, scores = version.vectors.search(r.embedder.encode([c.text for c in chunks]), 1)
+        nearest = version.store.get([int(vid) for vid in found[:, 0]])
+    finally:
+        r.close()
+    assert r.embedder.backend == "openvino" and len(chunks) == report.chunks.total > 30
+    assert version.manifest.embedder == r.embedder.spec
+    assert scores[:, 0].min() >= 0.9999
+    assert [nearest[int(vid)].text for vid in found[:, 0]] == [c.text for c in chunks]

@@ -1,0 +1,154 @@
+"""The embedder's OpenVINO path: the loaded sentence-transformers model's transformer, converted once.
+
+Why not sentence-transformers' own `backend="openvino"`: it goes through `optimum`, whose releases pin
+a `transformers` older than the one vLLM needs here. Converting the already-loaded torch module with
+`openvino.convert_model` needs neither, and the rest of the model (pooling, normalisation) stays the
+sentence-transformers modules themselves, run in torch on the transformer's output, so the vectors
+are the same function of the text (cosine >= 0.9999 to torch, checked by a test).
+
+The converted model is kept on disk under a key made of the model's files and the versions that
+shape the graph (OpenVINO, transformers, torch), so a replica or actor starts without converting;
+writers race safely by renaming a finished directory into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+RECIPE = 1  # bump when the conversion below changes what is written
+SAMPLE = ["a short sentence", "a somewhat longer sentence, so that the example batch is padded"]
+
+
+class OpenVinoUnavailable(RuntimeError):
+    """This model cannot run on OpenVINO here; the message says why (the caller falls back to torch)."""
+
+
+class OpenVinoEncoder:
+    """Runs the converted transformer, then the model's own torch modules after it, batch by batch.
+
+    Batches are cut from the texts sorted by length and padded to their own longest text (as
+    sentence-transformers does), and each call takes an inference request from a pool, so the
+    retriever's threads can encode at the same time.
+    """
+
+    def __init__(self, model: SentenceTransformer, compiled: Any) -> None:
+        self.model = model
+        self.compiled = compiled
+        self.input_names = [port.get_any_name() for port in compiled.inputs]
+        self._tail = list(model)[1:]  # pooling, normalize, dense: cheap, and exactly the model's own
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        import torch
+
+        order = np.argsort([-len(text) for text in texts], kind="stable")
+        rows: list[np.ndarray | None] = [None] * len(texts)
+        for start in range(0, len(texts), batch_size):
+            picked = order[start : start + batch_size]
+            features = self.model.tokenize([texts[i] for i in picked])
+            hidden = self._infer({name: features[name].numpy() for name in self.input_names})
+            values = dict(features) | {"token_embeddings": torch.from_numpy(hidden)}
+            with torch.inference_mode():
+                for module in self._tail:
+                    values = module(values)
+            for row, i in zip(values["sentence_embedding"].numpy(), picked, strict=True):
+                rows[i] = row
+        dim = self.model.get_embedding_dimension()
+        return np.asarray(rows, dtype=np.float32).reshape(len(texts), dim)
+
+    def _infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        try:
+            request = self._requests.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            request.infer(inputs)
+            return request.get_output_tensor(0).data.copy()
+        finally:
+            self._requests.put(request)
+
+
+def compile_for_cpu(
+    model: SentenceTransformer, model_dir: Path, cache_dir: Path, precision: str, threads: int
+) -> OpenVinoEncoder:
+    """The model's transformer as an OpenVINO CPU model, converted now or read from the cache.
+
+    Raises OpenVinoUnavailable with the reason when OpenVINO is missing or the model does not fit.
+    """
+    try:
+        import openvino
+    except ImportError as exc:
+        raise OpenVinoUnavailable(f"openvino is not installed ({exc})") from None
+    transformer = model[0] if len(model) else None
+    if not hasattr(transformer, "auto_model") or not hasattr(model, "tokenize"):
+        raise OpenVinoUnavailable(f"its first module is {type(transformer).__name__}, not a transformer")
+    path = cache_dir.expanduser() / _cache_key(model_dir, openvino.__version__) / "model.xml"
+    if not path.is_file():
+        _convert(model, transformer.auto_model, path)
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    try:
+        compiled = openvino.Core().compile_model(str(path), "CPU", config)
+    except RuntimeError as exc:
+        raise OpenVinoUnavailable(f"compiling {path} failed: {exc}") from None
+    return OpenVinoEncoder(model, compiled)
+
+
+def _convert(model: SentenceTransformer, auto_model: Any, path: Path) -> None:
+    """Trace the torch module with a padded example batch and save it; the finished directory is
+    renamed into place, so a reader never sees half a model and two writers do not collide."""
+    import openvino
+    import torch
+
+    example = {k: v for k, v in model.tokenize(SAMPLE).items() if isinstance(v, torch.Tensor)}
+    log.info("embedder: converting %s to OpenVINO once, into %s", type(auto_model).__name__, path.parent)
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the example batch is padded on purpose
+            converted = openvino.convert_model(auto_model, example_input=example)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure means "this model cannot be converted"
+        raise OpenVinoUnavailable(f"converting the model failed: {type(exc).__name__}: {exc}") from None
+    path.parent.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=path.parent.parent))
+    try:
+        openvino.save_model(converted, str(staging / path.name), compress_to_fp16=False)  # the weights as trained
+        os.replace(staging, path.parent)
+    except OSError:
+        if not path.is_file():  # not another writer's finished copy: a real failure
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@lru_cache(maxsize=8)
+def _cache_key(model_dir: Path, openvino_version: str) -> str:
+    """The model's files (names and bytes) and the versions that shape the traced graph."""
+    import torch
+    import transformers
+
+    digest = hashlib.sha256()
+    for file in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(model_dir)).encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
+    versions = {"openvino": openvino_version, "transformers": transformers.__version__,
+                "torch": torch.__version__, "recipe": RECIPE}  # fmt: skip
+    digest.update(json.dumps(versions, sort_keys=True).encode())
+    return f"{model_dir.name}-{digest.hexdigest()[:16]}"

@@ -1,0 +1,124 @@
+"""The embedder's backends: OpenVINO by default on CPU, torch as the fallback, the same vectors from both."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from indexes import openvino_runtime
+from indexes.embedder import EmbedderConfig, load_embedder, resolve_model_path
+from indexes.openvino_runtime import _cache_key
+
+pytestmark = pytest.mark.unit
+
+TEXTS = [
+    "How do I read a CSV file?",
+    "Why are there separate tuple and list data types? " * 12,
+    "glob",
+    "The secrets module is used for generating cryptographically strong random numbers. " * 30,
+]
+
+
+def openvino_config(cache_dir, **updates) -> EmbedderConfig:
+    return EmbedderConfig(backend="openvino", openvino={"cache_dir": str(cache_dir)}, **updates)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """A cache this module converts into once (the user's own cache is left alone)."""
+    path = tmp_path_factory.mktemp("openvino-cache")
+    assert load_embedder(openvino_config(path)).backend == "openvino"
+    return path
+
+
+@pytest.fixture(scope="module")
+def torch_embedder():
+    return load_embedder(EmbedderConfig(backend="torch"))
+
+
+def test_openvino_vectors_equal_torch_vectors_and_the_spec_is_the_same(cache_dir, torch_embedder):
+    fast = load_embedder(openvino_config(cache_dir))
+    ours, reference = fast.encode(TEXTS, batch_size=2), torch_embedder.encode(TEXTS, batch_size=2)
+    assert fast.backend == "openvino" and torch_embedder.backend == "torch"
+    assert ours.shape == reference.shape == (len(TEXTS), 384) and ours.dtype == np.float32
+    assert (ours * reference).sum(axis=1).min() >= 0.9999
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert fast.spec == torch_embedder.spec  # the backend is not part of an index's identity
+    assert fast.encode([]).shape == (0, 384)
+
+
+def test_batches_are_padded_to_their_own_longest_text(cache_dir):
+    embedder = load_embedder(openvino_config(cache_dir))
+    shapes = []
+    infer = embedder.accelerated._infer
+    embedder.accelerated._infer = lambda inputs: shapes.append(inputs["input_ids"].shape) or infer(inputs)
+    embedder.encode(["tiny", "also tiny", TEXTS[3], TEXTS[1]], batch_size=2)
+    long_batch, short_batch = shapes
+    assert long_batch[1] == 256  # the long texts, truncated at max_seq_length
+    assert short_batch[1] < 10  # the short ones are not padded to the long ones
+
+
+def test_a_second_load_reads_the_converted_model_instead_of_converting(cache_dir, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("converted again although the cache holds the model")
+
+    monkeypatch.setattr("openvino.convert_model", refuse)
+    assert load_embedder(openvino_config(cache_dir)).backend == "openvino"
+
+
+def test_the_cache_key_follows_the_model_files(tmp_path):
+    model = resolve_model_path("all-MiniLM-L6-v2")
+    first, second = tmp_path / "a" / model.name, tmp_path / "b" / model.name
+    shutil.copytree(model, first)
+    shutil.copytree(model, second)
+    assert _cache_key(first, "1") == _cache_key(second, "1")
+    config = second / "config.json"
+    config.write_text(config.read_text().replace("}", ', "note": "changed"}', 1))
+    _cache_key.cache_clear()
+    assert _cache_key(first, "1") != _cache_key(second, "1")
+    assert _cache_key(first, "1") != _cache_key(first, "2")  # another OpenVINO version converts anew
+
+
+def test_without_openvino_the_embedder_falls_back_to_torch_and_says_why(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    with caplog.at_level(logging.WARNING, logger="indexes.embedder"):
+        embedder = load_embedder(openvino_config(tmp_path))
+    assert embedder.backend == "torch" and embedder.encode(["x"]).shape == (1, 384)
+    [record] = [r for r in caplog.records if r.name == "indexes.embedder"]
+    assert "OpenVINO backend unavailable" in record.getMessage() and "openvino is not installed" in record.getMessage()
+
+
+def test_a_model_that_cannot_be_converted_falls_back_to_torch(tmp_path, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operation aten::frobnicate")
+
+    monkeypatch.setattr("openvino.convert_model", broken)
+    with caplog.at_level(logging.WARNING, logger="indexes.embedder"):
+        embedder = load_embedder(openvino_config(tmp_path / "empty-cache"))
+    assert embedder.backend == "torch"
+    assert "aten::frobnicate" in caplog.text
+    assert not list((tmp_path / "empty-cache").glob("*/model.xml"))  # nothing half-written is left to be read
+
+
+def test_the_backend_follows_the_device_and_openvino_refuses_cuda():
+    assert EmbedderConfig().wants_openvino
+    assert not EmbedderConfig(device="cuda").wants_openvino
+    assert not EmbedderConfig(backend="torch").wants_openvino
+    with pytest.raises(ValidationError, match="backend 'openvino' runs on the CPU"):
+        EmbedderConfig(backend="openvino", device="cuda")
+    with pytest.raises(ValidationError, match="precision"):
+        EmbedderConfig(openvino={"precision": "int4"})
+
+
+def test_the_recipe_version_is_part_of_the_key(monkeypatch, tmp_path):
+    model = resolve_model_path("all-MiniLM-L6-v2")
+    before = _cache_key(model, "1")
+    monkeypatch.setattr(openvino_runtime, "RECIPE", openvino_runtime.RECIPE + 1)
+    _cache_key.cache_clear()
+    assert _cache_key(model, "1") != before
+    _cache_key.cache_clear()
