@@ -138,7 +138,6 @@ class Embedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
-
     def count_tokens(self, texts: list[str]) -> int:
         """Tokens the texts take in this model's tokenizer (the usage of /v1/embeddings)."""
         return sum(len(ids) for ids in self.model.tokenizer(texts)["input_ids"])

@@ -62,7 +62,7 @@ class OpenVinoEncoder:
         rows: list[np.ndarray | None] = [None] * len(texts)
         for start in range(0, len(texts), batch_size):
             picked = order[start : start + batch_size]
-            features = self.model.tokenize([texts[i] for i in picked])
+            features = self.model.preprocess([texts[i] for i in picked])
             hidden = self._infer({name: features[name].numpy() for name in self.input_names})
             values = dict(features) | {"token_embeddings": torch.from_numpy(hidden)}
             with torch.inference_mode():
@@ -97,7 +97,7 @@ def compile_for_cpu(
     except ImportError as exc:
         raise OpenVinoUnavailable(f"openvino is not installed ({exc})") from None
     transformer = model[0] if len(model) else None
-    if not hasattr(transformer, "auto_model") or not hasattr(model, "tokenize"):
+    if not hasattr(transformer, "auto_model") or not hasattr(model, "preprocess"):
         raise OpenVinoUnavailable(f"its first module is {type(transformer).__name__}, not a transformer")
     path = cache_dir.expanduser() / _cache_key(model_dir, openvino.__version__) / "model.xml"
     if not path.is_file():
@@ -116,7 +116,7 @@ def _convert(model: SentenceTransformer, auto_model: Any, path: Path) -> None:
     import openvino
     import torch
 
-    example = {k: v for k, v in model.tokenize(SAMPLE).items() if isinstance(v, torch.Tensor)}
+    example = {k: v for k, v in model.preprocess(SAMPLE).items() if isinstance(v, torch.Tensor)}
     log.info("embedder: converting %s to OpenVINO once, into %s", type(auto_model).__name__, path.parent)
     try:
         with torch.inference_mode(), warnings.catch_warnings():

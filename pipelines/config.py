@@ -73,6 +73,11 @@ class ParseConfig(StrictModel):
     resources: CustomResources = Field(default_factory=dict)  # e.g. {parse_node: 1}: CPU workers only
     pdf_strategy: Literal["fast"] = "fast"
     html_drop_xpath: str = DEFAULT_HTML_DROP
+    html_text_heuristics: bool = Field(
+        default=False,
+        description="unstructured's spaCy narrative-text test on HTML/Markdown text; its verdict "
+        "(NarrativeText or Text) never changes a chunk, and it is most of the parse time",
+    )
 
     def demand(self) -> dict[str, float]:
         """What one parse actor needs of a node, in Ray's resource names."""

@@ -8,6 +8,7 @@ with a detected encoding (reported as a warning).
 from __future__ import annotations
 
 import io
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -23,6 +24,7 @@ KINDS = {
     ".docx": "docx",
 }  # fmt: skip
 _SNIFF_BYTES = 8192
+_TEXT_HEURISTICS: ContextVar[bool] = ContextVar("html_text_heuristics", default=True)
 _TEXT_CONTROLS = {9, 10, 12, 13, 27}
 
 
@@ -62,6 +64,34 @@ def use_packaged_spacy_model() -> None:
     tokenize._get_nlp.cache_clear()
 
 
+@cache
+def _classify_html_text_cheaply() -> None:
+    """Let unstructured's HTML parser skip its spaCy narrative-text test when asked.
+
+    For a `<p>`, `<div>` or `<li>` text the parser asks `derive_element_type_from_text`, whose
+    narrative test (sentence count and capitals by spaCy) is about 80 % of an HTML page's parse time
+    here. Its answer, NarrativeText or Text, never changes a chunk: titles come from the HTML's own
+    headings and the chunker treats every other category alike. The cheap checks (bullets, which
+    strip the bullet; addresses; e-mails; one-character texts, which are dropped) stay as they are.
+    """
+    from unstructured.partition.html import parser
+
+    full = parser.derive_element_type_from_text
+
+    def classify(text: str):
+        if _TEXT_HEURISTICS.get():
+            return full(text)
+        if parser.is_bulleted_text(text):
+            return parser.ListItem
+        if parser.is_us_city_state_zip(text):
+            return parser.Address
+        if parser.is_email_address(text):
+            return parser.EmailAddress
+        return None if len(text) < 2 else parser.Text
+
+    parser.derive_element_type_from_text = classify
+
+
 def parse_bytes(data: bytes, name: str, config: ParseConfig) -> ParsedDocument:
     """Elements of one document; raises ParseError with the reason it cannot be indexed."""
     if not data:
@@ -70,13 +100,17 @@ def parse_bytes(data: bytes, name: str, config: ParseConfig) -> ParsedDocument:
     if kind is None:
         raise ParseError(f"unsupported extension {PurePosixPath(name).suffix!r}")
     use_packaged_spacy_model()
+    _classify_html_text_cheaply()
     document = ParsedDocument(elements=[])
+    heuristics = _TEXT_HEURISTICS.set(config.html_text_heuristics)
     try:
         raw = _PARSERS[kind](data, name, config, document)
     except ParseError:
         raise
     except Exception as exc:
         raise ParseError(f"could not parse {kind}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        _TEXT_HEURISTICS.reset(heuristics)
     document.elements = [
         Element(el.text, el.category, getattr(el.metadata, "page_number", None)) for el in raw if el.text.strip()
     ]

@@ -88,3 +88,32 @@ def test_parsing_never_touches_the_network(tmp_path, sample_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "network access attempted" not in done.stderr
     assert done.stdout.count("\n") == 5
+
+
+def test_html_skips_the_spacy_text_test_and_its_chunks_stay_the_same(sample_dir, monkeypatch):
+    """The narrative-text test (spaCy) only picks NarrativeText over Text, which no chunk depends
+    on: skipped by default, the sample's HTML and Markdown give the same chunks as with it."""
+    from unstructured.partition.html import parser
+
+    from pipelines.chunking import chunk_document
+    from pipelines.config import ChunkerConfig
+
+    files = sorted(p for p in sample_dir.rglob("*") if p.suffix in {".html", ".md"})
+
+    def chunks(config):
+        out = []
+        for path in files:
+            document = parse_bytes(path.read_bytes(), path.name, config)
+            out += [(c.text, c.title, c.section) for c in chunk_document(path.name, document.elements,
+                                                                          ChunkerConfig(), document.title)]  # fmt: skip
+        return out
+
+    with_spacy = chunks(ParseConfig(html_text_heuristics=True))
+    asked = []
+    narrative = parser.is_possible_narrative_text
+    monkeypatch.setattr(parser, "is_possible_narrative_text", lambda text: asked.append(text) or narrative(text))
+    without = chunks(CONFIG)
+    assert not asked and len(without) > 30
+    assert without == with_spacy
+    categories = {e.category for e in parse(sample_dir / "library" / "glob.html").elements}
+    assert "NarrativeText" not in categories and {"Title", "UncategorizedText"} <= categories
