@@ -32,7 +32,16 @@ from pipelines.corpus import default_source
 from pipelines.metrics import record_job
 from pipelines.report import ChunkCounts, DocumentCounts, FileNote, JobReport
 from pipelines.sources import Listing, list_source
-from pipelines.stages import PARSED, SKIPPED, UNCHANGED, ChunkEmbedder, DocumentProcessor, explode_chunks
+from pipelines.stages import (
+    PARSED,
+    RECORD,
+    SKIPPED,
+    UNCHANGED,
+    ChunkEmbedder,
+    DocumentProcessor,
+    document_record,
+    explode_chunks,
+)  # fmt: skip
 from pipelines.write import add_chunks, open_writable, remove_chunks
 from serving import placement
 
@@ -106,46 +115,45 @@ def process_documents(listing: Listing, config: IndexJobConfig, known: dict[str,
         DocumentProcessor,
         fn_constructor_kwargs={
             "filesystem": listing.filesystem, "parse": config.parse, "chunker": config.chunker,
-            "embedder": config.embedder, "known_hashes": known,
+            "embedder": config.embedder, "known_hashes": ray.put(known), "probe": _probe(),
         },
         compute=ray.data.ActorPoolStrategy(size=config.parse.concurrency),
         num_cpus=config.parse.num_cpus, resources=config.parse.resources,
     )  # fmt: skip
 
 
-def embed_chunks(documents: Dataset, config: IndexJobConfig) -> Dataset:
+def embed_chunks(documents: Dataset, config: IndexJobConfig, dim: int) -> Dataset:
+    """Chunk rows with vectors, and each document's record row, streamed from the parse stage."""
     stage = config.embed
-    return (
-        documents.filter(expr=col("status") == PARSED)
-        .flat_map(explode_chunks)
-        .map_batches(
-            ChunkEmbedder,
-            fn_constructor_kwargs={"embedder": config.embedder, "stage": stage},
-            batch_size=stage.batch_size,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=stage.concurrency),
-            num_gpus=stage.num_gpus,
-            num_cpus=stage.num_cpus,
-            resources=stage.resources,
-        )
+    return documents.flat_map(explode_chunks).map_batches(
+        ChunkEmbedder,
+        fn_constructor_kwargs={"embedder": config.embedder, "stage": stage, "dim": dim, "probe": _probe()},
+        batch_size=stage.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=stage.concurrency),
+        num_gpus=stage.num_gpus,
+        num_cpus=stage.num_cpus,
+        resources=stage.resources,
     )
 
 
 def _run_stages(
-    config: IndexJobConfig, listing: Listing, known: dict[str, str]
+    config: IndexJobConfig, listing: Listing, known: dict[str, str], dim: int
 ) -> tuple[list[dict], Dataset | None, int]:
-    """Parse every listed file (unchanged ones are only hashed), then embed the new chunks.
+    """Parse every listed file (unchanged ones are only hashed) and embed the new chunks, in one
+    stream: the embed actors start on the first parsed documents, not after the last.
 
     Returns the per-document rows (status, reason, hash), the embedded chunks and their count.
     """
     if not listing.files:
         return [], None, 0
-    documents = process_documents(listing, config, known).materialize()
-    rows = [{k: v for k, v in row.items() if k != "chunks_json"} for row in documents.iter_rows()]
-    if not any(row["status"] == PARSED for row in rows):  # nothing new: no embed actor, no model load
+    streamed = embed_chunks(process_documents(listing, config, known), config, dim).materialize()
+    records = streamed.filter(expr=col(RECORD) != "").select_columns([RECORD, "chunks"])
+    rows = [document_record(row) for row in records.iter_rows()]
+    added = sum(row["chunks"] for row in rows)
+    if not added:
         return rows, None, 0
-    embedded = embed_chunks(documents, config).materialize()
-    return rows, embedded, embedded.count()
+    return rows, streamed.filter(expr=col(RECORD) == "").materialize(), added
 
 
 def _stale_chunk_ids(previous: Manifest | None, rows: list[dict], decision: RebuildDecision) -> list[str]:
@@ -154,6 +162,10 @@ def _stale_chunk_ids(previous: Manifest | None, rows: list[dict], decision: Rebu
         return []
     kept = {row["key"] for row in rows if row["status"] == UNCHANGED}
     return [cid for key, doc in previous.documents.items() if key not in kept for cid in doc.chunk_ids]
+
+
+def _probe() -> str | None:
+    return os.environ.get("RAYRAG_JOB_PROBE")  # the stages' test hook (pipelines/stages.py)
 
 
 def checkpoint(name: str) -> None:
@@ -167,7 +179,7 @@ def checkpoint(name: str) -> None:
 
 def _build_version(config, directory, listing, previous, decision, spec, source, started) -> JobReport:
     known = {} if decision.full or previous is None else {k: d.content_hash for k, d in previous.documents.items()}
-    rows, embedded, added = _run_stages(config, listing, known)
+    rows, embedded, added = _run_stages(config, listing, known, spec.dim)
     stale = _stale_chunk_ids(previous, rows, decision)
     version, partial = directory.begin_version()
     base = None if decision.full else directory.current_path()

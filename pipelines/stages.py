@@ -3,17 +3,26 @@
 `DocumentProcessor` reads, hashes, parses and chunks one file; `ChunkEmbedder` embeds a batch.
 A document's chunks travel as one JSON string column: Arrow cannot unify a nested column whose
 blocks are all empty lists (unchanged or skipped documents) with blocks that have chunks.
+
+Parse and embed stream into each other (the embed actors, GPUs on a cluster, start on the first
+parsed documents), so what the job must know of every document (status, hash, reason) rides in the
+same stream: `explode_chunks` emits one row per chunk and one record row per document, the record
+in `document_json`, which the embedder passes through with a zero vector.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
+import ray
 
 from indexes.embedder import EmbedderConfig, load_embedder, resolve_model_path
 from indexes.manifest import content_hash
@@ -25,6 +34,37 @@ from pipelines.ingest import ParseError, parse_bytes, use_packaged_spacy_model
 
 PARSED, UNCHANGED, SKIPPED = "parsed", "unchanged", "skipped"
 CHUNK_COLUMNS = ("chunk_id", "vid", "source", "title", "section", "page", "start", "end", "text")
+RECORD = "document_json"  # non-empty on a document's record row, empty on its chunks' rows
+_NO_CHUNK = {"chunk_id": "", "vid": 0, "source": "", "title": "", "section": "", "page": -1, "start": 0, "end": 0,
+             "text": ""}  # fmt: skip
+
+
+class StreamProbe:
+    """A test hook, like the job's checkpoints (RAYRAG_JOB_PROBE=<dir>, handed to the stages by
+    the driver): the embed stage announces its first embedded chunk there, and the parse of the file
+    named in `<dir>/hold-parse` waits for that announcement. In a stream it comes; were parsing
+    finished before embedding began, it could not, and the parse gives up after HOLD_S and says so
+    (`<dir>/parse-gave-up`): a test tells a stream from two passes by an event, not by a clock."""
+
+    HOLD_S = 120.0
+
+    def __init__(self, where: str | None) -> None:
+        self.where = Path(where) if where else None
+
+    def embedded(self) -> None:
+        if self.where:
+            (self.where / "embedded").touch()
+
+    def before_parse(self, key: str) -> None:
+        held = self.where / "hold-parse" if self.where else None
+        if held is None or not held.exists() or held.read_text().strip() != key:
+            return
+        deadline = threading.Event()
+        for _ in range(int(self.HOLD_S * 10)):
+            if (self.where / "embedded").exists():
+                return
+            deadline.wait(0.1)
+        (self.where / "parse-gave-up").touch()
 
 
 def _token_offsets(embedder: EmbedderConfig) -> TokenOffsets:
@@ -48,15 +88,18 @@ class DocumentProcessor:
         parse: ParseConfig,
         chunker: ChunkerConfig,
         embedder: EmbedderConfig,
-        known_hashes: dict[str, str],
+        known_hashes: dict[str, str] | ray.ObjectRef,
+        probe: str | None = None,
     ) -> None:
         ensure_offline()
         use_packaged_spacy_model()
         self.filesystem = filesystem
         self.parse = parse
         self.chunker = chunker
-        self.known_hashes = known_hashes
+        # a large index's map travels once, as an object reference, not pickled into every actor
+        self.known_hashes = ray.get(known_hashes) if isinstance(known_hashes, ray.ObjectRef) else known_hashes
         self.token_offsets = _token_offsets(embedder) if chunker.unit == "tokens" else None
+        self.probe = StreamProbe(probe)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         result = {"key": row["key"], "size": row["size"], "content_hash": "", "reason": "", "warning": ""}
@@ -68,6 +111,7 @@ class DocumentProcessor:
         result["content_hash"] = digest = content_hash(data)
         if self.known_hashes.get(row["key"]) == digest:
             return result | {"status": UNCHANGED, "chunks_json": "[]"}
+        self.probe.before_parse(row["key"])
         try:
             document = parse_bytes(data, row["key"], self.parse)
         except ParseError as exc:
@@ -81,8 +125,15 @@ class DocumentProcessor:
 
 
 def explode_chunks(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """flat_map: a document row -> its chunk rows."""
-    return json.loads(row["chunks_json"])
+    """flat_map: a document row -> its chunk rows, then the document's record row."""
+    record = {k: v for k, v in row.items() if k != "chunks_json"}
+    chunks = [chunk | {RECORD: "", "chunks": 0} for chunk in json.loads(row["chunks_json"])]
+    return [*chunks, _NO_CHUNK | {RECORD: json.dumps(record), "chunks": len(chunks)}]
+
+
+def document_record(row: dict[str, Any]) -> dict[str, Any]:
+    """The document's status, hash, size and reasons, from its record row."""
+    return json.loads(row[RECORD]) | {"chunks": int(row["chunks"])}
 
 
 def _chunk_row(chunk: Chunk) -> dict[str, Any]:
@@ -102,22 +153,38 @@ def chunk_from_row(row: dict[str, Any]) -> Chunk:
 
 
 class ChunkEmbedder:
-    """Embeds the `text` column into a `vector` column; one model per actor (per GPU on a GPU cluster)."""
+    """Embeds the `text` column of chunk rows into a `vector` column (record rows get zeros); one
+    model per actor (per GPU on a GPU cluster).
 
-    REQUIRED = frozenset(CHUNK_COLUMNS)
+    The model loads in a background thread from the actor's start, while the parse actors start
+    and parse, and the first chunk waits for it; a re-run over an unchanged corpus streams only
+    records and never waits for the model.
+    """
 
-    def __init__(self, embedder: EmbedderConfig, stage: EmbedStageConfig) -> None:
+    REQUIRED = frozenset((*CHUNK_COLUMNS, RECORD))
+
+    def __init__(self, embedder: EmbedderConfig, stage: EmbedStageConfig, dim: int, probe: str | None = None) -> None:
         ensure_offline()
-        import torch
-
-        threads = stage.torch_threads or os.cpu_count() or 1
-        torch.set_num_threads(threads)
-        self.batch_size = stage.batch_size
-        self.embedder = load_embedder(embedder, threads)
+        self.batch_size, self.dim, self.probe = stage.batch_size, dim, StreamProbe(probe)
+        self._loading = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-embedder")
+        self._embedder = self._loading.submit(_load_for_actor, embedder, stage.torch_threads or os.cpu_count() or 1)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = self.REQUIRED - set(batch)
         if missing:
             raise KeyError(f"embed stage got a batch without columns {sorted(missing)}")
-        batch["vector"] = self.embedder.encode([str(t) for t in batch["text"]], self.batch_size)
+        vectors = np.zeros((len(batch["text"]), self.dim), dtype=np.float32)
+        chunks = np.flatnonzero(batch[RECORD] == "")
+        if len(chunks):
+            texts = [str(batch["text"][i]) for i in chunks]
+            vectors[chunks] = self._embedder.result().encode(texts, self.batch_size)
+            self.probe.embedded()
+        batch["vector"] = vectors
         return batch
+
+
+def _load_for_actor(embedder: EmbedderConfig, threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    return load_embedder(embedder, threads)

@@ -182,3 +182,19 @@ def test_ivf_pq_on_a_corpus_too_small_to_train_names_the_settings(ray_cluster, t
     with pytest.raises(TrainingDataError, match=r"ivf_pq needs at least 256 vectors to train \(nlist=64, pq_nbits=8\)"):
         run_job(config, corpus)
     assert IndexDirectory(config.index.root, "test").current_version() is None
+
+
+def test_parse_and_embed_stream_into_each_other(ray_cluster, tmp_path, monkeypatch):
+    """The embed actors start on the first parsed documents, not after the last one: the parse of
+    the last file is held until the embed stage has embedded a chunk (the stages' probe hook), which
+    can only happen if chunks flow on while parsing continues."""
+    corpus = write_corpus(tmp_path / "corpus", DOCS)
+    last = sorted(DOCS)[-1]
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "hold-parse").write_text(last)
+    monkeypatch.setenv("RAYRAG_JOB_PROBE", str(probe))
+    report = run_job(job_config(tmp_path, **{"parse.concurrency": 1, "embed.batch_size": 2}), corpus)
+    assert (probe / "embedded").exists()
+    assert not (probe / "parse-gave-up").exists(), f"{last} was parsed before any chunk was embedded"
+    assert report.documents.parsed == len(DOCS) and report.chunks.added >= len(DOCS)

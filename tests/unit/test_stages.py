@@ -11,7 +11,7 @@ import pytest
 from indexes.embedder import EmbedderConfig
 from indexes.manifest import content_hash
 from pipelines.config import ChunkerConfig, EmbedStageConfig, ParseConfig
-from pipelines.stages import ChunkEmbedder, DocumentProcessor, explode_chunks
+from pipelines.stages import RECORD, ChunkEmbedder, DocumentProcessor, document_record, explode_chunks
 
 pytestmark = pytest.mark.unit
 TEXT = "# Title\n\n" + "A sentence about virtual environments in Python. " * 40
@@ -37,20 +37,26 @@ def test_unchanged_content_is_not_parsed_again(tmp_path):
     path.write_text(TEXT)
     first = processor()(row(path))
     assert first["status"] == "parsed" and first["content_hash"] == content_hash(TEXT.encode())
-    chunks = explode_chunks(first)
+    *chunks, record = explode_chunks(first)
     assert chunks and all(c["source"] == "doc.md" and c["section"] == "Title" for c in chunks)
+    assert document_record(record) == {k: v for k, v in first.items() if k != "chunks_json"} | {"chunks": len(chunks)}
     again = processor({"doc.md": first["content_hash"]})(row(path))
     assert again["status"] == "unchanged" and json.loads(again["chunks_json"]) == []
+    [record] = explode_chunks(again)  # an unchanged document streams only its record
+    assert document_record(record)["status"] == "unchanged" and set(record) == set(chunks[0])
 
 
 def test_embedder_names_missing_columns_and_adds_unit_vectors(tmp_path):
-    embed = ChunkEmbedder(EmbedderConfig(), EmbedStageConfig(torch_threads=1))
+    embed = ChunkEmbedder(EmbedderConfig(), EmbedStageConfig(torch_threads=1), dim=384)
     with pytest.raises(KeyError, match=r"without columns .*'chunk_id'"):
         embed({"text": np.array(["x"])})
     path = tmp_path / "doc.md"
     path.write_text(TEXT)
-    chunks = explode_chunks(processor()(row(path)))
-    batch = {key: np.array([c[key] for c in chunks]) for key in chunks[0]}
+    rows = explode_chunks(processor()(row(path)))
+    batch = {key: np.array([r[key] for r in rows]) for key in rows[0]}
+    records_only = {key: values[-1:] for key, values in batch.items()}
+    assert not embed(records_only)["vector"].any()  # no chunk: nothing waits for the model
     vectors = embed(batch)["vector"]
-    assert vectors.shape == (len(chunks), 384) and vectors.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert vectors.shape == (len(rows), 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors[:-1], axis=1), 1.0, rtol=1e-5)
+    assert batch[RECORD][-1] and not vectors[-1].any()  # the record row passes through with zeros
