@@ -40,7 +40,6 @@ from pipelines.stages import (
     ChunkEmbedder,
     DocumentProcessor,
     document_record,
-    explode_chunks,
 )  # fmt: skip
 from pipelines.write import add_chunks, open_writable, remove_chunks
 from serving import placement
@@ -111,7 +110,7 @@ def check_stage_placement(config: IndexJobConfig) -> None:
 
 def process_documents(listing: Listing, config: IndexJobConfig, known: dict[str, str]) -> Dataset:
     items = [{"key": f.key, "path": f.path, "size": f.size} for f in listing.files]
-    return ray.data.from_items(items, override_num_blocks=min(len(items), 8 * config.parse.concurrency)).map(
+    return ray.data.from_items(items, override_num_blocks=min(len(items), 8 * config.parse.concurrency)).flat_map(
         DocumentProcessor,
         fn_constructor_kwargs={
             "filesystem": listing.filesystem, "parse": config.parse, "chunker": config.chunker,
@@ -125,7 +124,7 @@ def process_documents(listing: Listing, config: IndexJobConfig, known: dict[str,
 def embed_chunks(documents: Dataset, config: IndexJobConfig, dim: int) -> Dataset:
     """Chunk rows with vectors, and each document's record row, streamed from the parse stage."""
     stage = config.embed
-    return documents.flat_map(explode_chunks).map_batches(
+    return documents.map_batches(
         ChunkEmbedder,
         fn_constructor_kwargs={"embedder": config.embedder, "stage": stage, "dim": dim, "probe": _probe()},
         batch_size=stage.batch_size,

@@ -1,13 +1,12 @@
 """The Ray Data stages of the index job: callable classes, so models load once per actor.
 
 `DocumentProcessor` reads, hashes, parses and chunks one file; `ChunkEmbedder` embeds a batch.
-A document's chunks travel as one JSON string column: Arrow cannot unify a nested column whose
-blocks are all empty lists (unchanged or skipped documents) with blocks that have chunks.
 
 Parse and embed stream into each other (the embed actors, GPUs on a cluster, start on the first
 parsed documents), so what the job must know of every document (status, hash, reason) rides in the
-same stream: `explode_chunks` emits one row per chunk and one record row per document, the record
-in `document_json`, which the embedder passes through with a zero vector.
+same stream: the parse stage emits one row per chunk and then one record row per document, the
+record as JSON in `document_json` (flat columns only: every row has the same Arrow schema), which
+the embedder passes through with a zero vector.
 """
 
 from __future__ import annotations
@@ -80,7 +79,7 @@ def _token_offsets(embedder: EmbedderConfig) -> TokenOffsets:
 
 
 class DocumentProcessor:
-    """One listed file -> {status, reason, warning, content_hash, chunks_json}."""
+    """flat_map: one listed file -> its chunk rows, then its record row (status, hash, reasons)."""
 
     def __init__(
         self,
@@ -101,34 +100,29 @@ class DocumentProcessor:
         self.token_offsets = _token_offsets(embedder) if chunker.unit == "tokens" else None
         self.probe = StreamProbe(probe)
 
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        result = {"key": row["key"], "size": row["size"], "content_hash": "", "reason": "", "warning": ""}
+    def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        record, chunks = self.process(row)
+        rows = [_chunk_row(chunk) | {RECORD: "", "chunks": 0} for chunk in chunks]
+        return [*rows, _NO_CHUNK | {RECORD: json.dumps(record), "chunks": len(rows)}]
+
+    def process(self, row: dict[str, Any]) -> tuple[dict[str, Any], list[Chunk]]:
+        """The file's record {key, size, status, reason, warning, content_hash} and its chunks."""
+        record = {"key": row["key"], "size": row["size"], "content_hash": "", "reason": "", "warning": ""}
         try:
             with self.filesystem.open_input_file(row["path"]) as handle:
                 data = handle.read()
         except OSError as exc:
-            return result | {"status": SKIPPED, "reason": f"cannot read: {exc}", "chunks_json": "[]"}
-        result["content_hash"] = digest = content_hash(data)
+            return record | {"status": SKIPPED, "reason": f"cannot read: {exc}"}, []
+        record["content_hash"] = digest = content_hash(data)
         if self.known_hashes.get(row["key"]) == digest:
-            return result | {"status": UNCHANGED, "chunks_json": "[]"}
+            return record | {"status": UNCHANGED}, []
         self.probe.before_parse(row["key"])
         try:
             document = parse_bytes(data, row["key"], self.parse)
         except ParseError as exc:
-            return result | {"status": SKIPPED, "reason": str(exc), "chunks_json": "[]"}
+            return record | {"status": SKIPPED, "reason": str(exc)}, []
         chunks = chunk_document(row["key"], document.elements, self.chunker, document.title, self.token_offsets)
-        return result | {
-            "status": PARSED,
-            "warning": "; ".join(document.warnings),
-            "chunks_json": json.dumps([_chunk_row(c) for c in chunks]),
-        }
-
-
-def explode_chunks(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """flat_map: a document row -> its chunk rows, then the document's record row."""
-    record = {k: v for k, v in row.items() if k != "chunks_json"}
-    chunks = [chunk | {RECORD: "", "chunks": 0} for chunk in json.loads(row["chunks_json"])]
-    return [*chunks, _NO_CHUNK | {RECORD: json.dumps(record), "chunks": len(chunks)}]
+        return record | {"status": PARSED, "warning": "; ".join(document.warnings)}, chunks
 
 
 def document_record(row: dict[str, Any]) -> dict[str, Any]:

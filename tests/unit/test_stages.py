@@ -11,7 +11,7 @@ import pytest
 from indexes.embedder import EmbedderConfig
 from indexes.manifest import content_hash
 from pipelines.config import ChunkerConfig, EmbedStageConfig, ParseConfig
-from pipelines.stages import RECORD, ChunkEmbedder, DocumentProcessor, document_record, explode_chunks
+from pipelines.stages import RECORD, ChunkEmbedder, DocumentProcessor, document_record
 
 pytestmark = pytest.mark.unit
 TEXT = "# Title\n\n" + "A sentence about virtual environments in Python. " * 40
@@ -26,24 +26,25 @@ def row(path, key="doc.md"):
 
 
 def test_unreadable_file_is_skipped_with_the_os_reason(tmp_path):
-    result = processor()(row(tmp_path / "vanished.md"))
-    assert result["status"] == "skipped" and result["reason"].startswith("cannot read:")
-    result = processor()(row(tmp_path))  # a directory where a file was listed
-    assert result["status"] == "skipped" and result["reason"].startswith("cannot read:")
+    [record] = processor()(row(tmp_path / "vanished.md"))
+    result = document_record(record)
+    assert result["status"] == "skipped" and result["reason"].startswith("cannot read:") and result["chunks"] == 0
+    result, chunks = processor().process(row(tmp_path))  # a directory where a file was listed
+    assert result["status"] == "skipped" and result["reason"].startswith("cannot read:") and chunks == []
 
 
 def test_unchanged_content_is_not_parsed_again(tmp_path):
     path = tmp_path / "doc.md"
     path.write_text(TEXT)
-    first = processor()(row(path))
+    *chunks, record = processor()(row(path))
+    first = document_record(record)
     assert first["status"] == "parsed" and first["content_hash"] == content_hash(TEXT.encode())
-    *chunks, record = explode_chunks(first)
-    assert chunks and all(c["source"] == "doc.md" and c["section"] == "Title" for c in chunks)
-    assert document_record(record) == {k: v for k, v in first.items() if k != "chunks_json"} | {"chunks": len(chunks)}
-    again = processor({"doc.md": first["content_hash"]})(row(path))
-    assert again["status"] == "unchanged" and json.loads(again["chunks_json"]) == []
-    [record] = explode_chunks(again)  # an unchanged document streams only its record
-    assert document_record(record)["status"] == "unchanged" and set(record) == set(chunks[0])
+    assert chunks and first["chunks"] == len(chunks)
+    assert all(c["source"] == "doc.md" and c["section"] == "Title" and c[RECORD] == "" for c in chunks)
+    [again] = processor({"doc.md": first["content_hash"]})(row(path))  # unchanged: only its record
+    assert document_record(again)["status"] == "unchanged" and document_record(again)["chunks"] == 0
+    assert set(again) == set(chunks[0])  # one Arrow schema for every row of the stream
+    assert json.loads(again[RECORD])["content_hash"] == first["content_hash"]
 
 
 def test_embedder_names_missing_columns_and_adds_unit_vectors(tmp_path):
@@ -52,7 +53,7 @@ def test_embedder_names_missing_columns_and_adds_unit_vectors(tmp_path):
         embed({"text": np.array(["x"])})
     path = tmp_path / "doc.md"
     path.write_text(TEXT)
-    rows = explode_chunks(processor()(row(path)))
+    rows = processor()(row(path))
     batch = {key: np.array([r[key] for r in rows]) for key in rows[0]}
     records_only = {key: values[-1:] for key, values in batch.items()}
     assert not embed(records_only)["vector"].any()  # no chunk: nothing waits for the model
