@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := true
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup run index serve test test-gpu bench eval eval-gate readme deploy-check rayservice lint clean
+.PHONY: setup run index serve test test-gpu bench bench-first-answer eval eval-gate readme deploy-check rayservice lint clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,11 @@ bench: setup
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/serving.py
 	$(PY) bench/ann.py --n $(ANN_N) --index-type ivf_pq
 	$(PY) bench/ann.py --n $(ANN_N) --index-type hnsw
+	$(VENV)/bin/rayrag readme
+
+# A fresh clone's `make run` to its first answer (minutes; needs port 8000 and no other Ray here).
+bench-first-answer: setup
+	$(PY) bench/first_answer.py
 	$(VENV)/bin/rayrag readme
 
 # Cluster deploy files (README "Deploy to a cluster"): checked offline, and the KubeRay manifest.
