@@ -58,11 +58,11 @@ class StreamProbe:
         held = self.where / "hold-parse" if self.where else None
         if held is None or not held.exists() or held.read_text().strip() != key:
             return
-        deadline = threading.Event()
+        pause = threading.Event()  # never set: a bounded wait between looks
         for _ in range(int(self.HOLD_S * 10)):
             if (self.where / "embedded").exists():
                 return
-            deadline.wait(0.1)
+            pause.wait(0.1)
         (self.where / "parse-gave-up").touch()
 
 
