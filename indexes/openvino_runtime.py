@@ -100,19 +100,21 @@ def compile_for_cpu(
     if not hasattr(transformer, "auto_model") or not hasattr(model, "preprocess"):
         raise OpenVinoUnavailable(f"its first module is {type(transformer).__name__}, not a transformer")
     path = cache_dir.expanduser() / _cache_key(model_dir, openvino.__version__) / "model.xml"
-    if not path.is_file():
-        _convert(model, transformer.auto_model, path)
+    source = str(path) if path.is_file() else _convert(model, transformer.auto_model, path)
     config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     try:
-        compiled = openvino.Core().compile_model(str(path), "CPU", config)
+        compiled = openvino.Core().compile_model(source, "CPU", config)
     except RuntimeError as exc:
         raise OpenVinoUnavailable(f"compiling {path} failed: {exc}") from None
     return OpenVinoEncoder(model, compiled)
 
 
-def _convert(model: SentenceTransformer, auto_model: Any, path: Path) -> None:
+def _convert(model: SentenceTransformer, auto_model: Any, path: Path) -> Any:
     """Trace the torch module with a padded example batch and save it; the finished directory is
-    renamed into place, so a reader never sees half a model and two writers do not collide."""
+    renamed into place, so a reader never sees half a model and two writers do not collide.
+
+    Returns the saved file's path, or the converted model itself when the cache cannot be written
+    (a read-only home, say): it still runs, and the warning says that it will convert again."""
     import openvino
     import torch
 
@@ -124,6 +126,18 @@ def _convert(model: SentenceTransformer, auto_model: Any, path: Path) -> None:
             converted = openvino.convert_model(auto_model, example_input=example)
     except Exception as exc:  # noqa: BLE001 - any tracing failure means "this model cannot be converted"
         raise OpenVinoUnavailable(f"converting the model failed: {type(exc).__name__}: {exc}") from None
+    try:
+        _save(converted, path)
+    except OSError as exc:
+        log.warning("embedder: cannot keep the converted model in %s (%s); it is converted on every start",
+                    path.parent, exc)  # fmt: skip
+        return converted
+    return str(path)
+
+
+def _save(converted: Any, path: Path) -> None:
+    import openvino
+
     path.parent.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=path.parent.parent))
     try:

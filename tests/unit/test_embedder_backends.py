@@ -105,6 +105,16 @@ def test_a_model_that_cannot_be_converted_falls_back_to_torch(tmp_path, monkeypa
     assert not list((tmp_path / "empty-cache").glob("*/model.xml"))  # nothing half-written is left to be read
 
 
+def test_a_cache_that_cannot_be_written_still_embeds_on_openvino(tmp_path, caplog, torch_embedder):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the cache directory should be")
+    with caplog.at_level(logging.WARNING, logger="indexes.openvino_runtime"):
+        embedder = load_embedder(openvino_config(blocked))
+    assert embedder.backend == "openvino"
+    assert "cannot keep the converted model" in caplog.text and str(blocked) in caplog.text
+    assert (embedder.encode(TEXTS[:2]) * torch_embedder.encode(TEXTS[:2])).sum(axis=1).min() >= 0.9999
+
+
 def test_the_backend_follows_the_device_and_openvino_refuses_cuda():
     assert EmbedderConfig().wants_openvino
     assert not EmbedderConfig(device="cuda").wants_openvino
