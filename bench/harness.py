@@ -15,6 +15,7 @@ import platform
 import time
 from pathlib import Path
 
+from indexes.embedder import EmbedderConfig, resolve_model_path
 from pipelines.evaluation import provenance
 from rayrag.figures import verdict  # one list of targets and one verdict for the summary and the README
 
@@ -22,6 +23,17 @@ RESULTS_DIR = Path(__file__).parent / "results"
 RESULTS = RESULTS_DIR / "results.json"
 LATEST = RESULTS_DIR / "latest.json"
 SUMMARY = RESULTS_DIR / "summary.md"
+
+
+def bare_sentence_transformer(embedder: EmbedderConfig):
+    """The baseline every ratio divides by: the configured model in sentence-transformers on PyTorch,
+    as a user would load it (rayrag's embedder may run on OpenVINO instead)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(resolve_model_path(embedder.model)), device="cpu")
+    model.max_seq_length = embedder.max_seq_length
+    return model
+
 
 def machine() -> dict:
     """What the figures depend on: a ratio from a loaded 2-core VM is not one from a quiet 16-core box."""

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from bench.harness import Timer, record
-from indexes.embedder import load_embedder, resolve_model_path
+from bench.harness import Timer, bare_sentence_transformer, record
+from indexes.embedder import load_embedder
 from indexes.reader import IndexVersion
 from pipelines.corpus import SAMPLE_DIR
 from pipelines.index_job import run_index_job
@@ -91,10 +91,7 @@ def main() -> None:
 
 def bare_torch_encode(config, texts: list[str]) -> tuple[Timer, np.ndarray]:
     """What a user would write: the model in sentence-transformers on PyTorch, one encode call."""
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(resolve_model_path(config.embedder.model)), device="cpu")
-    model.max_seq_length = config.embedder.max_seq_length
+    model = bare_sentence_transformer(config.embedder)
     options = {"batch_size": config.embed.batch_size, "normalize_embeddings": True, "show_progress_bar": False}
     model.encode(texts[:64], **options)  # warm-up, as the job's actors warm up on load
     with Timer() as bare:

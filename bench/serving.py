@@ -6,8 +6,9 @@
   (`search_p99_over_p50` at 32 clients beside it). `search_rps_32c_over_inprocess` divides by the
   same loop on rayrag's own embedder (OpenVINO on CPU) instead: what batching and the hops add or cost.
 - search_http_overhead_ms: one client, `/v1/search` p50 minus the in-process encode (rayrag's
-  embedder, as the retriever runs it) + search p50 on the same queries; `http_floor_p50_ms` is a `GET /healthz` (the proxy hop every request pays) and
-  `search_overhead_over_floor_ms` what the gateway and the handle hop add beyond it.
+  embedder, as the retriever runs it) + search p50 on the same queries; `http_floor_p50_ms` is a
+  `GET /healthz` (the proxy hop every request pays) and `search_overhead_over_floor_ms` what the
+  gateway and the handle hop add beyond it.
 - fallback_vs_llama_cpp: completion tokens/s through the app (router -> llama.cpp deployment)
   divided by tokens/s of a bare `llama_cpp.Llama` on the same GGUF and prompt.
 - cache_hit_vs_miss: p50 of a RAG chat answered from the semantic cache over the median of several
@@ -40,10 +41,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import RESULTS, Timer, record
+from bench.harness import RESULTS, Timer, bare_sentence_transformer, record
 from bench.load import load_values, locust_search
 from bench.plot import latency_png
-from indexes.embedder import EmbedderConfig, load_embedder, resolve_model_path
+from indexes.embedder import EmbedderConfig, load_embedder
 from indexes.reader import IndexVersion
 from pipelines.corpus import SAMPLE_DIR
 from serving.generator.models import gguf_path
@@ -121,10 +122,8 @@ def p50(fn, n: int, name: str | None = None) -> float:
 
 def search_overhead(url: str, index_root: Path, index: str, n: int) -> dict[str, float]:
     """One client over HTTP against the same work in-process, and the bare sequential rates."""
-    from sentence_transformers import SentenceTransformer
-
     embedder = load_embedder(EmbedderConfig())
-    torch_model = SentenceTransformer(str(resolve_model_path(embedder.config.model)), device="cpu")
+    torch_model = bare_sentence_transformer(embedder.config)
     version = IndexVersion.open_current(index_root, index)
     client = httpx.Client(timeout=30)
     inprocess_search = lambda q: version.vectors.search(embedder.encode([q]), 5)  # noqa: E731
