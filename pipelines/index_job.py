@@ -21,7 +21,7 @@ import ray
 from ray.data import Dataset
 from ray.data.expressions import col
 
-from indexes.embedder import EmbedderSpec, load_embedder
+from indexes.embedder import EmbedderSpec, embedder_spec
 from indexes.layout import IndexDirectory
 from indexes.lease import remote_lease
 from indexes.manifest import DocumentEntry, Manifest, file_entries
@@ -78,7 +78,7 @@ def run_index_job(config: IndexJobConfig, source: str | None = None, rebuild: bo
     started = time.perf_counter()
     source = source or config.source.path or default_source(config.source.default_corpus_dir)
     check_stage_placement(config)
-    spec = load_embedder(config.embedder).spec  # a model that cannot load fails before any work
+    spec = embedder_spec(config.embedder)  # from the model's files; the embed actors check it on load
     listing = list_source(source, config.source)
     remote = RemoteIndexes(config.index.root) if is_uri(config.index.root) else None
     directory = IndexDirectory(config.index.staging_dir if remote else Path(config.index.root), config.index.name)
@@ -121,12 +121,12 @@ def process_documents(listing: Listing, config: IndexJobConfig, known: dict[str,
     )  # fmt: skip
 
 
-def embed_chunks(documents: Dataset, config: IndexJobConfig, dim: int) -> Dataset:
+def embed_chunks(documents: Dataset, config: IndexJobConfig, spec: EmbedderSpec) -> Dataset:
     """Chunk rows with vectors, and each document's record row, streamed from the parse stage."""
     stage = config.embed
     return documents.map_batches(
         ChunkEmbedder,
-        fn_constructor_kwargs={"embedder": config.embedder, "stage": stage, "dim": dim, "probe": _probe()},
+        fn_constructor_kwargs={"embedder": config.embedder, "stage": stage, "spec": spec, "probe": _probe()},
         batch_size=stage.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=stage.concurrency),
@@ -137,7 +137,7 @@ def embed_chunks(documents: Dataset, config: IndexJobConfig, dim: int) -> Datase
 
 
 def _run_stages(
-    config: IndexJobConfig, listing: Listing, known: dict[str, str], dim: int
+    config: IndexJobConfig, listing: Listing, known: dict[str, str], spec: EmbedderSpec
 ) -> tuple[list[dict], Dataset | None, int]:
     """Parse every listed file (unchanged ones are only hashed) and embed the new chunks, in one
     stream: the embed actors start on the first parsed documents, not after the last.
@@ -146,7 +146,7 @@ def _run_stages(
     """
     if not listing.files:
         return [], None, 0
-    streamed = embed_chunks(process_documents(listing, config, known), config, dim).materialize()
+    streamed = embed_chunks(process_documents(listing, config, known), config, spec).materialize()
     records = streamed.filter(expr=col(RECORD) != "").select_columns([RECORD, "chunks"])
     rows = [document_record(row) for row in records.iter_rows()]
     added = sum(row["chunks"] for row in rows)
@@ -178,7 +178,7 @@ def checkpoint(name: str) -> None:
 
 def _build_version(config, directory, listing, previous, decision, spec, source, started) -> JobReport:
     known = {} if decision.full or previous is None else {k: d.content_hash for k, d in previous.documents.items()}
-    rows, embedded, added = _run_stages(config, listing, known, spec.dim)
+    rows, embedded, added = _run_stages(config, listing, known, spec)
     stale = _stale_chunk_ids(previous, rows, decision)
     version, partial = directory.begin_version()
     base = None if decision.full else directory.current_path()

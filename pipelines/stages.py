@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import ray
 
-from indexes.embedder import EmbedderConfig, load_embedder, resolve_model_path
+from indexes.embedder import Embedder, EmbedderConfig, EmbedderSpec, load_embedder, resolve_model_path
 from indexes.manifest import content_hash
 from indexes.offline import ensure_offline
 from indexes.store import Chunk
@@ -157,11 +157,14 @@ class ChunkEmbedder:
 
     REQUIRED = frozenset((*CHUNK_COLUMNS, RECORD))
 
-    def __init__(self, embedder: EmbedderConfig, stage: EmbedStageConfig, dim: int, probe: str | None = None) -> None:
+    def __init__(
+        self, embedder: EmbedderConfig, stage: EmbedStageConfig, spec: EmbedderSpec, probe: str | None = None
+    ) -> None:
         ensure_offline()
-        self.batch_size, self.dim, self.probe = stage.batch_size, dim, StreamProbe(probe)
+        self.batch_size, self.dim, self.probe = stage.batch_size, spec.dim, StreamProbe(probe)
         self._loading = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-embedder")
-        self._embedder = self._loading.submit(_load_for_actor, embedder, stage.torch_threads or os.cpu_count() or 1)
+        threads = stage.torch_threads or os.cpu_count() or 1
+        self._embedder = self._loading.submit(_load_for_actor, embedder, threads, spec)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = self.REQUIRED - set(batch)
@@ -177,8 +180,11 @@ class ChunkEmbedder:
         return batch
 
 
-def _load_for_actor(embedder: EmbedderConfig, threads: int):
+def _load_for_actor(embedder: EmbedderConfig, threads: int, spec: EmbedderSpec) -> Embedder:
+    """The model, checked against the spec the driver recorded (read from the model's files)."""
     import torch
 
     torch.set_num_threads(threads)
-    return load_embedder(embedder, threads)
+    loaded = load_embedder(embedder, threads)
+    loaded.check_spec(spec)
+    return loaded

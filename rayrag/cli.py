@@ -22,6 +22,7 @@ from pipelines.sources import SourceError
 from rayrag.config import ConfigError, load_config
 from rayrag.deploy_cli import deploy_app
 from rayrag.eval_cli import eval_app
+from rayrag.extras import missing_extra_message
 from rayrag.feedback_cli import feedback_app
 from rayrag.figures import FiguresError
 from rayrag.keys_cli import keys_app
@@ -227,4 +228,10 @@ def main() -> None:
         app()
     except USER_ERRORS as exc:
         typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:  # an optional install this command needs (rayrag/extras.py)
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
         sys.exit(2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -37,11 +38,23 @@ def start_app(settings: RootConfig, wait_s: float = 600.0) -> str:
 def preflight(settings: RootConfig) -> None:
     """Fail in the shell, before Ray starts, not in a replica, when a served index was never built."""
     config = settings.serve.resolved(Path.cwd())
+    if config.primary is not None and not _installed("vllm"):
+        raise ServeStartError(
+            "serve.primary is a vLLM generator, and vLLM is not installed here (the [cpu] extra, or [gpu]): "
+            "`make setup` installs it, or set serve.primary: null to answer with llama.cpp"
+        )
     for name in config.retriever.indexes:
         try:
             check_readable(config.retriever.root, name)
         except IndexNotFoundError as exc:
             raise IndexNotFoundError(f"{exc}: build it first with `rayrag index --index {name}`") from None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # what an import hook says of a module it hides
+        return False
 
 
 def wait_ready(url: str, wait_s: float, app_name: str) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -11,8 +12,16 @@ import pytest
 from pydantic import ValidationError
 
 from indexes import openvino_runtime
-from indexes.embedder import EmbedderConfig, load_embedder, resolve_model_path
+from indexes.embedder import (
+    EmbedderConfig,
+    EmbedderSpec,
+    _dimension_from_files,
+    embedder_spec,
+    load_embedder,
+    resolve_model_path,
+)
 from indexes.openvino_runtime import _cache_key
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
 
@@ -132,3 +141,38 @@ def test_the_recipe_version_is_part_of_the_key(monkeypatch, tmp_path):
     _cache_key.cache_clear()
     assert _cache_key(model, "1") != before
     _cache_key.cache_clear()
+
+
+def _model_with(tmp_path, *modules) -> str:
+    """The packaged model with more sentence-transformers modules after it, saved as a directory."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(resolve_model_path("all-MiniLM-L6-v2")), device="cpu")
+    for module in modules:
+        model.append(module)
+    model.save(str(tmp_path))
+    return str(tmp_path)
+
+
+def test_the_job_reads_the_spec_from_the_model_files_without_loading_the_model():
+    code = (
+        "import sys\nfrom indexes.embedder import EmbedderConfig, embedder_spec\n"
+        "print(embedder_spec(EmbedderConfig()).model_dump_json())\n"
+        "print('loaded' if 'sentence_transformers' in sys.modules or 'torch' in sys.modules else 'not loaded')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    spec_json, loaded = done.stdout.splitlines()[-2:]
+    assert loaded == "not loaded"
+    assert EmbedderSpec.model_validate_json(spec_json) == load_embedder(EmbedderConfig(backend="torch")).spec
+
+
+def test_a_dense_layer_sets_the_spec_and_an_unknown_module_is_loaded_to_learn_it(tmp_path):
+    from sentence_transformers import models
+
+    dense = _model_with(tmp_path / "dense", models.Dense(384, 128))  # saved in the newer Pooling format
+    assert _dimension_from_files(resolve_model_path(dense)) == 128
+    assert embedder_spec(EmbedderConfig(model=dense)) == load_embedder(EmbedderConfig(model=dense, backend="torch")).spec
+    odd = _model_with(tmp_path / "odd", models.Dense(384, 96), models.LayerNorm(96))
+    assert _dimension_from_files(resolve_model_path(odd)) is None  # the files do not say: the model is loaded
+    assert embedder_spec(EmbedderConfig(model=odd)).dim == 96

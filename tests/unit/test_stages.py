@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
-from indexes.embedder import EmbedderConfig
+from indexes.embedder import EmbedderConfig, embedder_spec
 from indexes.manifest import content_hash
 from pipelines.config import ChunkerConfig, EmbedStageConfig, ParseConfig
 from pipelines.stages import RECORD, ChunkEmbedder, DocumentProcessor, document_record
@@ -48,7 +48,7 @@ def test_unchanged_content_is_not_parsed_again(tmp_path):
 
 
 def test_embedder_names_missing_columns_and_adds_unit_vectors(tmp_path):
-    embed = ChunkEmbedder(EmbedderConfig(), EmbedStageConfig(torch_threads=1), dim=384)
+    embed = ChunkEmbedder(EmbedderConfig(), EmbedStageConfig(torch_threads=1), embedder_spec(EmbedderConfig()))
     with pytest.raises(KeyError, match=r"without columns .*'chunk_id'"):
         embed({"text": np.array(["x"])})
     path = tmp_path / "doc.md"
@@ -61,3 +61,14 @@ def test_embedder_names_missing_columns_and_adds_unit_vectors(tmp_path):
     assert vectors.shape == (len(rows), 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors[:-1], axis=1), 1.0, rtol=1e-5)
     assert batch[RECORD][-1] and not vectors[-1].any()  # the record row passes through with zeros
+
+
+def test_an_embed_actor_refuses_a_model_that_is_not_the_one_the_job_recorded(tmp_path):
+    """The driver reads the spec from the model's files; the actor that loads the model checks it."""
+    recorded = embedder_spec(EmbedderConfig()).model_copy(update={"dim": 128})
+    embed = ChunkEmbedder(EmbedderConfig(), EmbedStageConfig(torch_threads=1), recorded)
+    path = tmp_path / "doc.md"
+    path.write_text(TEXT)
+    rows = processor()(row(path))
+    with pytest.raises(ValueError, match="expected"):
+        embed({key: np.array([r[key] for r in rows]) for key in rows[0]})
