@@ -57,7 +57,7 @@ def first_answer(clone: Path, log_path: Path) -> tuple[float, float, dict]:
                     return time.perf_counter() - started, setup_s, reply.json()
             except httpx.HTTPError:
                 pass
-            time.sleep(5)  # a poll of a server that is starting, not a wait standing in for an event
+            time.sleep(1)  # a poll of a server that is starting, not a wait standing in for an event
         raise SystemExit(f"no answer within {LIMIT_S} s; see {log_path}")
     finally:
         os.killpg(run.pid, signal.SIGTERM)
