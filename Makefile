@@ -96,7 +96,7 @@ readme: setup
 	$(VENV)/bin/rayrag readme
 
 lint: setup
-	$(VENV)/bin/ruff check rayrag pipelines indexes serving bench tests
+	$(VENV)/bin/ruff check rayrag evaluation pipelines serving indexes core bench tests
 
 clean:
 	rm -rf .rayrag .pytest_cache

@@ -15,8 +15,8 @@ import platform
 import time
 from pathlib import Path
 
+from evaluation import provenance
 from indexes.embedder import EmbedderConfig, resolve_model_path
-from pipelines.evaluation import provenance
 from rayrag.figures import verdict  # one list of targets and one verdict for the summary and the README
 
 RESULTS_DIR = Path(__file__).parent / "results"

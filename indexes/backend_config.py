@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from indexes.strict import StrictModel
+from core.strict import StrictModel
 
 
 class FaissConfig(StrictModel):

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
-from indexes.offline import ensure_offline
-from indexes.strict import StrictModel
+from core.offline import ensure_offline
+from core.strict import StrictModel
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

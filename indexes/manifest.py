@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import Field
 
+from core.strict import StrictModel
 from indexes.embedder import EmbedderSpec
-from indexes.strict import StrictModel
 
 MANIFEST_FILE = "manifest.json"
 

@@ -15,11 +15,11 @@ from pydantic import (
     model_validator,
 )
 
+from core.strict import CustomResources, StrictModel
 from indexes.backend_config import BackendConfig, FaissConfig
 from indexes.embedder import EmbedderConfig
 from indexes.layout import validate_index_name
 from indexes.storage import IndexRoot
-from indexes.strict import CustomResources, StrictModel
 
 DEFAULT_EXTENSIONS = (".html", ".htm", ".md", ".markdown", ".txt", ".text", ".pdf", ".docx")
 # Page chrome dropped from HTML before parsing: navigation bars, sidebars, footers, scripts.

@@ -21,6 +21,7 @@ import ray
 from ray.data import Dataset
 from ray.data.expressions import col
 
+from core import placement
 from indexes.embedder import EmbedderSpec, embedder_spec
 from indexes.layout import IndexDirectory
 from indexes.lease import remote_lease
@@ -42,7 +43,6 @@ from pipelines.stages import (
     document_record,
 )  # fmt: skip
 from pipelines.write import add_chunks, open_writable, remove_chunks
-from serving import placement
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, NonNegativeInt
 
-from indexes.strict import StrictModel
+from core.strict import StrictModel
 
 REPORT_FILE = "report.json"
 SUMMARY_EXAMPLES = 8

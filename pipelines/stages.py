@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow.fs as pafs
 import ray
 
+from core.offline import ensure_offline
 from indexes.embedder import Embedder, EmbedderConfig, EmbedderSpec, load_embedder, resolve_model_path
 from indexes.manifest import content_hash
-from indexes.offline import ensure_offline
 from indexes.store import Chunk
 from pipelines.chunking import TokenOffsets, chunk_document
 from pipelines.config import ChunkerConfig, EmbedStageConfig, ParseConfig

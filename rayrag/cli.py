@@ -11,12 +11,13 @@ from typing import Annotated
 
 import typer
 
+from core.placement import PlacementError
+from evaluation.config import EvalError
 from indexes.embedder import ModelNotFoundError
 from indexes.faiss_index import TrainingDataError
 from indexes.layout import IndexLockedError, IndexNotFoundError
 from indexes.manifest import Manifest
 from indexes.storage import locate
-from pipelines.evaluation.config import EvalError
 from pipelines.report import JobReport
 from pipelines.sources import SourceError
 from rayrag.config import ConfigError, load_config
@@ -29,7 +30,6 @@ from rayrag.keys_cli import keys_app
 from rayrag.serve_cli import ServeStartError
 from serving.config import ServeConfigError
 from serving.generator.models import ModelUnavailableError
-from serving.placement import PlacementError
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
 USER_ERRORS = (

@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from indexes.strict import set_dotted
+from core.strict import set_dotted
+from evaluation.config import EvalConfig
 from pipelines.config import IndexJobConfig
-from pipelines.evaluation.config import EvalConfig
 from serving.config import ServeConfig
 
 

@@ -18,10 +18,10 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from core.placement import Demand, NodeShape, check_demands, shapes_from_cluster_yaml
 from rayrag.config import ConfigError, RootConfig, load_config, read_yaml
 from serving.app import load_serve_config
 from serving.config import ServeConfig, is_loopback
-from serving.placement import Demand, NodeShape, check_demands, shapes_from_cluster_yaml
 
 BUILDER = "serving.app:build_app"
 RAYSERVICE_SCHEMA = Path(__file__).resolve().parents[1] / "configs" / "k8s" / "rayservice.schema.json"

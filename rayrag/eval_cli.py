@@ -32,7 +32,7 @@ def build_faq(
     ] = None,
 ) -> None:
     """Build the Python-FAQ retrieval set: FAQ questions as queries, their answer sections as gold."""
-    from pipelines.evaluation.faq_dataset import build_faq_dataset
+    from evaluation.faq_dataset import build_faq_dataset
 
     dataset = build_faq_dataset(out, sources)
     judged = sum(len(docs) for docs in dataset.qrels.values())
@@ -51,7 +51,7 @@ def retrieval(
     overrides: SetOption = None,
 ) -> None:
     """Index the dataset with the index job, then report recall@k, MRR@10 and nDCG@10 per mode."""
-    from pipelines.evaluation.retrieval import evaluate_modes, published_figures, report_json, table
+    from evaluation.retrieval import evaluate_modes, published_figures, report_json, table
 
     chosen = _modes(modes)  # checked before any dataset is read or built
     settings, data = _dataset(config, overrides, dataset, queries, distractors)
@@ -77,8 +77,8 @@ def gate(
     ] = False,
 ) -> None:
     """CI gate: nDCG@10 of the configured retriever mode on the gate subset vs the recorded figure."""
-    from pipelines.evaluation.gate import check, check_missing, make_record, read_record, write_record
-    from pipelines.evaluation.retrieval import evaluate_modes
+    from evaluation.gate import check, check_missing, make_record, read_record, write_record
+    from evaluation.retrieval import evaluate_modes
 
     settings = _settings(config, overrides)
     spec = settings.eval.gate
@@ -102,7 +102,7 @@ def gate(
 
 
 def _dataset(config: Path, overrides, name: str, queries: int | None, distractors: int, seed: int = 0):
-    from pipelines.evaluation.datasets import resolve_dataset
+    from evaluation.datasets import resolve_dataset
     from rayrag.runtime import connect_ray
 
     settings = _settings(config, overrides)
@@ -116,7 +116,7 @@ def _dataset(config: Path, overrides, name: str, queries: int | None, distractor
 def _modes(modes: str) -> list[str]:
     from typing import get_args
 
-    from pipelines.evaluation.config import EvalError, RetrievalMode
+    from evaluation.config import EvalError, RetrievalMode
 
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in get_args(RetrievalMode)]
@@ -134,7 +134,7 @@ def guardrails(
     overrides: SetOption = None,
 ) -> None:
     """Block and false-positive rates of the input guardrails on the regression and held-out sets."""
-    from pipelines.evaluation.guardrail_rates import measure
+    from evaluation.guardrail_rates import measure
 
     report = measure(_settings(config, overrides).serve.gateway.guardrails)
     for name, figures in report["sets"].items():
@@ -154,8 +154,8 @@ def answers(
     overrides: SetOption = None,
 ) -> None:
     """Answer the questions with config A (and B), judge every answer; write JSON, Markdown and a PNG."""
-    from pipelines.eval_job import read_questions, run_answer_eval
-    from pipelines.evaluation.answer_report import markdown, write_report
+    from evaluation.answer_report import markdown, write_report
+    from evaluation.eval_job import read_questions, run_answer_eval
     from rayrag.runtime import connect_ray
 
     settings = _settings(config, overrides)

@@ -7,7 +7,7 @@ import os
 
 import ray
 
-from indexes.offline import ensure_offline
+from core.offline import ensure_offline
 from pipelines.config import RayConfig
 
 

@@ -17,8 +17,9 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 
-from indexes.strict import set_dotted
-from serving import placement
+from core import placement
+from core.strict import set_dotted
+from indexes.storage import check_readable
 from serving.config import ServeConfig, ServeConfigError
 from serving.gateway import Gateway
 from serving.generator.llama_cpp_engine import LlamaCppGenerator
@@ -89,7 +90,7 @@ def check_placement(config: ServeConfig) -> None:
     demands = [placement.Demand(f"deployment {name!r}", d.demand()) for name, d in config.deployments().items()]
     placement.check_demands(demands, placement.cluster_shapes())
     retriever = placement.Demand("retriever", config.retriever.deployment.demand())
-    placement.check_index_readable(config.retriever.root, config.retriever.indexes, retriever)
+    placement.check_index_readable(config.retriever.root, config.retriever.indexes, retriever, check_readable)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
+from core.strict import CustomResources, StrictModel
 from indexes.backend_config import QdrantConfig
 from indexes.embedder import EmbedderConfig
 from indexes.layout import validate_index_name
 from indexes.storage import IndexRoot, anchor
-from indexes.strict import CustomResources, StrictModel
 
 
 class ServeConfigError(ValueError):

@@ -13,7 +13,7 @@ import jinja2
 import yaml
 from pydantic import PositiveInt
 
-from indexes.strict import StrictModel
+from core.strict import StrictModel
 from serving.errors import NotFound
 from serving.protocol import ScoredChunk
 

@@ -22,10 +22,10 @@ import numpy as np
 from ray import serve
 from ray.serve.exceptions import RayServeException
 
+from core.offline import ensure_offline
 from indexes.embedder import Embedder, load_embedder
 from indexes.layout import IndexNotFoundError, TamperedIndexError
 from indexes.manifest import Manifest, verify_files
-from indexes.offline import ensure_offline
 from indexes.reader import Hit, IndexVersion
 from indexes.storage import IndexLocation, locate
 from serving.config import RetrieverConfig

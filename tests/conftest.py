@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import pytest
 
-from indexes.offline import ensure_offline
+from core.offline import ensure_offline
 
 ensure_offline()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from pipelines.evaluation.answering import RagAnswerer
+from evaluation.answering import RagAnswerer
 from serving.config import GatewayConfig, RouterConfig, ServeConfig
 from serving.flow import AnswerFlow
 from serving.flow_support import LocalRouter

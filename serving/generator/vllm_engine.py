@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from indexes.offline import ensure_offline
+from core.offline import ensure_offline
 from serving.config import VllmConfig
 from serving.errors import EngineDead, InvalidRequest, NotReady
 from serving.generator.base import GeneratorBase

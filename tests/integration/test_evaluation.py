@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.eval_job import read_questions, run_answer_eval
-from pipelines.evaluation.answer_report import write_report
-from pipelines.evaluation.config import AnswerEvalConfig
+from evaluation.answer_report import write_report
+from evaluation.config import AnswerEvalConfig
+from evaluation.eval_job import read_questions, run_answer_eval
 from serving.config import ServeConfig
 from tests.conftest import REPO, SAMPLE_DIR
 from tests.integration.conftest import job_config, ray_env, run_job

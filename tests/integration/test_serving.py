@@ -481,7 +481,7 @@ def test_an_openai_compatible_endpoint_can_be_the_answer_judge(app):
     """The judge of `rayrag eval answers` configured as `kind: openai`: here this very gateway."""
     import asyncio
 
-    from serving.generator.openai_client import OpenAICompatibleGenerator
+    from evaluation.openai_client import OpenAICompatibleGenerator
     from serving.graders import LlmJudge
 
     judge = LlmJudge(OpenAICompatibleGenerator(f"{app['url']}/v1", MODEL).generate, max_tokens=64)

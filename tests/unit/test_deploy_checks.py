@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.placement import Demand, NodeShape, PlacementError, check_demands
 from rayrag.config import ConfigError, load_config
 from rayrag.deploy import (
     check_deploy,
@@ -18,7 +19,6 @@ from rayrag.deploy import (
     validate_serve_file,
 )
 from serving.config import DeploymentConfig, ServeConfigError
-from serving.placement import Demand, NodeShape, PlacementError, check_demands
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.evaluation.beir import DatasetError, read_dataset, write_dataset
-from pipelines.evaluation.datasets import resolve_dataset
-from pipelines.evaluation.faq_dataset import dataset_from_sources
-from pipelines.evaluation.rst import module_references, plain_text, split_sections
+from evaluation.beir import DatasetError, read_dataset, write_dataset
+from evaluation.datasets import resolve_dataset
+from evaluation.faq_dataset import dataset_from_sources
+from evaluation.rst import module_references, plain_text, split_sections
 
 pytestmark = pytest.mark.unit
 

@@ -8,12 +8,12 @@ import math
 
 import pytest
 
-from pipelines.evaluation.answer_report import aggregate, markdown, write_report
-from pipelines.evaluation.beir import Dataset
-from pipelines.evaluation.config import EvalError, GateConfig
-from pipelines.evaluation.gate import GateRecord, check, make_record, read_record, write_record
-from pipelines.evaluation.judges import AnswerJudge, string_distances
-from pipelines.evaluation.retrieval import _score, measures, published_figures
+from evaluation.answer_report import aggregate, markdown, write_report
+from evaluation.beir import Dataset
+from evaluation.config import EvalError, GateConfig
+from evaluation.gate import GateRecord, check, make_record, read_record, write_record
+from evaluation.judges import AnswerJudge, string_distances
+from evaluation.retrieval import _score, measures, published_figures
 from serving.generator.protocol import Choice, GenerationResult, Usage
 from tests.fakes import FakeGenerator
 
@@ -153,8 +153,8 @@ def test_the_report_aggregates_per_configuration(tmp_path):
 
 
 def test_an_unreachable_judge_endpoint_is_a_retryable_engine_error():
+    from evaluation.openai_client import OpenAICompatibleGenerator
     from serving.errors import EngineDead
-    from serving.generator.openai_client import OpenAICompatibleGenerator
     from serving.generator.protocol import GenerationRequest, Message
 
     judge = OpenAICompatibleGenerator("http://127.0.0.1:9/v1", "m", timeout_s=2)

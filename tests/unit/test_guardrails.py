@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines.evaluation.guardrail_rates import SETS, rates
+from evaluation.guardrail_rates import SETS, rates
 from serving.config import GatewayConfig, GuardrailsConfig
 from serving.generator.protocol import Choice, GenerationResult, Message, Usage
 from serving.middleware.guard import Guard

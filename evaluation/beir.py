@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.evaluation.config import EvalError
+from evaluation.config import EvalError
 
 
 class DatasetError(EvalError):

@@ -13,20 +13,23 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ir_measures
 import yaml
 from ir_measures import RR, R, nDCG
 from tqdm import tqdm
 
-from pipelines.evaluation import provenance
-from pipelines.evaluation.beir import Dataset
-from pipelines.evaluation.config import EvalError
+from evaluation import provenance
+from evaluation.beir import Dataset
+from evaluation.config import EvalError
 from pipelines.index_job import run_index_job
-from rayrag.config import RootConfig
 from serving.config import RerankerConfig
 from serving.protocol import SearchRequest
 from serving.retriever import Retriever
+
+if TYPE_CHECKING:  # the root config lives with the CLI until the one config tree (tests/unit/test_layers.py)
+    from rayrag.config import RootConfig
 
 # Markdown, so the title is the one heading: unstructured's plain-text partitioner takes many short
 # lines for titles, and the by_title chunker would cut a section into a chunk per line.

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
-from indexes.strict import StrictModel
+from core.strict import StrictModel
 
 
 class EvalError(ValueError):

@@ -12,9 +12,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from evaluation.beir import Dataset, write_dataset
+from evaluation.rst import module_references, plain_text, split_sections
 from pipelines.corpus import PACKAGE, unpack_python_docs, unpacked_version
-from pipelines.evaluation.beir import Dataset, write_dataset
-from pipelines.evaluation.rst import module_references, plain_text, split_sections
 
 NAME = "python-faq"
 MIN_CHARS = 40  # the chunker's own floor: a shorter section would never be indexed

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from evaluation.beir import Dataset, DatasetError, read_dataset
+from evaluation.faq_dataset import NAME as FAQ
+from evaluation.faq_dataset import build_faq_dataset
 from pipelines.corpus import CorpusUnavailable
-from pipelines.evaluation.beir import Dataset, DatasetError, read_dataset
-from pipelines.evaluation.faq_dataset import NAME as FAQ
-from pipelines.evaluation.faq_dataset import build_faq_dataset
 
 BUILDABLE = {FAQ: build_faq_dataset}
 

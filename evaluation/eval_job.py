@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import ray
 
-from pipelines.evaluation.answering import RagAnswerer
-from pipelines.evaluation.beir import read_jsonl
-from pipelines.evaluation.config import AnswerEvalConfig, EvalError, JudgeConfig
-from pipelines.evaluation.judges import AnswerJudge, embedding_distance, string_distances
+from evaluation.answering import RagAnswerer
+from evaluation.beir import read_jsonl
+from evaluation.config import AnswerEvalConfig, EvalError, JudgeConfig
+from evaluation.judges import AnswerJudge, embedding_distance, string_distances
 from serving.config import LlamaCppConfig, ServeConfig
 
 
@@ -56,7 +56,7 @@ class AnswerStage:
 def build_judge(config: JudgeConfig):
     """The judge's generator: the packaged model in llama.cpp, or an OpenAI-compatible endpoint."""
     if config.kind == "openai":
-        from serving.generator.openai_client import OpenAICompatibleGenerator
+        from evaluation.openai_client import OpenAICompatibleGenerator
 
         if not config.base_url:
             raise EvalError("eval.answers.judge.base_url is required when judge.kind is openai")

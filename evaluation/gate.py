@@ -17,10 +17,10 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
-from indexes.strict import StrictModel
-from pipelines.evaluation import provenance
-from pipelines.evaluation.beir import Dataset
-from pipelines.evaluation.config import EvalError, GateConfig
+from core.strict import StrictModel
+from evaluation import provenance
+from evaluation.beir import Dataset
+from evaluation.config import EvalError, GateConfig
 
 
 class GateRecord(StrictModel):

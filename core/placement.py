@@ -12,7 +12,7 @@ autoscaler does not publish its node types.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,13 +105,16 @@ def shapes_from_cluster_yaml(cluster: dict[str, Any]) -> list[NodeShape]:
     ]
 
 
-def check_index_readable(root: str, names: list[str], demand: Demand, timeout_s: float = 120.0) -> None:
-    """Probe every live node that could host a retriever replica: can it read each index's CURRENT?"""
+def check_index_readable(
+    root: str, names: list[str], demand: Demand, check: Callable[[str, str], object], timeout_s: float = 120.0
+) -> None:
+    """Probe every live node that could host a retriever replica: can it read each index's CURRENT?
+    `check(root, name)` raises when it cannot (the caller's: this layer knows no index format)."""
     hosts = [s for s in live_nodes() if s.fits(demand.positive())]
     probes = {
         host.label: _probe.options(
             num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(host.node_id, soft=False)
-        ).remote(root, names)
+        ).remote(root, names, check)
         for host in hosts
     }
     problems = []
@@ -125,13 +128,11 @@ def check_index_readable(root: str, names: list[str], demand: Demand, timeout_s:
 
 
 @ray.remote
-def _probe(root: str, names: list[str]) -> list[str]:
-    from indexes.storage import check_readable
-
+def _probe(root: str, names: list[str], check: Callable[[str, str], object]) -> list[str]:
     problems = []
     for name in names:
         try:
-            check_readable(root, name)
+            check(root, name)
         except Exception as exc:  # noqa: BLE001 - reported to the deployer, with the node's name
             problems.append(f"cannot read index {name!r}: {exc}")
     return problems

@@ -12,11 +12,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from pipelines.evaluation import provenance
+from evaluation import provenance
 from serving.config import GuardrailsConfig
 from serving.middleware.guardrails import Guardrails
 
-SETS_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "guardrails"
+SETS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "guardrails"
 SETS = {"regression": SETS_DIR / "prompts.jsonl", "heldout": SETS_DIR / "heldout.jsonl"}
 
 
