@@ -12,12 +12,12 @@ what is scored: the generator that answers while the chain is healthy is.
 from __future__ import annotations
 
 from serving.answers import Turn
+from serving.checks.auth import ANONYMOUS
 from serving.config import GatewayConfig, ServeConfig
 from serving.flow import AnswerFlow
 from serving.flow_support import LocalRouter
 from serving.generator.extractive import ExtractiveGenerator
 from serving.generator.protocol import GenerationRequest, Message
-from serving.middleware.auth import ANONYMOUS
 from serving.protocol import SearchRequest
 from serving.retriever import Retriever
 

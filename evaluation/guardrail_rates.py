@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from evaluation import provenance
+from serving.checks.guardrails import Guardrails
 from serving.config import GuardrailsConfig
-from serving.middleware.guardrails import Guardrails
 
 SETS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "guardrails"
 SETS = {"regression": SETS_DIR / "prompts.jsonl", "heldout": SETS_DIR / "heldout.jsonl"}

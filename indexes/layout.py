@@ -24,6 +24,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from indexes.backends import open_vector_index
 from indexes.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -153,8 +154,6 @@ class IndexDirectory:
 
 
 def _drop_version(path: Path, qdrant=None) -> None:
-    from indexes.vector import open_vector_index
-
     vectors = path / "vectors"
     if vectors.exists():
         try:

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from indexes.backend_config import QdrantConfig
+from indexes.backends import open_vector_index
 from indexes.layout import IndexNotFoundError
 from indexes.manifest import Manifest
 from indexes.store import Chunk, ChunkStore
-from indexes.vector import VectorIndex, open_vector_index
+from indexes.vector import VectorIndex
 
 VECTORS_DIR = "vectors"
 

@@ -12,8 +12,6 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from indexes.backend_config import BackendConfig, FaissConfig, QdrantConfig
-
 META_FILE = "meta.json"
 MISSING_ID = -1
 
@@ -65,35 +63,6 @@ class ShardableIndex(Protocol):
     def merge_from(self, other: ShardableIndex) -> None: ...
 
     def to_bytes(self) -> np.ndarray: ...
-
-
-def create_vector_index(path: Path, dim: int, config: BackendConfig, name: str) -> VectorIndex:
-    """A new, empty index of the configured backend, stored at `path`."""
-    path.mkdir(parents=True, exist_ok=True)
-    if isinstance(config, FaissConfig):
-        from indexes.faiss_index import FaissIndex
-
-        return FaissIndex.create(dim, config, path)
-    if isinstance(config, QdrantConfig):
-        from indexes.qdrant_index import QdrantIndex
-
-        return QdrantIndex.create(path, dim, config, name)
-    raise TypeError(f"unknown backend config {config!r}")
-
-
-def open_vector_index(path: Path, qdrant: QdrantConfig | None = None) -> VectorIndex:
-    """Open whatever backend `path/meta.json` names. A Qdrant server's URL and key come from `qdrant`
-    (the config), never from the store: meta.json is only as trusted as whoever can write the root."""
-    meta = read_meta(path)
-    if meta["kind"] == "faiss":
-        from indexes.faiss_index import FaissIndex
-
-        return FaissIndex.open(path)
-    if meta["kind"] == "qdrant":
-        from indexes.qdrant_index import QdrantIndex
-
-        return QdrantIndex.open(path, qdrant)
-    raise ValueError(f"{path / META_FILE}: unknown backend kind {meta['kind']!r}")
 
 
 def read_meta(path: Path) -> dict:

@@ -15,10 +15,11 @@ from ray.data import Dataset
 from tqdm import tqdm
 
 from indexes.backend_config import BackendConfig, QdrantConfig
+from indexes.backends import create_vector_index, open_vector_index
 from indexes.faiss_index import FaissIndex
 from indexes.reader import VECTORS_DIR
 from indexes.store import STORE_FILE, ChunkStore, vector_id
-from indexes.vector import ShardableIndex, VectorIndex, create_vector_index, open_vector_index
+from indexes.vector import ShardableIndex, VectorIndex
 from pipelines.stages import CHUNK_COLUMNS, chunk_from_row
 
 TRAIN_SAMPLE = 20_000

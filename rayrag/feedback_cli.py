@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from serving.middleware.records import RecordStore
+from serving.stores.records import RecordStore
 
 feedback_app = typer.Typer(help="Feedback users left on answers (POST /v1/feedback).")
 

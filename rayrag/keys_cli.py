@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from serving.middleware.keys import ANY, KeyLimits, KeyStore
+from serving.stores.keys import ANY, KeyLimits, KeyStore
 
 keys_app = typer.Typer(help="Create, list and revoke API keys (stored hashed; the key is shown once).")
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]

@@ -15,9 +15,9 @@ from typing import Any, Literal, NamedTuple
 from serving.config import GatewayConfig
 from serving.generator.protocol import GenerationRequest, GenerationResult, Message, Usage
 from serving.graders import Verdict
-from serving.middleware.keys import Principal
 from serving.protocol import ScoredChunk, SearchRequest, SearchResult
 from serving.rag import citations
+from serving.stores.keys import Principal
 from serving.telemetry import metrics
 
 

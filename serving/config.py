@@ -204,7 +204,7 @@ class QuotaConfig(StrictModel):
 
 
 class GuardrailsConfig(StrictModel):
-    """Input and output checks of the gateway (serving/middleware/guardrails.py)."""
+    """Input and output checks of the gateway (serving/checks/guardrails.py)."""
 
     enabled: bool = True
     injection: bool = True
@@ -225,7 +225,7 @@ class RecordsConfig(StrictModel):
 
 
 class CacheConfig(StrictModel):
-    """Semantic cache of RAG answers (serving/middleware/cache.py)."""
+    """Semantic cache of RAG answers (serving/stores/cache.py)."""
 
     enabled: bool = False
     path: Path = Path(".rayrag/cache.sqlite")
@@ -236,7 +236,7 @@ class CacheConfig(StrictModel):
 
 
 class HistoryConfig(StrictModel):
-    """Conversation history by `session_id` (serving/middleware/history.py)."""
+    """Conversation history by `session_id` (serving/stores/history.py)."""
 
     enabled: bool = True
     backend: Literal["sqlite", "redis"] = "sqlite"

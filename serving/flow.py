@@ -24,10 +24,10 @@ from serving.answers import Answer, CacheProbe, Grounding, Outcome, Plan, Route,
 from serving.errors import InvalidRequest, LimitExceeded, ModelNotFound
 from serving.flow_support import ALLOWED_MODELS, FlowSupport
 from serving.generator.protocol import Delta, GenerationRequest, GenerationResult, Message, Usage
-from serving.middleware.keys import Principal
 from serving.openai_protocol import RAG_PREFIX
 from serving.protocol import SearchRequest
 from serving.rag import question_of
+from serving.stores.keys import Principal
 from serving.telemetry.tracing import stage
 
 log = logging.getLogger(__name__)

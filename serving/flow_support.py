@@ -26,20 +26,20 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from indexes.embedder import EmbedderConfig, load_embedder
 from serving.answers import Grounding, Outcome, Route, Turn, context_tokens, observe_generation
+from serving.checks.guard import Guard
+from serving.checks.json_mode import generate_json
 from serving.config import GatewayConfig
 from serving.errors import ModelNotFound, NotFound
 from serving.generator.protocol import Delta, GenerationRequest, GenerationResult, GeneratorStatus, Message, Usage
 from serving.graders import Graders, Verdict
-from serving.middleware.cache import SemanticCache, partition_key
-from serving.middleware.guard import Guard
-from serving.middleware.history import Conversations
-from serving.middleware.json_mode import generate_json
-from serving.middleware.keys import Principal
-from serving.middleware.records import AnswerRecord, RecordStore
 from serving.openai_protocol import RAG_PREFIX, usage_dict
 from serving.prompts import PromptRegistry
 from serving.protocol import SearchRequest, SearchResult
 from serving.rag import fit_context, grounded_messages
+from serving.stores.cache import SemanticCache, partition_key
+from serving.stores.history import Conversations
+from serving.stores.keys import Principal
+from serving.stores.records import AnswerRecord, RecordStore
 from serving.telemetry import metrics
 from serving.telemetry.tracing import annotate, cost, stage
 

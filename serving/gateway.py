@@ -24,7 +24,6 @@ from serving.config import GatewayConfig
 from serving.flow import AnswerFlow
 from serving.flow_support import ALLOWED_MODELS, HandleRetriever, HandleRouter
 from serving.generator.protocol import Message, Usage
-from serving.middleware.records import Feedback
 from serving.openai_protocol import (
     RAG_PREFIX,
     ChatCompletionRequest,
@@ -35,6 +34,7 @@ from serving.openai_protocol import (
     model_card,
 )
 from serving.protocol import GradeRequest, QueryRequest, QueryResponse, SearchRequest, SearchResult
+from serving.stores.records import Feedback
 from serving.telemetry import metrics
 from serving.telemetry.tracing import setup_tracing
 

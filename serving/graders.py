@@ -8,7 +8,7 @@ Two judges behind one interface:
   hallucination of a small model), not a wrong detail on the right topic ("spring tides are caused
   by the wind" scores 0.72 against the tides passage): that takes the `llm` judge.
 - `llm`: the platform's own generator asked for `{"verdict": "yes"|"no", "reason": "..."}` under a
-  JSON schema (constrained decoding, see serving/middleware/json_mode.py). As good as the model
+  JSON schema (constrained decoding, see serving/checks/json_mode.py). As good as the model
   behind it: a 135M model on CPU here is a weak judge, a real deployment's vLLM model a fair one.
 """
 

@@ -25,11 +25,11 @@ from typing import Any
 import pybreaker
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from serving.checks.auth import Forbidden
 from serving.config import ChainStep, RouterConfig
 from serving.errors import GenerationTimeout, ModelNotFound, NotReady, Overloaded, RetryableError, ServingError, unwrap
 from serving.generator.extractive import ExtractiveGenerator
 from serving.generator.protocol import Delta, GenerationRequest, GenerationResult, GeneratorStatus
-from serving.middleware.auth import Forbidden
 from serving.telemetry import metrics
 from serving.telemetry.quiet import quiet_polls
 

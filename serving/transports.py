@@ -22,7 +22,6 @@ from serving.answers import Outcome, Turn
 from serving.errors import ServingError
 from serving.flow import AnswerFlow
 from serving.generator.protocol import Delta, Message
-from serving.middleware.keys import Principal
 from serving.openai_protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -35,6 +34,7 @@ from serving.openai_protocol import (
 )
 from serving.protocol import QueryRequest, QueryResponse, SearchRequest
 from serving.rag import citations_of
+from serving.stores.keys import Principal
 
 
 def _sampling(body: SamplingFields) -> dict[str, Any]:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from indexes.backend_config import FaissConfig, QdrantConfig
+from indexes.backends import create_vector_index, open_vector_index
 from indexes.store import Chunk, ChunkStore
-from indexes.vector import ShardableIndex, VectorIndex, create_vector_index, open_vector_index
+from indexes.vector import ShardableIndex, VectorIndex
 
 pytestmark = pytest.mark.contract
 

@@ -12,9 +12,9 @@ import pytest
 from ray import serve
 
 from serving.app import build_app
-from serving.middleware.keys import KeyLimits, KeyStore
-from serving.middleware.quotas import WINDOW_S
-from serving.middleware.records import RecordStore
+from serving.stores.keys import KeyLimits, KeyStore
+from serving.stores.quotas import WINDOW_S
+from serving.stores.records import RecordStore
 from tests.integration.conftest import job_config, run_job
 from tests.integration.serving_support import free_port, make_corpus, serve_settings, wait_for
 

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
 from serving.app import build_app
-from serving.middleware.keys import KeyLimits, KeyStore
+from serving.stores.keys import KeyLimits, KeyStore
 from serving.telemetry.story import render, spans_of
 from tests.conftest import write_corpus
 from tests.integration.conftest import job_config, run_job

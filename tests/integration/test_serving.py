@@ -21,7 +21,7 @@ from ray import serve
 from websockets.sync.client import connect
 
 from serving.app import build_app
-from serving.middleware.counters import SqliteCounter
+from serving.stores.counters import SqliteCounter
 from tests.conftest import REPO, write_corpus
 from tests.gpu.cpu_reference import DTYPE, REFERENCE
 from tests.integration.conftest import job_config, run_job

@@ -12,11 +12,11 @@ import json
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
+from serving.checks.guardrails import redact_pii
 from serving.generator.protocol import GenerationRequest, ResponseFormat
-from serving.middleware.cache import SemanticCache
-from serving.middleware.guardrails import redact_pii
-from serving.middleware.keys import KeyStore
 from serving.ranking import _glob
+from serving.stores.cache import SemanticCache
+from serving.stores.keys import KeyStore
 from tests.flow_env import QUESTION, Env
 
 pytestmark = pytest.mark.security

@@ -11,9 +11,9 @@ import pytest
 
 from serving.config import HistoryConfig
 from serving.generator.protocol import Message
-from serving.middleware.counters import SqliteCounter
-from serving.middleware.history import SqliteHistory
-from serving.middleware.records import AnswerRecord, RecordStore
+from serving.stores.counters import SqliteCounter
+from serving.stores.history import SqliteHistory
+from serving.stores.records import AnswerRecord, RecordStore
 from serving.telemetry.tracing import expire_spans
 
 pytestmark = pytest.mark.security

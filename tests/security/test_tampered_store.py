@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from indexes.backend_config import QdrantConfig
+from indexes.backends import create_vector_index, open_vector_index
 from indexes.layout import IndexDirectory, TamperedIndexError
 from indexes.manifest import file_entries, verify_files
 from indexes.storage import RemoteIndexes
-from indexes.vector import create_vector_index, open_vector_index, read_meta, write_meta
+from indexes.vector import read_meta, write_meta
 
 pytestmark = pytest.mark.security
 

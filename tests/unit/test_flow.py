@@ -187,7 +187,7 @@ def test_the_graders_second_try_stays_within_max_top_k(tmp_path):
 
 
 def test_a_rag_route_uses_only_models_the_key_may_use(env):
-    from serving.middleware.keys import Principal
+    from serving.stores.keys import Principal
 
     who = Principal(key_id="k", tenant="t", models=["another-model"])
     outcome = asyncio.run(env.flow.answer(_turn(env, who=who)))
@@ -218,8 +218,8 @@ def test_an_extractive_chain_is_ready_by_configuration(env):
 
 def _turn(env: Env, who=None):
     from serving.answers import Turn
+    from serving.checks.auth import ANONYMOUS
     from serving.generator.protocol import Message
-    from serving.middleware.auth import ANONYMOUS
 
     return Turn("chat", who or ANONYMOUS, "req-1", "rag:test", messages=[Message(role="user", content=QUESTION)],
                 max_tokens=16)  # fmt: skip

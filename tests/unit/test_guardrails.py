@@ -7,10 +7,10 @@ import json
 import pytest
 
 from evaluation.guardrail_rates import SETS, rates
+from serving.checks.guard import Guard
+from serving.checks.guardrails import Blocked, Guardrails, redact_pii
 from serving.config import GatewayConfig, GuardrailsConfig
 from serving.generator.protocol import Choice, GenerationResult, Message, Usage
-from serving.middleware.guard import Guard
-from serving.middleware.guardrails import Blocked, Guardrails, redact_pii
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -66,7 +66,7 @@ def test_the_profanity_score_is_profanity_checks_own_probability():
     import numpy as np
     from profanity_check import predict_prob
 
-    from serving.middleware.guardrails import profanity_probability
+    from serving.checks.guardrails import profanity_probability
 
     texts = [json.loads(line)["text"] for path in SETS.values() for line in path.read_text().splitlines()]
     texts += ["you are a fucking idiot", "that is a shitty question", "Use csv.reader [1].", "ok"]

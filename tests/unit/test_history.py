@@ -9,7 +9,7 @@ import pytest
 
 from serving.config import HistoryConfig
 from serving.generator.protocol import Message
-from serving.middleware.history import RedisHistory, SqliteHistory, trim
+from serving.stores.history import RedisHistory, SqliteHistory, trim
 
 pytestmark = pytest.mark.unit
 

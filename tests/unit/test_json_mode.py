@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from serving.checks.json_mode import InvalidJsonOutput, generate_json, json_problem
 from serving.generator.protocol import Choice, GenerationRequest, GenerationResult, Usage
-from serving.middleware.json_mode import InvalidJsonOutput, generate_json, json_problem
 
 pytestmark = pytest.mark.unit
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}

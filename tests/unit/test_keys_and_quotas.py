@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from serving.checks.auth import Authenticator, Forbidden, Unauthorized
 from serving.config import AuthConfig, QuotaConfig
-from serving.middleware.auth import Authenticator, Forbidden, Unauthorized
-from serving.middleware.counters import RedisCounter, SqliteCounter
-from serving.middleware.keys import KeyLimits, KeyStore, Principal
-from serving.middleware.quotas import CreditsExhausted, Quotas, RateLimited
+from serving.stores.counters import RedisCounter, SqliteCounter
+from serving.stores.keys import KeyLimits, KeyStore, Principal
+from serving.stores.quotas import CreditsExhausted, Quotas, RateLimited
 
 pytestmark = pytest.mark.unit
 

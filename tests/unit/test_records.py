@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from serving.errors import NotFound
-from serving.middleware.records import AnswerRecord, Feedback, RecordStore
+from serving.stores.records import AnswerRecord, Feedback, RecordStore
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ import pytest
 
 from indexes.embedder import EmbedderConfig, load_embedder
 from serving.config import CacheConfig
-from serving.middleware.cache import SemanticCache, partition_key
+from serving.stores.cache import SemanticCache, partition_key
 
 pytestmark = pytest.mark.unit
 

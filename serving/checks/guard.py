@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from serving.checks.auth import Authenticator
+from serving.checks.guardrails import Guardrails
 from serving.config import GatewayConfig
 from serving.errors import LimitExceeded
 from serving.generator.protocol import GenerationResult, Message
-from serving.middleware.auth import Authenticator
-from serving.middleware.guardrails import Guardrails
-from serving.middleware.keys import Principal
-from serving.middleware.quotas import Quotas
 from serving.protocol import SearchRequest
+from serving.stores.keys import Principal
+from serving.stores.quotas import Quotas
 
 
 class Guard:

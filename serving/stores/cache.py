@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from serving.config import CacheConfig
-from serving.middleware.sqlite import open_db
+from serving.stores.sqlite import open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache (

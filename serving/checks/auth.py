@@ -13,7 +13,7 @@ import os
 
 from serving.config import AuthConfig
 from serving.errors import ServingError
-from serving.middleware.keys import KeyStore, Principal
+from serving.stores.keys import KeyStore, Principal
 
 
 class Unauthorized(ServingError):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from serving.errors import NotFound
 from serving.generator.protocol import ClientText
-from serving.middleware.sqlite import open_db
+from serving.stores.sqlite import open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

@@ -19,8 +19,8 @@ import httpx
 
 from serving.config import QuotaConfig
 from serving.errors import ServingError
-from serving.middleware.counters import Counter, RedisCounter, SqliteCounter
-from serving.middleware.keys import Principal
+from serving.stores.counters import Counter, RedisCounter, SqliteCounter
+from serving.stores.keys import Principal
 from serving.telemetry import metrics
 
 log = logging.getLogger(__name__)

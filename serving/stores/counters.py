@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from serving.middleware.sqlite import open_db
+from serving.stores.sqlite import open_db
 
 
 class Counter(Protocol):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from serving.middleware.sqlite import open_db
+from serving.stores.sqlite import open_db
 
 ANY = "*"
 _SCHEMA = """

@@ -23,8 +23,8 @@ from pydantic import BaseModel
 from serving.config import HistoryConfig
 from serving.errors import InvalidRequest, NotFound
 from serving.generator.protocol import Message
-from serving.middleware.keys import ANY, Principal
-from serving.middleware.sqlite import open_db
+from serving.stores.keys import ANY, Principal
+from serving.stores.sqlite import open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (

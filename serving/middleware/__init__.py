@@ -1,1 +1,0 @@
-"""Collaborators of the gateway that make it safe and accountable: keys and tenants, quotas."""
