@@ -25,6 +25,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from indexes.backends import open_vector_index
+from indexes.errors import IndexLockedError, IndexNotFoundError, TamperedIndexError
 from indexes.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -38,24 +39,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
 
 
-class TamperedIndexError(ValueError):
-    """The store holds something no index job writes (a CURRENT naming a path, a file that does not
-    match its manifest): refused, never followed."""
-
-
 def validate_version_id(version: str, where: str) -> str:
     """CURRENT's text becomes a path: only a version id an index job makes may (no `../`, no `/`)."""
     if not _VERSION.match(version):
         raise TamperedIndexError(f"{where} names {version[:80]!r}, which is not a version id this platform writes")
     return version
-
-
-class IndexLockedError(RuntimeError):
-    """Another job holds this index's writer lock."""
-
-
-class IndexNotFoundError(LookupError):
-    """The index has no complete version yet."""
 
 
 def validate_index_name(name: str) -> str:

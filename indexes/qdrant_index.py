@@ -16,7 +16,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from indexes.backend_config import QdrantConfig
-from indexes.layout import TamperedIndexError
+from indexes.errors import TamperedIndexError
 from indexes.vector import pad_results, read_meta, write_meta
 
 STORAGE_DIR = "storage"

@@ -20,18 +20,18 @@ from indexes.manifest import Manifest
 from indexes.storage import locate
 from pipelines.report import JobReport
 from pipelines.sources import SourceError
-from rayrag.config import ConfigError, load_config
+from rayrag.config import ConfigError
 from rayrag.deploy_cli import deploy_app
 from rayrag.eval_cli import eval_app
 from rayrag.extras import missing_extra_message
 from rayrag.feedback_cli import feedback_app
 from rayrag.figures import FiguresError
 from rayrag.keys_cli import keys_app
+from rayrag.options import DEFAULT_CONFIG, ConfigOption, SetOption, load_settings
 from rayrag.serve_cli import ServeStartError
 from serving.config import ServeConfigError
 from serving.generator.models import ModelUnavailableError
 
-DEFAULT_CONFIG = Path("configs/default.yaml")
 USER_ERRORS = (
     ConfigError,
     SourceError,
@@ -55,8 +55,6 @@ app.add_typer(feedback_app, name="feedback")
 app.add_typer(eval_app, name="eval")
 app.add_typer(deploy_app, name="deploy")
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
 
 
 @index_app.callback(invoke_without_command=True)
@@ -77,7 +75,7 @@ def index(
     from rayrag.runtime import connect_ray
 
     updates = {"index.name": index_name} if index_name else {}
-    settings = load_config(_config_path(config), overrides or [], updates)
+    settings = load_settings(config, overrides, updates)
     connect_ray(settings.ray)
     report = run_index_job(settings, source=source, rebuild=rebuild)
     typer.echo(report.summary())
@@ -90,7 +88,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show an index's versions, counts, embedder spec and last job report."""
-    settings = load_config(_config_path(config))
+    settings = load_settings(config)
     location = locate(settings.index.root, name)
     version = location.current_version()
     if version is None:
@@ -125,7 +123,7 @@ def serve_command(
     from rayrag.runtime import connect_ray
     from rayrag.serve_cli import examples, preflight, start_app
 
-    settings = load_config(_config_path(config), overrides or [])
+    settings = load_settings(config, overrides)
     preflight(settings)
     connect_ray(settings.ray)
     typer.echo("starting the serving app (models load in their replicas; this can take a minute)")
@@ -161,7 +159,7 @@ def trace_command(
     """Print one request's story: its spans (gateway, retrieve, generate, grade) with times, tokens, cost."""
     from serving.telemetry.story import TraceNotFound, render, spans_of
 
-    settings = load_config(_config_path(config))
+    settings = load_settings(config)
     path = settings.serve.resolved(Path.cwd()).gateway.telemetry.traces_path
     try:
         spans = spans_of(path, request_id)
@@ -186,7 +184,7 @@ def query_command(
     """Ask the running app a question; print the answer and its citations."""
     from rayrag.serve_cli import ask
 
-    settings = load_config(_config_path(config))
+    settings = load_settings(config)
     gateway = settings.serve.gateway
     ask(
         url or f"http://{gateway.host}:{gateway.port}",
@@ -217,10 +215,6 @@ def readme_command(
     path.write_text(render(text, path.resolve().parent))
     typer.echo(f"{path}: rendered {', '.join(stale) or 'nothing (already current)'}")
 
-
-def _config_path(config: Path) -> Path | None:
-    """The default config file is optional (built-in defaults equal it); one named explicitly is not."""
-    return None if config == DEFAULT_CONFIG and not config.exists() else config
 
 
 def main() -> None:

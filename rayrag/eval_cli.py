@@ -8,18 +8,14 @@ from typing import Annotated
 
 import typer
 
+from rayrag.config import RootConfig
+from rayrag.options import DEFAULT_CONFIG, ConfigOption, SetOption, load_settings
+
 eval_app = typer.Typer(help="Measure retrieval and answer quality on labelled data.", no_args_is_help=True)
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
-DEFAULT_CONFIG = Path("configs/default.yaml")
 
-
-def _settings(config: Path, overrides: list[str] | None = None):
-    from rayrag.cli import _config_path
-    from rayrag.config import load_config
-
-    return load_config(_config_path(config), overrides or [])
+def _settings(config: Path, overrides: list[str] | None = None) -> RootConfig:
+    return load_settings(config, overrides)
 
 
 @eval_app.command("build-faq-dataset")

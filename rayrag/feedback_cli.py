@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from rayrag.options import DEFAULT_CONFIG, ConfigOption, load_settings
 from serving.stores.records import RecordStore
 
 feedback_app = typer.Typer(help="Feedback users left on answers (POST /v1/feedback).")
@@ -20,13 +21,11 @@ def export(
     all_records: Annotated[
         bool, typer.Option("--all", help="Every answer record, not only those with feedback.")
     ] = False,
-    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")] = Path("configs/default.yaml"),
+    config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Write each answer record (prompt, index version, chunks, model, usage) with its feedback."""
-    from rayrag.cli import _config_path
-    from rayrag.config import load_config
 
-    settings = load_config(_config_path(config))
+    settings = load_settings(config)
     store = RecordStore(settings.serve.resolved(Path.cwd()).gateway.records.path)
     stream = out.open("w") if out else sys.stdout
     count = 0

@@ -8,17 +8,14 @@ from typing import Annotated
 
 import typer
 
+from rayrag.options import DEFAULT_CONFIG, ConfigOption, load_settings
 from serving.stores.keys import ANY, KeyLimits, KeyStore
 
 keys_app = typer.Typer(help="Create, list and revoke API keys (stored hashed; the key is shown once).")
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
 
 
 def _store(config: Path) -> KeyStore:
-    from rayrag.cli import DEFAULT_CONFIG, _config_path
-    from rayrag.config import load_config
-
-    settings = load_config(_config_path(config or DEFAULT_CONFIG))
+    settings = load_settings(config or DEFAULT_CONFIG)
     return KeyStore(settings.serve.resolved(Path.cwd()).gateway.auth.store)
 
 
@@ -32,7 +29,7 @@ def create(
     rpm: Annotated[int | None, typer.Option(help="Requests per minute (default: the config's).")] = None,
     tpm: Annotated[int | None, typer.Option(help="Tokens per minute (default: the config's).")] = None,
     budget: Annotated[int | None, typer.Option(help="Credit budget in tokens (default: the config's).")] = None,
-    config: ConfigOption = Path("configs/default.yaml"),
+    config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Issue a key; print it once."""
     limits = KeyLimits(requests_per_minute=rpm, tokens_per_minute=tpm, credit_budget=budget)
@@ -46,7 +43,7 @@ def create(
 
 @keys_app.command("list")
 def list_keys(
-    config: ConfigOption = Path("configs/default.yaml"), as_json: Annotated[bool, typer.Option("--json")] = False
+    config: ConfigOption = DEFAULT_CONFIG, as_json: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
     """Keys (ids, tenants, scopes, limits, revocation); never the secrets."""
     principals = _store(config).list()
@@ -60,7 +57,7 @@ def list_keys(
 
 @keys_app.command("revoke")
 def revoke(key_id: Annotated[str, typer.Argument(help="The key id shown by `create`/`list`.")],
-           config: ConfigOption = Path("configs/default.yaml")) -> None:  # fmt: skip
+           config: ConfigOption = DEFAULT_CONFIG) -> None:  # fmt: skip
     """Revoke a key at once (the next request with it gets 401)."""
     if not _store(config).revoke(key_id):
         raise typer.BadParameter(f"no active key {key_id!r}")

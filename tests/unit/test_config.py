@@ -71,7 +71,8 @@ def test_bad_index_name_and_unreadable_or_invalid_files(tmp_path):
 
 
 def test_cli_falls_back_to_defaults_only_for_the_default_config_path(tmp_path, monkeypatch):
-    from rayrag.cli import DEFAULT_CONFIG, _config_path
+    from rayrag.options import DEFAULT_CONFIG
+    from rayrag.options import config_path as _config_path
 
     monkeypatch.chdir(tmp_path)
     assert _config_path(DEFAULT_CONFIG) is None

@@ -62,6 +62,67 @@ def violations(root: Path) -> list[str]:
     return wrong
 
 
+def module_cycles(root: Path) -> list[list[str]]:
+    """Modules that import each other, directly or around a loop (function-local imports included:
+    an import moved into a function body hides a cycle from Python, not from this)."""
+    files = {}
+    for package in MAY_IMPORT:
+        for path in (root / package).rglob("*.py"):
+            name = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            files[name] = path
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            graph[name] |= {t for t in targets if t in files and t != name}
+    return _strongly_connected(graph)
+
+
+def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm; the components of more than one module, each sorted."""
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        order[node] = low[node] = len(order)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in order:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], order[nxt])
+        if low[node] == order[node]:
+            component = []
+            while (top := stack.pop()) != node:
+                component.append(top)
+            if component:
+                found.append(sorted([*component, node]))
+
+    for node in sorted(graph):
+        if node not in order:
+            visit(node)
+    return found
+
+
+def test_no_module_imports_itself_around_a_loop():
+    assert module_cycles(REPO) == []
+
+
+def test_a_cycle_hidden_in_a_function_body_is_caught(tmp_path):
+    (tmp_path / "rayrag").mkdir()
+    (tmp_path / "rayrag" / "cli.py").write_text("from rayrag.sub import app\n")
+    (tmp_path / "rayrag" / "sub.py").write_text("def load():\n    from rayrag.cli import DEFAULT\n")
+    assert module_cycles(tmp_path) == [["rayrag.cli", "rayrag.sub"]]
+
+
 def test_every_import_points_down_the_layers():
     assert violations(REPO) == []
 
