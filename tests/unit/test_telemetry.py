@@ -98,3 +98,37 @@ def test_the_platforms_own_polls_are_logged_at_debug_only():
     assert quiet.filter(call) and call.levelname == "INFO"
     logging.getLogger("ray.serve.test-quiet").setLevel(logging.DEBUG)
     assert quiet.filter(record("CALL status OK 0.4ms"))
+
+
+def test_the_edge_labels_each_request_by_its_route_template_and_traces_it(monkeypatch):
+    """The request context (serving/edge.py) sees the route the router matched, after the endpoint ran:
+    a metric label per template, not per id, and a root span that carries it and the status."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from serving import edge
+
+    observed = []
+    monkeypatch.setattr(edge, "observe_request", lambda request, status, seconds: observed.append(
+        (edge.endpoint_of(request), status)))  # fmt: skip
+    spans, provider = InMemorySpanExporter(), TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    monkeypatch.setattr(edge, "tracer", lambda: provider.get_tracer("test"))
+    app = FastAPI()
+    edge.install(app, max_body_bytes=1024)
+
+    @app.get("/v1/records/{request_id}")
+    async def record(request_id: str) -> dict:
+        return {"id": request_id}
+
+    reply = TestClient(app).get("/v1/records/req-abc", headers={"x-request-id": "mine"})
+    rid = reply.headers[edge.REQUEST_ID_HEADER]
+    assert reply.status_code == 200 and rid.startswith("req-") and rid != "mine"
+    assert observed == [("/v1/records/{request_id}", 200)]
+    [root] = spans.get_finished_spans()
+    assert root.name == "GET /v1/records/req-abc" and root.attributes["rayrag.request_id"] == rid
+    assert root.attributes["http.route"] == "/v1/records/{request_id}"
+    assert root.attributes["http.status_code"] == 200 and root.attributes["rayrag.client_request_id"] == "mine"
