@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 
 REQUEST_ID_HEADER = "x-rayrag-request-id"
+_RID_KEY = REQUEST_ID_HEADER.encode()
 CLIENT_ID_CHARS = 128  # a client's correlation id is kept, cut to this length
 
 
@@ -130,7 +131,8 @@ class RequestContext:
         async def send_with_id(message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), rid.encode())]
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() != _RID_KEY]  # error bodies set it too
+                message["headers"] = [*kept, (_RID_KEY, rid.encode())]
             await send(message)
 
         name = f"{scope['method']} {scope['path']}"

@@ -124,11 +124,19 @@ def test_the_edge_labels_each_request_by_its_route_template_and_traces_it(monkey
     async def record(request_id: str) -> dict:
         return {"id": request_id}
 
-    reply = TestClient(app).get("/v1/records/req-abc", headers={"x-request-id": "mine"})
+    @app.get("/fails")
+    async def fails() -> dict:
+        raise edge.PayloadTooLarge("too big", param="body")
+
+    client = TestClient(app)
+    failed = client.get("/fails")  # the error body sets the id header itself: it is sent once
+    assert failed.headers.get_list(edge.REQUEST_ID_HEADER) == [failed.json()["error"]["request_id"]]
+    observed.clear()
+    reply = client.get("/v1/records/req-abc", headers={"x-request-id": "mine"})
     rid = reply.headers[edge.REQUEST_ID_HEADER]
     assert reply.status_code == 200 and rid.startswith("req-") and rid != "mine"
     assert observed == [("/v1/records/{request_id}", 200)]
-    [root] = spans.get_finished_spans()
+    root = spans.get_finished_spans()[-1]
     assert root.name == "GET /v1/records/req-abc" and root.attributes["rayrag.request_id"] == rid
     assert root.attributes["http.route"] == "/v1/records/{request_id}"
     assert root.attributes["http.status_code"] == 200 and root.attributes["rayrag.client_request_id"] == "mine"
