@@ -34,7 +34,8 @@ ALLOWED_TYPE_ONLY = {("evaluation", "rayrag")}
 
 
 def imports_of(path: Path) -> list[tuple[str, bool]]:
-    """(top-level package, imported only for type checking) for each import in the file."""
+    """(dotted name, imported only for type checking) for each import in the file; a `from m import x`
+    gives both `m` and `m.x` (x may be a module)."""
     tree = ast.parse(path.read_text(), str(path))
     type_only: set[int] = set()
     for node in ast.walk(tree):
@@ -43,9 +44,10 @@ def imports_of(path: Path) -> list[tuple[str, bool]]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [(alias.name.split(".")[0], id(node) in type_only) for alias in node.names]
+            found += [(alias.name, id(node) in type_only) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.module.split(".")[0], id(node) in type_only))
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            found += [(name, id(node) in type_only) for name in names]
     return found
 
 
@@ -53,7 +55,7 @@ def violations(root: Path) -> list[str]:
     wrong = []
     for package, allowed in MAY_IMPORT.items():
         for path in sorted((root / package).rglob("*.py")):
-            for target, type_only in imports_of(path):
+            for target, type_only in sorted({(name.split(".")[0], typed) for name, typed in imports_of(path)}):
                 if target == package or target not in MAY_IMPORT or target in allowed:
                     continue
                 if type_only and (package, target) in ALLOWED_TYPE_ONLY:
@@ -70,16 +72,7 @@ def module_cycles(root: Path) -> list[list[str]]:
         for path in (root / package).rglob("*.py"):
             name = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
             files[name] = path
-    graph: dict[str, set[str]] = {name: set() for name in files}
-    for name, path in files.items():
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-            else:
-                continue
-            graph[name] |= {t for t in targets if t in files and t != name}
+    graph = {name: {t for t, _ in imports_of(path) if t in files and t != name} for name, path in files.items()}
     return _strongly_connected(graph)
 
 
