@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                         help="default: backend.index_type of the config when it is an ANN index, else ivf_pq")  # fmt: skip
     parser.add_argument("--config", default="configs/default.yaml")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file the run is appended to")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="backend.key=value")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="index_job.backend.key=value")
     args = parser.parse_args(argv)
     load_at_start = os.getloadavg()[0]
-    configured = load_config(args.config, args.overrides).backend
+    configured = load_config(args.config, args.overrides).index_job.backend
     kind = args.index_type or (configured.index_type if configured.index_type != "flat" else "ivf_pq")
     config = FaissConfig(**(configured.model_dump() | {"index_type": kind}))
 

@@ -47,20 +47,20 @@ def main() -> None:
     args = parser.parse_args()
     load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        config = load_config(args.config, updates={"index.root": tmp, "index.name": "bench"})
+        config = load_config(args.config, updates={"indexes.root": tmp, "index_job.name": "bench"})
         connect_ray(config.ray)
-        report = run_index_job(config, source=args.source)
+        report = run_index_job(config.indexes, config.index_job, source=args.source)
         with Timer() as rerun:
-            run_index_job(config, source=args.source)
-        version = IndexVersion.open_current(config.index.root, "bench")
+            run_index_job(config.indexes, config.index_job, source=args.source)
+        version = IndexVersion.open_current(config.indexes.root, "bench")
         texts = [chunk.text for chunk in version.store]
         version.close()
     bare, reference = bare_torch_encode(config, texts)
-    accelerated = config.embedder.model_copy(update={"backend": "openvino"})
+    accelerated = config.indexes.embedder.model_copy(update={"backend": "openvino"})
     embedder = load_embedder(accelerated)
-    embedder.encode(texts[:64], config.embed.batch_size)  # warm-up, as on the bare side
+    embedder.encode(texts[:64], config.index_job.embed.batch_size)  # warm-up, as on the bare side
     with Timer() as fast:
-        vectors = embedder.encode(texts, config.embed.batch_size)
+        vectors = embedder.encode(texts, config.index_job.embed.batch_size)
     job_rate = report.chunks.added / report.seconds
     bare_rate = len(texts) / bare.seconds
     record(
@@ -80,9 +80,9 @@ def main() -> None:
         },
         {
             "source": args.source,
-            "backend": config.backend.label,
-            "embedder_backend": config.embedder.backend,
-            "openvino_precision": config.embedder.openvino.precision,
+            "backend": config.index_job.backend.label,
+            "embedder_backend": config.indexes.embedder.backend,
+            "openvino_precision": config.indexes.embedder.openvino.precision,
             "benchmark_embedder": embedder.backend,
         },
         started_load=load_at_start,
@@ -91,8 +91,12 @@ def main() -> None:
 
 def bare_torch_encode(config, texts: list[str]) -> tuple[Timer, np.ndarray]:
     """What a user would write: the model in sentence-transformers on PyTorch, one encode call."""
-    model = bare_sentence_transformer(config.embedder)
-    options = {"batch_size": config.embed.batch_size, "normalize_embeddings": True, "show_progress_bar": False}
+    model = bare_sentence_transformer(config.indexes.embedder)
+    options = {
+        "batch_size": config.index_job.embed.batch_size,
+        "normalize_embeddings": True,
+        "show_progress_bar": False,
+    }
     model.encode(texts[:64], **options)  # warm-up, as the job's actors warm up on load
     with Timer() as bare:
         vectors = model.encode(texts, **options)

@@ -70,12 +70,12 @@ def serve_yaml(path: Path, index_root: Path, index: str, port: int, primary: boo
     spec = yaml.safe_load(SERVE_YAML.read_text())
     spec["http_options"] |= {"host": "127.0.0.1", "port": port}
     app = spec["applications"][0]
-    overrides = {"retriever.root": str(index_root), "retriever.indexes": [index], "gateway.port": port,
-                 "gateway.max_tokens_cap": 512, "gateway.cache.enabled": not primary,
-                 "gateway.cache.path": str(path.parent / f"{path.stem}-cache.sqlite")}  # fmt: skip
+    overrides = {"indexes.root": str(index_root), "serve.retriever.indexes": [index], "serve.gateway.port": port,
+                 "serve.gateway.max_tokens_cap": 512, "serve.gateway.cache.enabled": not primary,
+                 "serve.gateway.cache.path": str(path.parent / f"{path.stem}-cache.sqlite")}  # fmt: skip
     if not primary:
-        overrides["primary"] = None
-        app["args"]["set"] = {k: v for k, v in app["args"]["set"].items() if not k.startswith("primary.")}
+        overrides["serve.primary"] = None
+        app["args"]["set"] = {k: v for k, v in app["args"]["set"].items() if not k.startswith("serve.primary.")}
     app["args"]["set"] = app["args"]["set"] | overrides
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -238,7 +238,7 @@ def build_sample_index(root: Path) -> None:
         "--index",
         "bench",
         "--set",
-        f"index.root={root}",
+        f"indexes.root={root}",
     ]
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
 

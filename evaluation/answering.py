@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from serving.answers import Turn
 from serving.checks.auth import ANONYMOUS
-from serving.config import GatewayConfig, ServeConfig
+from serving.config import GatewayConfig, ServeConfig, ServingSettings
 from serving.flow import AnswerFlow
 from serving.flow_support import LocalRouter
 from serving.generator.extractive import ExtractiveGenerator
@@ -65,9 +65,9 @@ def evaluation_gateway(gateway: GatewayConfig) -> GatewayConfig:
 class RagAnswerer:
     """`/v1/query`'s flow for one index of the config, in-process."""
 
-    def __init__(self, serve: ServeConfig, retriever: Retriever | None = None, generator=None) -> None:
-        self.serve = serve
-        self.retriever = retriever or Retriever(serve.retriever)
+    def __init__(self, settings: ServingSettings, retriever: Retriever | None = None, generator=None) -> None:
+        self.serve = serve = settings.serve
+        self.retriever = retriever or Retriever(serve.retriever, settings.indexes)
         router = LocalRouter(OneGenerator(generator or first_generator(serve)))
         self.flow = AnswerFlow(
             evaluation_gateway(serve.gateway), self.retriever, router,

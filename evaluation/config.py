@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from core.strict import StrictModel
+from indexes.config import IndexesConfig
+from pipelines.config import IndexJobConfig
+from serving.config import ServeConfig
 
 
 class EvalError(ValueError):
@@ -40,6 +43,12 @@ class JudgeConfig(StrictModel):
     max_tokens: PositiveInt = 96
     timeout_s: PositiveFloat = 60.0
 
+    @model_validator(mode="after")
+    def _endpoint_for_openai(self) -> JudgeConfig:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("base_url is required when kind is openai (e.g. http://127.0.0.1:8000/v1)")
+        return self
+
 
 class AnswerEvalConfig(StrictModel):
     concurrency: PositiveInt = 1  # Ray Data actors per stage (answer A, answer B, judge)
@@ -56,3 +65,13 @@ class EvalConfig(StrictModel):
     recall_at: tuple[PositiveInt, ...] = (10, 100)
     gate: GateConfig = GateConfig()
     answers: AnswerEvalConfig = AnswerEvalConfig()
+
+
+class EvalSettings(StrictModel):
+    """What an evaluation reads of the root config: the shared indexes, the index job that indexes a
+    dataset, the serving app it measures, and `eval:` itself (rayrag.config.RootConfig.evaluation)."""
+
+    indexes: IndexesConfig = IndexesConfig()
+    index_job: IndexJobConfig = IndexJobConfig()
+    serve: ServeConfig = ServeConfig()
+    eval: EvalConfig = EvalConfig()

@@ -20,7 +20,7 @@ from evaluation.answering import RagAnswerer
 from evaluation.beir import read_jsonl
 from evaluation.config import AnswerEvalConfig, EvalError, JudgeConfig
 from evaluation.judges import AnswerJudge, embedding_distance, string_distances
-from serving.config import LlamaCppConfig, ServeConfig
+from serving.config import LlamaCppConfig, ServingSettings
 
 
 def read_questions(path: Path) -> list[dict[str, Any]]:
@@ -36,8 +36,8 @@ def read_questions(path: Path) -> list[dict[str, Any]]:
 class AnswerStage:
     """Adds `answer_<label>`, `passages_<label>`, `model_<label>` (or `error_<label>`) columns."""
 
-    def __init__(self, serve: ServeConfig, label: str) -> None:
-        self.answerer = RagAnswerer(serve)
+    def __init__(self, serving: ServingSettings, label: str) -> None:
+        self.answerer = RagAnswerer(serving)
         self.label = label
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -58,8 +58,6 @@ def build_judge(config: JudgeConfig):
     if config.kind == "openai":
         from evaluation.openai_client import OpenAICompatibleGenerator
 
-        if not config.base_url:
-            raise EvalError("eval.answers.judge.base_url is required when judge.kind is openai")
         return OpenAICompatibleGenerator(config.base_url, config.model, config.api_key_env, config.timeout_s)
     from serving.generator.llama_cpp_engine import LlamaCppGenerator
 
@@ -107,12 +105,12 @@ class JudgeStage:
 
 
 def run_answer_eval(
-    questions: list[dict], configs: dict[str, ServeConfig], settings: AnswerEvalConfig, embedder
+    questions: list[dict], configs: dict[str, ServingSettings], settings: AnswerEvalConfig, embedder
 ) -> list[dict[str, Any]]:
     """Rows of question, answers per label, and their scores (`labels` are "a" and maybe "b")."""
     data = ray.data.from_items(questions, override_num_blocks=min(len(questions), 4 * settings.concurrency))
-    for label, serve in configs.items():
-        data = data.map_batches(AnswerStage, fn_constructor_kwargs={"serve": serve, "label": label},
+    for label, serving in configs.items():
+        data = data.map_batches(AnswerStage, fn_constructor_kwargs={"serving": serving, "label": label},
                                 batch_size=2, concurrency=settings.concurrency, num_cpus=settings.num_cpus)  # fmt: skip
     data = data.map_batches(
         JudgeStage,

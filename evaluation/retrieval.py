@@ -13,7 +13,6 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import ir_measures
 import yaml
@@ -22,14 +21,11 @@ from tqdm import tqdm
 
 from evaluation import provenance
 from evaluation.beir import Dataset
-from evaluation.config import EvalError
+from evaluation.config import EvalError, EvalSettings
 from pipelines.index_job import run_index_job
 from serving.config import RerankerConfig
 from serving.protocol import SearchRequest
 from serving.retriever import Retriever
-
-if TYPE_CHECKING:  # the root config lives with the CLI until the one config tree (tests/unit/test_layers.py)
-    from rayrag.config import RootConfig
 
 # Markdown, so the title is the one heading: unstructured's plain-text partitioner takes many short
 # lines for titles, and the by_title chunker would cut a section into a chunk per line.
@@ -55,14 +51,14 @@ def metric_name(measure) -> str:
     return f"{family}@{measure.params['cutoff']}"
 
 
-def index_dataset(dataset: Dataset, config: RootConfig) -> tuple[str, dict[str, str]]:
+def index_dataset(dataset: Dataset, config: EvalSettings) -> tuple[str, dict[str, str]]:
     """Write one text file per document and run the index job over them (incremental: a re-run
     embeds only changed documents). Returns the index name and file key -> document id."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", dataset.name)[:64]
     docs_dir = config.eval.workdir / name / "docs"
     keys = _materialize(dataset, docs_dir)
-    store = config.index.model_copy(update={"root": config.eval.workdir / name / "indexes", "name": name})
-    run_index_job(config.model_copy(update={"index": store}), source=str(docs_dir))
+    indexes = config.indexes.model_copy(update={"root": str(config.eval.workdir / name / "indexes")})
+    run_index_job(indexes, config.index_job.model_copy(update={"name": name}), source=str(docs_dir))
     return name, keys
 
 
@@ -82,17 +78,17 @@ def _materialize(dataset: Dataset, docs_dir: Path) -> dict[str, str]:
     return keys
 
 
-def open_retriever(config: RootConfig, name: str, reranker: Path | None) -> Retriever:
+def open_retriever(config: EvalSettings, name: str, reranker: Path | None) -> Retriever:
     serve = config.serve.retriever
-    updates = {"root": config.eval.workdir / name / "indexes", "indexes": [name], "embedder": config.embedder,
-               "max_top_k": config.eval.depth, "fetch_k": max(serve.fetch_k, config.eval.depth)}  # fmt: skip
+    updates = {"indexes": [name], "max_top_k": config.eval.depth, "fetch_k": max(serve.fetch_k, config.eval.depth)}
     if reranker is not None:
         updates["reranker"] = RerankerConfig(model=reranker)
-    return Retriever(serve.model_copy(update=updates))
+    store = config.indexes.model_copy(update={"root": str(config.eval.workdir / name / "indexes")})
+    return Retriever(serve.model_copy(update=updates), store)
 
 
 def evaluate_modes(
-    dataset: Dataset, config: RootConfig, modes: list[str], reranker: Path | None = None
+    dataset: Dataset, config: EvalSettings, modes: list[str], reranker: Path | None = None
 ) -> list[ModeResult]:
     if "rerank" in modes and reranker is None and config.serve.retriever.reranker is None:
         raise EvalError("mode 'rerank' needs a reranker: --reranker DIR or serve.retriever.reranker.model")
@@ -106,7 +102,7 @@ def evaluate_modes(
         retriever.close()
 
 
-def _configured_reranker(config: RootConfig) -> Path | None:
+def _configured_reranker(config: EvalSettings) -> Path | None:
     return config.serve.retriever.reranker.model if config.serve.retriever.reranker else None
 
 
@@ -130,14 +126,14 @@ def _score(mode: str, run: dict, dataset: Dataset, wanted: list) -> ModeResult:
 
 
 def report_json(
-    dataset: Dataset, results: list[ModeResult], published: dict, path: Path, config: RootConfig | None = None
+    dataset: Dataset, results: list[ModeResult], published: dict, path: Path, config: EvalSettings | None = None
 ) -> Path:
     """The report, with what it was measured on: a README table rendered from it can say so."""
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {
         "dataset": dataset.name, "queries": len(dataset.queries), "documents": len(dataset.corpus),
         "source": dataset.meta.get("package") or dataset.meta.get("source"), "fingerprint": dataset.fingerprint(),
-        "embedder": config.serve.retriever.embedder.model if config else None,
+        "embedder": config.indexes.embedder.model if config else None,
         "depth": config.eval.depth if config else None,
         "measured_at": provenance.now(), "command": provenance.command(),
         "modes": {r.mode: {k: round(v, 4) for k, v in r.metrics.items()} for r in results}, "published": published,

@@ -26,6 +26,7 @@ from typing import Annotated, Protocol
 
 from pydantic import BeforeValidator
 
+from core.config_file import ANCHORED
 from indexes.layout import (
     CURRENT_FILE,
     PARTIAL_SUFFIX,
@@ -46,7 +47,7 @@ def _fspath(value: object) -> object:
 
 
 # A directory path or a filesystem URI; kept a string so `s3://b/x` is not mangled into `s3:/b/x`.
-IndexRoot = Annotated[str, BeforeValidator(_fspath)]
+IndexRoot = Annotated[str, BeforeValidator(_fspath), ANCHORED]
 
 
 def is_uri(root: str | Path) -> bool:

@@ -1,4 +1,4 @@
-"""Strict settings of the index job, one model per stage, loaded from `configs/*.yaml`."""
+"""Strict settings of the index job (the `index_job:` section), one model per stage."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from core.strict import CustomResources, StrictModel
 from indexes.backend_config import BackendConfig, FaissConfig
 from indexes.embedder import EmbedderConfig
 from indexes.layout import validate_index_name
-from indexes.storage import IndexRoot
 
 DEFAULT_EXTENSIONS = (".html", ".htm", ".md", ".markdown", ".txt", ".text", ".pdf", ".docx")
 # Page chrome dropped from HTML before parsing: navigation bars, sidebars, footers, scripts.
@@ -27,27 +26,6 @@ DEFAULT_HTML_DROP = (
     "//nav | //header | //footer | //script | //style | //noscript | //*[@role='navigation']"
     " | //*[contains(concat(' ', normalize-space(@class), ' '), ' footer ')]"
 )
-
-
-class IndexStoreConfig(StrictModel):
-    """Where indexes live and how many versions each keeps.
-
-    `root` is a directory (shared by every node on a cluster) or a filesystem URI such as
-    `s3://bucket/indexes`; with a URI the job builds in `staging_dir` and uploads each version.
-    """
-
-    name: str = "pydocs"
-    root: IndexRoot = ".rayrag/indexes"
-    staging_dir: Path = Path(".rayrag/staging")
-    keep_versions: PositiveInt = 3
-    # URI roots: one job at a time, by a lease object (s3://) or a file lock (file://); see indexes/lease.py
-    lease_s: PositiveFloat = 43_200.0  # a lease older than this is a killed job's, and is taken over
-    single_writer: bool = False  # other URI schemes: you promise only one job writes the index
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        return validate_index_name(value)
 
 
 class SourceConfig(StrictModel):
@@ -115,24 +93,26 @@ class EmbedStageConfig(StrictModel):
         return {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
 
 
-class RayConfig(StrictModel):
-    """How to reach Ray: null address starts (or joins, under `ray job submit`) a local instance."""
-
-    address: str | None = None
-    num_cpus: PositiveInt | None = None
-
-
 class IndexJobConfig(StrictModel):
-    """Everything one run of the index job needs."""
+    """Everything one run of the index job decides: which index it writes, and each stage's settings.
+    Where indexes live and what embeds them is the shared `indexes:` section (indexes/config.py)."""
 
-    index: IndexStoreConfig = IndexStoreConfig()
+    name: str = "pydocs"
+    staging_dir: Path = Path(".rayrag/staging")  # a URI root's versions are built here, then uploaded
+    keep_versions: PositiveInt = 3
+    # URI roots: one job at a time, by a lease object (s3://) or a file lock (file://); see indexes/lease.py
+    lease_s: PositiveFloat = 43_200.0  # a lease older than this is a killed job's, and is taken over
+    single_writer: bool = False  # other URI schemes: you promise only one job writes the index
     source: SourceConfig = SourceConfig()
     parse: ParseConfig = ParseConfig()
     chunker: ChunkerConfig = ChunkerConfig()
-    embedder: EmbedderConfig = EmbedderConfig()
     embed: EmbedStageConfig = EmbedStageConfig()
     backend: BackendConfig = FaissConfig()
-    ray: RayConfig = RayConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return validate_index_name(value)
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -142,11 +122,10 @@ class IndexJobConfig(StrictModel):
             return {"kind": "faiss", **value}
         return value
 
-    @model_validator(mode="after")
-    def _token_chunks_fit_the_model(self) -> IndexJobConfig:
-        if self.chunker.unit == "tokens" and self.chunker.size > self.embedder.max_seq_length:
+    def check_chunks_fit(self, embedder: EmbedderConfig) -> None:
+        """Token chunks longer than the model reads would be truncated, every one of them."""
+        if self.chunker.unit == "tokens" and self.chunker.size > embedder.max_seq_length:
             raise ValueError(
-                f"chunker.size ({self.chunker.size} tokens) exceeds embedder.max_seq_length "
-                f"({self.embedder.max_seq_length}): the model would truncate every chunk"
+                f"index_job.chunker.size ({self.chunker.size} tokens) exceeds indexes.embedder.max_seq_length "
+                f"({embedder.max_seq_length}): the model would truncate every chunk"
             )
-        return self

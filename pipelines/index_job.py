@@ -22,7 +22,8 @@ from ray.data import Dataset
 from ray.data.expressions import col
 
 from core import placement
-from indexes.embedder import EmbedderSpec, embedder_spec
+from indexes.config import IndexesConfig
+from indexes.embedder import EmbedderConfig, EmbedderSpec, embedder_spec
 from indexes.layout import IndexDirectory
 from indexes.lease import remote_lease
 from indexes.manifest import DocumentEntry, Manifest, file_entries
@@ -73,26 +74,31 @@ def decide_rebuild(
     return RebuildDecision(False)
 
 
-def run_index_job(config: IndexJobConfig, source: str | None = None, rebuild: bool = False) -> JobReport:
-    """Build or update the configured index; returns the report of the new version."""
+def run_index_job(
+    indexes: IndexesConfig, config: IndexJobConfig, source: str | None = None, rebuild: bool = False
+) -> JobReport:
+    """Build or update index `config.name` under `indexes.root`, embedded by `indexes.embedder`;
+    returns the report of the new version."""
     started = time.perf_counter()
+    config.check_chunks_fit(indexes.embedder)
     source = source or config.source.path or default_source(config.source.default_corpus_dir)
     check_stage_placement(config)
-    spec = embedder_spec(config.embedder)  # from the model's files; the embed actors check it on load
+    embedder = indexes.embedder
+    spec = embedder_spec(embedder)  # from the model's files; the embed actors check it on load
     listing = list_source(source, config.source)
-    remote = RemoteIndexes(config.index.root) if is_uri(config.index.root) else None
-    directory = IndexDirectory(config.index.staging_dir if remote else Path(config.index.root), config.index.name)
-    lease = remote_lease(config.index.root, config.index.name, config.index.lease_s, config.index.single_writer)
+    remote = RemoteIndexes(indexes.root) if is_uri(indexes.root) else None
+    directory = IndexDirectory(config.staging_dir if remote else Path(indexes.root), config.name)
+    lease = remote_lease(indexes.root, config.name, config.lease_s, config.single_writer)
     with directory.writer_lock(), lease if remote else nullcontext():
         directory.remove_partials()
         if remote:
             mirror_current(remote, directory)
         previous = directory.current_manifest()
         decision = decide_rebuild(previous, spec, config, rebuild)
-        report = _build_version(config, directory, listing, previous, decision, spec, source, started)
+        report = _build_version(config, embedder, directory, listing, previous, decision, spec, source, started)
         if remote:
-            push_version(remote, directory, report.version, config.index.keep_versions)
-        directory.prune(config.index.keep_versions, config.backend if config.backend.kind == "qdrant" else None)
+            push_version(remote, directory, report.version, config.keep_versions)
+        directory.prune(config.keep_versions, config.backend if config.backend.kind == "qdrant" else None)
     record_job(report)
     return report
 
@@ -108,25 +114,27 @@ def check_stage_placement(config: IndexJobConfig) -> None:
     placement.check_demands(demands, placement.cluster_shapes())
 
 
-def process_documents(listing: Listing, config: IndexJobConfig, known: dict[str, str]) -> Dataset:
+def process_documents(
+    listing: Listing, config: IndexJobConfig, embedder: EmbedderConfig, known: dict[str, str]
+) -> Dataset:
     items = [{"key": f.key, "path": f.path, "size": f.size} for f in listing.files]
     return ray.data.from_items(items, override_num_blocks=min(len(items), 8 * config.parse.concurrency)).flat_map(
         DocumentProcessor,
         fn_constructor_kwargs={
             "filesystem": listing.filesystem, "parse": config.parse, "chunker": config.chunker,
-            "embedder": config.embedder, "known_hashes": ray.put(known), "probe": _probe(),
+            "embedder": embedder, "known_hashes": ray.put(known), "probe": _probe(),
         },
         compute=ray.data.ActorPoolStrategy(size=config.parse.concurrency),
         num_cpus=config.parse.num_cpus, resources=config.parse.resources,
     )  # fmt: skip
 
 
-def embed_chunks(documents: Dataset, config: IndexJobConfig, spec: EmbedderSpec) -> Dataset:
+def embed_chunks(documents: Dataset, config: IndexJobConfig, embedder: EmbedderConfig, spec: EmbedderSpec) -> Dataset:
     """Chunk rows with vectors, and each document's record row, streamed from the parse stage."""
     stage = config.embed
     return documents.map_batches(
         ChunkEmbedder,
-        fn_constructor_kwargs={"embedder": config.embedder, "stage": stage, "spec": spec, "probe": _probe()},
+        fn_constructor_kwargs={"embedder": embedder, "stage": stage, "spec": spec, "probe": _probe()},
         batch_size=stage.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=stage.concurrency),
@@ -137,7 +145,7 @@ def embed_chunks(documents: Dataset, config: IndexJobConfig, spec: EmbedderSpec)
 
 
 def _run_stages(
-    config: IndexJobConfig, listing: Listing, known: dict[str, str], spec: EmbedderSpec
+    config: IndexJobConfig, embedder: EmbedderConfig, listing: Listing, known: dict[str, str], spec: EmbedderSpec
 ) -> tuple[list[dict], Dataset | None, int]:
     """Parse every listed file (unchanged ones are only hashed) and embed the new chunks, in one
     stream: the embed actors start on the first parsed documents, not after the last.
@@ -146,7 +154,7 @@ def _run_stages(
     """
     if not listing.files:
         return [], None, 0
-    streamed = embed_chunks(process_documents(listing, config, known), config, spec).materialize()
+    streamed = embed_chunks(process_documents(listing, config, embedder, known), config, embedder, spec).materialize()
     records = streamed.filter(expr=col(RECORD) != "").select_columns([RECORD, "chunks"])
     rows = [document_record(row) for row in records.iter_rows()]
     added = sum(row["chunks"] for row in rows)
@@ -176,13 +184,13 @@ def checkpoint(name: str) -> None:
         threading.Event().wait()
 
 
-def _build_version(config, directory, listing, previous, decision, spec, source, started) -> JobReport:
+def _build_version(config, embedder, directory, listing, previous, decision, spec, source, started) -> JobReport:
     known = {} if decision.full or previous is None else {k: d.content_hash for k, d in previous.documents.items()}
-    rows, embedded, added = _run_stages(config, listing, known, spec)
+    rows, embedded, added = _run_stages(config, embedder, listing, known, spec)
     stale = _stale_chunk_ids(previous, rows, decision)
     version, partial = directory.begin_version()
     base = None if decision.full else directory.current_path()
-    store, vectors = open_writable(partial, base, config.backend, spec.dim, f"{config.index.name}-{version}")
+    store, vectors = open_writable(partial, base, config.backend, spec.dim, f"{config.name}-{version}")
     checkpoint("writing")  # tests kill the job here, at a known point, instead of racing a poll
     chunk_ids: dict[str, list[str]] = {}
     try:
@@ -212,7 +220,7 @@ def _manifest(config, version, previous, decision, spec, source, rows, chunk_ids
             ids = chunk_ids.get(row["key"], [])
             documents[row["key"]] = DocumentEntry(content_hash=row["content_hash"], chunk_ids=ids, size=row["size"])
     return Manifest(
-        name=config.index.name, version=version, parent=None if decision.full or previous is None else previous.version,
+        name=config.name, version=version, parent=None if decision.full or previous is None else previous.version,
         created_at=datetime.now(UTC), source=source, embedder=spec, chunker=config.chunker.model_dump(),
         backend=config.backend.model_dump(), documents=documents,
     )  # fmt: skip
@@ -227,7 +235,7 @@ def _report(config, version, previous, decision, source, listing, rows, added, r
     statuses = [r["status"] for r in rows]
     seconds = time.perf_counter() - started
     return JobReport(
-        index=config.index.name, version=version, source=source, backend=config.backend.label,
+        index=config.name, version=version, source=source, backend=config.backend.label,
         parent_version=None if decision.full or previous is None else previous.version,
         full_rebuild=decision.full, rebuild_reason=decision.reason,
         documents=DocumentCounts(

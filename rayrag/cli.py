@@ -29,7 +29,6 @@ from rayrag.figures import FiguresError
 from rayrag.keys_cli import keys_app
 from rayrag.options import DEFAULT_CONFIG, ConfigOption, SetOption, load_settings
 from rayrag.serve_cli import ServeStartError
-from serving.config import ServeConfigError
 from serving.generator.models import ModelUnavailableError
 
 USER_ERRORS = (
@@ -41,7 +40,6 @@ USER_ERRORS = (
     TrainingDataError,
     ServeStartError,
     ModelUnavailableError,
-    ServeConfigError,
     EvalError,
     PlacementError,
     FiguresError,
@@ -56,15 +54,16 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(deploy_app, name="deploy")
 
 
-
 @index_app.callback(invoke_without_command=True)
 def index(
     ctx: typer.Context,
     config: ConfigOption = DEFAULT_CONFIG,
     source: Annotated[
-        str | None, typer.Option(help="Directory, glob or URI to index (default: config source.path).")
+        str | None, typer.Option(help="Directory, glob or URI to index (default: config index_job.source.path).")
     ] = None,
-    index_name: Annotated[str | None, typer.Option("--index", help="Index name (default: config index.name).")] = None,
+    index_name: Annotated[
+        str | None, typer.Option("--index", help="Index name (default: config index_job.name).")
+    ] = None,
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything instead of updating.")] = False,
     overrides: SetOption = None,
 ) -> None:
@@ -74,10 +73,10 @@ def index(
     from pipelines.index_job import run_index_job
     from rayrag.runtime import connect_ray
 
-    updates = {"index.name": index_name} if index_name else {}
+    updates = {"index_job.name": index_name} if index_name else {}
     settings = load_settings(config, overrides, updates)
     connect_ray(settings.ray)
-    report = run_index_job(settings, source=source, rebuild=rebuild)
+    report = run_index_job(settings.indexes, settings.index_job, source=source, rebuild=rebuild)
     typer.echo(report.summary())
 
 
@@ -89,7 +88,7 @@ def status(
 ) -> None:
     """Show an index's versions, counts, embedder spec and last job report."""
     settings = load_settings(config)
-    location = locate(settings.index.root, name)
+    location = locate(settings.indexes.root, name)
     version = location.current_version()
     if version is None:
         raise IndexNotFoundError(f"index {name!r} has no version at {location.describe()}: run `rayrag index`")
@@ -160,7 +159,7 @@ def trace_command(
     from serving.telemetry.story import TraceNotFound, render, spans_of
 
     settings = load_settings(config)
-    path = settings.serve.resolved(Path.cwd()).gateway.telemetry.traces_path
+    path = settings.serve.gateway.telemetry.traces_path
     try:
         spans = spans_of(path, request_id)
     except TraceNotFound as exc:
@@ -214,7 +213,6 @@ def readme_command(
         return
     path.write_text(render(text, path.resolve().parent))
     typer.echo(f"{path}: rendered {', '.join(stale) or 'nothing (already current)'}")
-
 
 
 def main() -> None:

@@ -1,8 +1,14 @@
-"""The root config: one YAML file composing every job's and deployment's settings.
+"""The root config: one YAML file composed of sections, each owned by the layer that reads it.
 
-Loading is explicit (never at import time). `--set a.b=c` overrides are applied to the raw YAML
-before validation, so they are checked exactly like the file. Validation errors are turned into
-one `ConfigError` that names the file and each bad key.
+    indexes:    where indexes live and what embeds them (indexes/config.py), shared by all below
+    index_job:  the index job's stages (pipelines/config.py)
+    serve:      the serving app's deployments (serving/config.py)
+    eval:       `rayrag eval` (evaluation/config.py)
+    ray:        how the CLI reaches Ray
+
+Loading is explicit (never at import time) and goes through `core.config_file.load_model`, the
+loader `serving.app.build_app` uses too: overrides checked like the file, an old-layout file told
+what moved, every relative path anchored at the working directory.
 """
 
 from __future__ import annotations
@@ -10,68 +16,55 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
+from pydantic import PositiveInt, model_validator
 
-from core.strict import set_dotted
-from evaluation.config import EvalConfig
+from core.config_file import ConfigError, load_model, read_yaml
+from core.strict import StrictModel
+from evaluation.config import EvalConfig, EvalSettings
+from indexes.config import IndexesConfig
 from pipelines.config import IndexJobConfig
-from serving.config import ServeConfig
+from serving.config import ServeConfig, ServingSettings
+
+__all__ = ["ConfigError", "RayConfig", "RootConfig", "load_config", "read_yaml"]
 
 
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the key."""
+class RayConfig(StrictModel):
+    """How to reach Ray: null address starts (or joins, under `ray job submit`) a local instance."""
+
+    address: str | None = None
+    num_cpus: PositiveInt | None = None
 
 
-class RootConfig(IndexJobConfig):
-    """Everything `configs/*.yaml` may hold: the index job's sections plus `serve:` and `eval:`."""
+class RootConfig(StrictModel):
+    """Everything `configs/*.yaml` may hold."""
 
+    indexes: IndexesConfig = IndexesConfig()
+    index_job: IndexJobConfig = IndexJobConfig()
     serve: ServeConfig = ServeConfig()
     eval: EvalConfig = EvalConfig()
+    ray: RayConfig = RayConfig()
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> RootConfig:
+        self.index_job.check_chunks_fit(self.indexes.embedder)
+        return self
+
+    def serving(self) -> ServingSettings:
+        """What the serving app is built from: the shared `indexes:` section and `serve:`."""
+        return ServingSettings(indexes=self.indexes, serve=self.serve)
+
+    def evaluation(self) -> EvalSettings:
+        """What `rayrag eval` reads: every section but `ray:`."""
+        return EvalSettings(indexes=self.indexes, index_job=self.index_job, serve=self.serve, eval=self.eval)
 
 
 def load_config(
-    path: Path | str | None, overrides: list[str] | tuple[str, ...] = (), updates: dict[str, Any] | None = None
+    path: Path | str | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    updates: dict[str, Any] | None = None,
+    base: Path | None = None,
 ) -> RootConfig:
-    """Validate a YAML file plus `key=value` overrides (parsed as YAML) and typed `updates` (CLI options)."""
+    """Validate a YAML file plus `key=value` overrides (parsed as YAML) and typed `updates` (CLI options),
+    with relative paths anchored at `base` (default: the working directory)."""
     raw = read_yaml(Path(path)) if path else {}
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {override!r} must look like section.key=value")
-        _set_key(raw, key.strip(), yaml.safe_load(value))
-    for key, value in (updates or {}).items():
-        _set_key(raw, key, value)
-    try:
-        return RootConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path or "<defaults>"))) from None
-
-
-def format_validation_error(exc: ValidationError, origin: str) -> str:
-    lines = [f"invalid config {origin}:"]
-    for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(root)"
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        given = f" (got {error['input']!r})" if error["type"] not in ("extra_forbidden", "missing") else ""
-        lines.append(f"  {key}: {message}{given}")
-    return "\n".join(lines)
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def _set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    try:
-        set_dotted(raw, dotted, value)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    return load_model(RootConfig, raw, str(path or "<defaults>"), overrides, updates, base or Path.cwd())

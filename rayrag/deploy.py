@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from core.placement import Demand, NodeShape, check_demands, shapes_from_cluster_yaml
 from rayrag.config import ConfigError, RootConfig, load_config, read_yaml
-from serving.app import load_serve_config
+from serving.app import load_serving
 from serving.config import ServeConfig, is_loopback
 
 BUILDER = "serving.app:build_app"
@@ -85,7 +85,9 @@ def validate_serve_file(path: Path) -> list[ServeApp]:
         schema = ServeDeploySchema.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"invalid serve config {path}: {exc}") from None
-    apps = [ServeApp(app.name, load_serve_config(app.args)) for app in schema.applications if app.import_path == BUILDER]
+    apps = [
+        ServeApp(app.name, load_serving(app.args).serve) for app in schema.applications if app.import_path == BUILDER
+    ]
     host = schema.http_options.host if schema.http_options else "127.0.0.1"
     for app in apps:  # the proxy's bind is what the network reaches, whatever the app's own host says
         gateway = app.config.gateway
@@ -107,8 +109,8 @@ def serve_demands(apps: list[ServeApp]) -> list[Demand]:
 
 def job_demands(config: RootConfig) -> list[Demand]:
     return [
-        Demand("index job parse actors", config.parse.demand()),
-        Demand("index job embed actors", config.embed.demand()),
+        Demand("index job parse actors", config.index_job.parse.demand()),
+        Demand("index job embed actors", config.index_job.embed.demand()),
     ]
 
 

@@ -51,16 +51,22 @@ def retrieval(
 
     chosen = _modes(modes)  # checked before any dataset is read or built
     settings, data = _dataset(config, overrides, dataset, queries, distractors)
-    results = evaluate_modes(data, settings, chosen, reranker)
+    results = evaluate_modes(data, settings.evaluation(), chosen, reranker)
     typer.echo(f"{data.name}: {len(data.queries)} queries, {len(data.corpus)} documents")
     typer.echo(table(results))
-    published = published_figures(settings.eval.published, Path(settings.embedder.model).name, data.name)
+    published = published_figures(settings.eval.published, Path(settings.indexes.embedder.model).name, data.name)
     for who, figure in published.items():
         typer.echo(f"published {who}: " + ", ".join(f"{k} {v}" for k, v in figure.items() if k != "source")
                    + f"  ({figure.get('source', '')})")  # fmt: skip
     if not published:
         typer.echo(f"published: no figure recorded for {data.name!r} in {settings.eval.published}")
-    path = report_json(data, results, published, out or settings.eval.reports_dir / f"retrieval-{data.name}.json", settings)
+    path = report_json(
+        data,
+        results,
+        published,
+        out or settings.eval.reports_dir / f"retrieval-{data.name}.json",
+        settings.evaluation(),
+    )
     typer.echo(f"report: {path}")
 
 
@@ -84,8 +90,8 @@ def gate(
         raise typer.Exit(1)
     settings, data = _dataset(config, overrides, spec.dataset, spec.queries, spec.distractors, spec.seed)
     mode = settings.serve.retriever.mode
-    [result] = evaluate_modes(data, settings, [mode])
-    measured = make_record(data, spec, mode, settings.serve.retriever.embedder.model, result.metrics)
+    [result] = evaluate_modes(data, settings.evaluation(), [mode])
+    measured = make_record(data, spec, mode, settings.indexes.embedder.model, result.metrics)
     typer.echo(f"{data.name} ({len(data.queries)} queries, {len(data.corpus)} documents, {measured.source}), "
                f"mode {mode}: " + json.dumps(measured.metrics))  # fmt: skip
     if record:
@@ -156,12 +162,12 @@ def answers(
 
     settings = _settings(config, overrides)
     rows = read_questions(questions)
-    configs = {"a": settings.serve.resolved(Path.cwd())}
+    configs = {"a": settings.serving()}
     names = {"a": str(config)}
     if against is not None:
-        configs["b"], names["b"] = _settings(against, overrides).serve.resolved(Path.cwd()), str(against)
+        configs["b"], names["b"] = _settings(against, overrides).serving(), str(against)
     connect_ray(settings.ray)
-    results = run_answer_eval(rows, configs, settings.eval.answers, settings.serve.retriever.embedder)
+    results = run_answer_eval(rows, configs, settings.eval.answers, settings.indexes.embedder)
     paths = write_report(results, names, out or settings.eval.reports_dir / "answers")
     typer.echo(markdown(json.loads(paths["json"].read_text())["summary"], names))
     typer.echo("report: " + ", ".join(str(p) for p in paths.values()))

@@ -26,7 +26,7 @@ def export(
     """Write each answer record (prompt, index version, chunks, model, usage) with its feedback."""
 
     settings = load_settings(config)
-    store = RecordStore(settings.serve.resolved(Path.cwd()).gateway.records.path)
+    store = RecordStore(settings.serve.gateway.records.path)
     stream = out.open("w") if out else sys.stdout
     count = 0
     for record in store.export(with_feedback_only=not all_records):

@@ -16,7 +16,7 @@ keys_app = typer.Typer(help="Create, list and revoke API keys (stored hashed; th
 
 def _store(config: Path) -> KeyStore:
     settings = load_settings(config or DEFAULT_CONFIG)
-    return KeyStore(settings.serve.resolved(Path.cwd()).gateway.auth.store)
+    return KeyStore(settings.serve.gateway.auth.store)
 
 
 @keys_app.command("create")
@@ -42,9 +42,7 @@ def create(
 
 
 @keys_app.command("list")
-def list_keys(
-    config: ConfigOption = DEFAULT_CONFIG, as_json: Annotated[bool, typer.Option("--json")] = False
-) -> None:
+def list_keys(config: ConfigOption = DEFAULT_CONFIG, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Keys (ids, tenants, scopes, limits, revocation); never the secrets."""
     principals = _store(config).list()
     if as_json:

@@ -8,7 +8,7 @@ import os
 import ray
 
 from core.offline import ensure_offline
-from pipelines.config import RayConfig
+from rayrag.config import RayConfig
 
 
 def connect_ray(config: RayConfig) -> None:

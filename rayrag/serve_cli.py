@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from pathlib import Path
 
 import httpx
 import typer
@@ -26,10 +25,10 @@ def start_app(settings: RootConfig, wait_s: float = 600.0) -> str:
 
     from serving.app import bind, check_placement
 
-    config: ServeConfig = settings.serve.resolved(Path.cwd())
-    check_placement(config)
+    config: ServeConfig = settings.serve
+    check_placement(settings.serving())
     serve.start(http_options={"host": config.gateway.host, "port": config.gateway.port})
-    serve.run(bind(config), name=config.app_name, route_prefix=config.route_prefix, blocking=False)
+    serve.run(bind(settings.serving()), name=config.app_name, route_prefix=config.route_prefix, blocking=False)
     url = f"http://{config.gateway.host}:{config.gateway.port}"
     wait_ready(url, wait_s, config.app_name)
     return url
@@ -37,7 +36,7 @@ def start_app(settings: RootConfig, wait_s: float = 600.0) -> str:
 
 def preflight(settings: RootConfig) -> None:
     """Fail in the shell, before Ray starts, not in a replica, when a served index was never built."""
-    config = settings.serve.resolved(Path.cwd())
+    config = settings.serve
     if config.primary is not None and not _installed("vllm"):
         raise ServeStartError(
             "serve.primary is a vLLM generator, and vLLM is not installed here (the [cpu] extra, or [gpu]): "
@@ -45,7 +44,7 @@ def preflight(settings: RootConfig) -> None:
         )
     for name in config.retriever.indexes:
         try:
-            check_readable(config.retriever.root, name)
+            check_readable(settings.indexes.root, name)
         except IndexNotFoundError as exc:
             raise IndexNotFoundError(f"{exc}: build it first with `rayrag index --index {name}`") from None
 

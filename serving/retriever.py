@@ -23,6 +23,7 @@ from ray import serve
 from ray.serve.exceptions import RayServeException
 
 from core.offline import ensure_offline
+from indexes.config import IndexesConfig
 from indexes.embedder import Embedder, load_embedder
 from indexes.layout import IndexNotFoundError, TamperedIndexError
 from indexes.manifest import Manifest, verify_files
@@ -62,12 +63,14 @@ class Loaded:
 class Retriever:
     """Embeds queries and ranks chunks of the served indexes; also the gateway's embedder."""
 
-    def __init__(self, config: RetrieverConfig, embedder: Embedder | None = None, reranker: Any = None) -> None:
+    def __init__(
+        self, config: RetrieverConfig, store: IndexesConfig, embedder: Embedder | None = None, reranker: Any = None
+    ) -> None:
         ensure_offline()
         quiet_polls()
-        self.config = config
-        self.embedder = embedder or load_embedder(config.embedder)
-        self.reranker = reranker if reranker is not None else _load_reranker(config)
+        self.config, self.store = config, store
+        self.embedder = embedder or load_embedder(store.embedder)
+        self.reranker = reranker if reranker is not None else _load_reranker(config, store.embedder.device)
         self._batched = _in_replica()  # serve.batch needs a replica; in-process users (evaluation) encode alone
         if self._batched:
             self._encode_queries.set_max_batch_size(config.batch.max_size)
@@ -95,7 +98,7 @@ class Retriever:
         return Loaded(version_id, index)
 
     def _location(self, name: str) -> IndexLocation:
-        return locate(self.config.root, name, self.config.cache_dir)
+        return locate(self.store.root, name, self.config.cache_dir)
 
     # -- reloading -------------------------------------------------------------------------------
 
@@ -285,9 +288,9 @@ def _in_replica() -> bool:
     return True
 
 
-def _load_reranker(config: RetrieverConfig):
+def _load_reranker(config: RetrieverConfig, device: str):
     if config.reranker is None:
         return None
     from sentence_transformers import CrossEncoder
 
-    return CrossEncoder(str(config.reranker.model), device=config.embedder.device)
+    return CrossEncoder(str(config.reranker.model), device=device)

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from evaluation.answering import RagAnswerer
-from serving.config import GatewayConfig, RouterConfig, ServeConfig
+from serving.config import GatewayConfig, RouterConfig, ServeConfig, ServingSettings
 from serving.flow import AnswerFlow
 from serving.flow_support import LocalRouter
 from serving.gateway import create_app
@@ -36,13 +36,21 @@ class Env:
     """A flow over a fake retriever and a fake generator, its HTTP app, and the evaluation door."""
 
     def __init__(self, tmp_path: Path, text: str | None = None, auth=None, **gateway) -> None:
-        settings = {
-            "prompts_dir": str(REPO / "configs" / "prompts"),
-            "quotas": {"enabled": True, "sqlite_path": str(tmp_path / "quotas.sqlite"), "requests_per_minute": 1000},
-            "records": {"path": str(tmp_path / "records.sqlite")},
-            "cache": {"enabled": True, "path": str(tmp_path / "cache.sqlite")},
-            "history": {"path": str(tmp_path / "history.sqlite")},
-        } | ({"auth": {"enabled": True, "store": str(tmp_path / "keys.sqlite"), "env_key_var": None}} if auth else {}) | gateway
+        settings = (
+            {
+                "prompts_dir": str(REPO / "configs" / "prompts"),
+                "quotas": {
+                    "enabled": True,
+                    "sqlite_path": str(tmp_path / "quotas.sqlite"),
+                    "requests_per_minute": 1000,
+                },
+                "records": {"path": str(tmp_path / "records.sqlite")},
+                "cache": {"enabled": True, "path": str(tmp_path / "cache.sqlite")},
+                "history": {"path": str(tmp_path / "history.sqlite")},
+            }
+            | ({"auth": {"enabled": True, "store": str(tmp_path / "keys.sqlite"), "env_key_var": None}} if auth else {})
+            | gateway
+        )
         self.config = GatewayConfig.model_validate(settings)
         self.retriever = FakeRetriever()
         self.generator = FakeGenerator("vllm", model="m", text=text)
@@ -96,8 +104,8 @@ class Env:
 
     def _evaluation(self, question: str) -> Reply:
         serve = ServeConfig.model_validate({"retriever": {"indexes": ["test"]}, "primary": None})
-        serve = serve.model_copy(update={"gateway": self.config})
-        answerer = RagAnswerer(serve, retriever=self.retriever, generator=self.generator)
+        settings = ServingSettings(serve=serve.model_copy(update={"gateway": self.config}))
+        answerer = RagAnswerer(settings, retriever=self.retriever, generator=self.generator)
         try:
             row = asyncio.run(answerer.answer(question))
         except Exception as exc:  # noqa: BLE001 - the door's refusal is the observation
@@ -129,5 +137,3 @@ def _sse_reply(http: TestClient, path: str, body: dict, key: str) -> Reply:
                 text += choice["delta"].get("content", "") if key == "delta" else choice["text"]
                 finish = choice["finish_reason"] or finish
     return Reply(200, text, finish, rid)
-
-

@@ -21,7 +21,12 @@ def test_index_job_embeds_on_the_gpu_like_on_the_cpu(tmp_path, sample_dir):
 
     ray.init(num_gpus=1, include_dashboard=False)
     try:
-        updates = {"index.root": str(tmp_path), "index.name": "gpu", "embed.num_gpus": 1, "embedder.device": "cuda"}
+        updates = {
+            "indexes.root": str(tmp_path),
+            "index_job.name": "gpu",
+            "index_job.embed.num_gpus": 1,
+            "indexes.embedder.device": "cuda",
+        }
         config = load_config(None, updates=updates)
         report = run_index_job(config, source=str(sample_dir))
     finally:

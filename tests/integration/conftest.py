@@ -59,17 +59,18 @@ def cross_encoder_dir(tmp_path_factory):
 
 
 def job_config(root: Path, **updates) -> RootConfig:
-    """A config for a test index under `root`; updates are dotted keys, e.g. {"chunker.size": 500}."""
-    base = {"index.root": str(root / "indexes"), "index.name": "test", "source.default_corpus_dir": str(root)}
+    """A config for a test index under `root`; updates are dotted keys, e.g. {"index_job.chunker.size": 500}."""
+    base = {"indexes.root": str(root / "indexes"), "index_job.name": "test",
+            "index_job.source.default_corpus_dir": str(root)}  # fmt: skip
     return load_config(None, updates=base | updates)
 
 
 def run_job(config: RootConfig, source: Path | str, rebuild: bool = False) -> JobReport:
-    return run_index_job(config, source=str(source), rebuild=rebuild)
+    return run_index_job(config.indexes, config.index_job, source=str(source), rebuild=rebuild)
 
 
 def search(config: RootConfig, embedder, question: str, k: int = 3):
-    version = IndexVersion.open_current(config.index.root, config.index.name)
+    version = IndexVersion.open_current(config.indexes.root, config.index_job.name)
     try:
         return version.search(embedder.encode([question]), k)[0]
     finally:
@@ -83,7 +84,7 @@ def ray_env(gcs_address: str) -> dict[str, str]:
 
 def assert_consistent(config: RootConfig) -> IndexVersion:
     """Manifest, chunk store and vectors of CURRENT agree on what the index holds."""
-    version = IndexVersion.open_current(config.index.root, config.index.name)
+    version = IndexVersion.open_current(config.indexes.root, config.index_job.name)
     try:
         manifest_ids = {cid for doc in version.manifest.documents.values() for cid in doc.chunk_ids}
         stored = {chunk.chunk_id for chunk in version.store}

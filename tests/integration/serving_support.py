@@ -36,13 +36,18 @@ def make_corpus(root: Path) -> Path:
     return write_corpus(root / "corpus", CORPUS)
 
 
+def app_args(index_root: Path | str, serve_section: dict) -> dict:
+    """`build_app`'s args for a test app: the shared indexes section and the serve section."""
+    return {"indexes": {"root": str(index_root)}, "serve": serve_section}
+
+
 def serve_settings(index_root: Path, port: int, **sections) -> dict:
-    """A test app: every deployment at 0 logical CPUs so index jobs still schedule beside it."""
+    """A test app's serve section: every deployment at 0 logical CPUs so index jobs still schedule
+    beside it, and its stores beside the index root."""
     zero = {"num_cpus": 0}
     index_root = Path(index_root)  # configs keep roots as strings (a root may be a URI)
     return {
         "retriever": {
-            "root": str(index_root),
             "indexes": ["test"],
             "reload_interval_s": 0.5,
             "close_grace_s": 5,

@@ -25,7 +25,7 @@ RAYRAG = [sys.executable, "-m", "rayrag"]
 
 
 def config_file(tmp_path: Path, **sections) -> Path:
-    settings = {"index": {"root": str(tmp_path / "indexes"), "name": "test"}} | sections
+    settings = {"indexes": {"root": str(tmp_path / "indexes")}, "index_job": {"name": "test"}} | sections
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(settings))
     return path
@@ -43,7 +43,7 @@ def test_cli_builds_then_status_shows_versions_counts_spec_and_report(ray_cluste
     assert "index 'cli' version" in built.stdout
     assert "documents: 3 listed, 3 parsed, 0 unchanged, 0 skipped, 0 deleted" in built.stdout
     assert "chunks/s" in built.stdout
-    assert not (tmp_path / "indexes" / "test").exists()  # --index overrides the config's index.name
+    assert not (tmp_path / "indexes" / "test").exists()  # --index overrides the config's index_job.name
 
     status = CliRunner().invoke(app, ["index", "status", "cli", "--config", str(config)])
     assert status.exit_code == 0, status.output
@@ -60,8 +60,8 @@ def test_invalid_config_fails_before_any_work_and_names_the_key(tmp_path):
     config = config_file(tmp_path, embed={"batch_sise": 8}, embedder={"model": "missing-model"})
     done = rayrag(["index", "--config", str(config), "--source", str(tmp_path)], os.environ.copy())
     assert done.returncode == 2
-    assert "embed.batch_sise: unknown key" in done.stderr
-    assert "embedder.model: Value error, model 'missing-model' not found" in done.stderr
+    assert "index_job.embed.batch_sise: unknown key" in done.stderr
+    assert "indexes.embedder.model: Value error, model 'missing-model' not found" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "indexes").exists()
 
@@ -74,7 +74,7 @@ def test_second_concurrent_job_fails_fast_and_corrupts_nothing(ray_cluster, tmp_
         [sys.executable, "-c", (
             f"import sys, time; sys.path.insert(0, {str(REPO)!r})\n"
             "from indexes.layout import IndexDirectory\n"
-            f"with IndexDirectory({str(config.index.root)!r}, 'test').writer_lock():\n"
+            f"with IndexDirectory({str(config.indexes.root)!r}, 'test').writer_lock():\n"
             "    print('locked', flush=True); time.sleep(120)\n"
         )],
         stdout=subprocess.PIPE, text=True,
@@ -85,11 +85,11 @@ def test_second_concurrent_job_fails_fast_and_corrupts_nothing(ray_cluster, tmp_
         assert done.returncode == 2
         assert "error: index 'test' is being written by another job" in done.stderr
         # it failed at the lock, before building anything: no version was begun
-        assert not list(IndexDirectory(config.index.root, "test").versions_path.glob("*.partial"))
+        assert not list(IndexDirectory(config.indexes.root, "test").versions_path.glob("*.partial"))
     finally:
         holder.kill()
         holder.wait()
-    assert IndexDirectory(config.index.root, "test").current_version() == good
+    assert IndexDirectory(config.indexes.root, "test").current_version() == good
     assert_consistent(config)
 
 
@@ -98,7 +98,7 @@ def test_job_killed_half_way_leaves_current_and_the_next_run_completes(ray_clust
     config = job_config(tmp_path)
     good = run_job(config, corpus).version
     (corpus / "sql.md").write_text("# SQLite\n\n" + "Transactions in sqlite3 are committed with commit(). " * 12)
-    directory = IndexDirectory(config.index.root, "test")
+    directory = IndexDirectory(config.indexes.root, "test")
 
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
@@ -125,10 +125,14 @@ def test_job_killed_half_way_leaves_current_and_the_next_run_completes(ray_clust
 
 def test_serve_names_an_index_that_was_never_built(tmp_path):
     done = rayrag(
-        ["serve", "--set", f"serve.retriever.root={tmp_path}", "--set", "serve.retriever.indexes=[nope]"],
+        ["serve", "--set", f"indexes.root={tmp_path}", "--set", "serve.retriever.indexes=[nope]"],
         os.environ.copy(),
     )
-    assert done.returncode == 2 and "index 'nope' has no published version" in done.stderr and "rayrag index" in done.stderr
+    assert (
+        done.returncode == 2
+        and "index 'nope' has no published version" in done.stderr
+        and "rayrag index" in done.stderr
+    )
 
 
 def test_query_without_a_running_app_says_so(tmp_path):
@@ -144,7 +148,7 @@ def test_serve_drains_on_sigterm_like_ctrl_c(ray_cluster, tmp_path):
     config = job_config(tmp_path)
     run_job(config, write_corpus(tmp_path / "corpus", {"tides.md": "# Tides\n\nTides rise and fall with the Moon.\n"}))
     port = free_port()
-    sets = [f"serve.retriever.root={config.index.root}", "serve.retriever.indexes=[test]", f"serve.gateway.port={port}",
+    sets = [f"indexes.root={config.indexes.root}", "serve.retriever.indexes=[test]", f"serve.gateway.port={port}",
             "serve.primary=null", "serve.fallback=null", "serve.router.chain=[{backend: extractive}]",
             "serve.retriever.deployment.num_cpus=0", "serve.gateway.records.enabled=false",
             f"serve.gateway.history.path={tmp_path / 'history.sqlite'}"]  # fmt: skip

@@ -89,7 +89,7 @@ def cluster(tmp_path_factory):
 
 
 def submit_index_job(cluster, *overrides: str) -> subprocess.CompletedProcess:
-    sets = [f"index.root={cluster['root']}", "index.name=test", "parse.concurrency=1", *overrides]
+    sets = [f"indexes.root={cluster['root']}", "index_job.name=test", "index_job.parse.concurrency=1", *overrides]
     command = [sys.executable, "-m", "rayrag", "index", "--source", str(SAMPLE_DIR)]
     command += [arg for s in sets for arg in ("--set", s)]
     return cli("ray", "job", "submit", "--address", cluster["address"], "--working-dir", str(REPO), "--", *command)
@@ -98,14 +98,15 @@ def submit_index_job(cluster, *overrides: str) -> subprocess.CompletedProcess:
 def serve_file(cluster, path: Path, **sets) -> Path:
     """A `serve deploy` file for the test app: extractive answers, replicas pinned by resources."""
     args = {
-        "retriever.root": str(cluster["root"]), "retriever.indexes": ["test"],
-        "retriever.deployment": {"num_cpus": 0, "resources": {"retrieval_node": 1},
+        "indexes.root": str(cluster["root"]), "serve.retriever.indexes": ["test"],
+        "serve.retriever.deployment": {"num_cpus": 0, "resources": {"retrieval_node": 1},
                                  "autoscaling": {"min_replicas": 2, "max_replicas": 2}},
-        "gateway.deployment": {"num_cpus": 0, "resources": {"head_node": 0.1}},
-        "gateway.prompts_dir": str(REPO / "configs" / "prompts"),
-        "gateway.records.enabled": False, "gateway.history.enabled": False, "gateway.telemetry.tracing": False,
-        "router.chain": [{"backend": "extractive"}], "router.deployment": {"num_cpus": 0, "resources": {"head_node": 0.1}},  # single replicas stay on the head
-        "primary": None, "fallback": None,
+        "serve.gateway.deployment": {"num_cpus": 0, "resources": {"head_node": 0.1}},
+        "serve.gateway.prompts_dir": str(REPO / "configs" / "prompts"),
+        "serve.gateway.records.enabled": False, "serve.gateway.history.enabled": False,
+        "serve.gateway.telemetry.tracing": False, "serve.router.chain": [{"backend": "extractive"}],
+        "serve.router.deployment": {"num_cpus": 0, "resources": {"head_node": 0.1}},  # single replicas stay on the head
+        "serve.primary": None, "serve.fallback": None,
     } | sets  # fmt: skip
     app = {"name": "rayrag", "route_prefix": "/", "import_path": "serving.app:build_app",
            "args": {"config": str(REPO / "configs" / "default.yaml"), "set": args}}  # fmt: skip
@@ -139,10 +140,12 @@ def ask(cluster, timeout: float = 30) -> httpx.Response:
 
 
 def test_index_job_runs_on_the_cluster_with_stages_on_their_nodes(cluster):
-    bad = submit_index_job(cluster, "embed.resources={gpu_node: 1}")
+    bad = submit_index_job(cluster, "index_job.embed.resources={gpu_node: 1}")
     assert bad.returncode != 0 and "gpu_node" in bad.stdout + bad.stderr  # refused before any work
 
-    done = submit_index_job(cluster, "parse.resources={parse_node: 1}", "embed.resources={embed_node: 1}")
+    done = submit_index_job(
+        cluster, "index_job.parse.resources={parse_node: 1}", "index_job.embed.resources={embed_node: 1}"
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert IndexDirectory(cluster["root"], "test").current_version() is not None
     workers = cluster["workers"]

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from core.config_file import load_model
 from evaluation.answer_report import write_report
 from evaluation.config import AnswerEvalConfig
 from evaluation.eval_job import read_questions, run_answer_eval
-from serving.config import ServeConfig
+from serving.config import ServingSettings
 from tests.conftest import REPO, SAMPLE_DIR
 from tests.integration.conftest import job_config, ray_env, run_job
 
@@ -66,11 +67,11 @@ def test_eval_gate_records_its_figure_with_provenance_and_fails_ci_below_it(ray_
     assert failed.returncode == 1 and "FAIL" in failed.stdout and "retrieval quality dropped" in failed.stdout
 
 
-def serve_config(index_root: Path, chain: list[str]) -> ServeConfig:
-    raw = {"retriever": {"root": str(index_root), "indexes": ["test"]}, "gateway": {"default_max_tokens": 48},
-           "router": {"chain": [{"backend": b} for b in chain]}, "primary": None,
-           "fallback": {"model": "smollm2-135m-instruct", "n_threads": 1} if "fallback" in chain else None}  # fmt: skip
-    return ServeConfig.model_validate(raw).resolved(REPO)
+def serve_config(index_root: Path, chain: list[str]) -> ServingSettings:
+    serve = {"retriever": {"indexes": ["test"]}, "gateway": {"default_max_tokens": 48},
+             "router": {"chain": [{"backend": b} for b in chain]}, "primary": None,
+             "fallback": {"model": "smollm2-135m-instruct", "n_threads": 1} if "fallback" in chain else None}  # fmt: skip
+    return load_model(ServingSettings, {"indexes": {"root": str(index_root)}, "serve": serve}, "test", base=REPO)
 
 
 JUDGED = ("groundedness", "relevance", "conciseness", "correctness", "harmfulness")
@@ -80,8 +81,11 @@ def test_answer_evaluation_compares_two_configurations(ray_cluster, tmp_path):
     config = job_config(tmp_path)
     run_job(config, SAMPLE_DIR)
     questions = read_questions(REPO / "data" / "eval" / "sample_questions.jsonl")[:2]
-    configs = {"a": serve_config(config.index.root, ["extractive"]), "b": serve_config(config.index.root, ["fallback"])}
-    rows = run_answer_eval(questions, configs, AnswerEvalConfig(), config.embedder)
+    configs = {
+        "a": serve_config(config.indexes.root, ["extractive"]),
+        "b": serve_config(config.indexes.root, ["fallback"]),
+    }
+    rows = run_answer_eval(questions, configs, AnswerEvalConfig(), config.indexes.embedder)
     assert [r["id"] for r in sorted(rows, key=lambda r: r["id"])] == ["glob-pattern", "secrets-token"]
     for row in rows:
         assert row["model_a"] == "extractive:extractive" and row["model_b"].startswith("llama_cpp:")

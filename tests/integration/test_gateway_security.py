@@ -16,7 +16,7 @@ from serving.stores.keys import KeyLimits, KeyStore
 from serving.stores.quotas import WINDOW_S
 from serving.stores.records import RecordStore
 from tests.integration.conftest import job_config, run_job
-from tests.integration.serving_support import free_port, make_corpus, serve_settings, wait_for
+from tests.integration.serving_support import app_args, free_port, make_corpus, serve_settings, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 MODEL = "smollm2-135m-instruct"
@@ -35,13 +35,14 @@ def secure(ray_cluster, tmp_path_factory, redis_url):
         "redis-limited": store.create("acme", ["test"], ["*"], KeyLimits(requests_per_minute=30))[0],
         "budget": store.create("acme", ["test"], ["*"], KeyLimits(credit_budget=1))[0],
         "bravo": store.create("bravo", ["test"], ["*"])[0],
-        "busy": store.create("acme", ["test"], ["*"], KeyLimits(requests_per_minute=100_000,
-                                                                tokens_per_minute=1_000_000_000))[0],
+        "busy": store.create(
+            "acme", ["test"], ["*"], KeyLimits(requests_per_minute=100_000, tokens_per_minute=1_000_000_000)
+        )[0],
     }
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     for name, backend in (("sqlite", "sqlite"), ("redis", "redis")):
-        settings = serve_settings(config.index.root, port, primary=None)
+        settings = serve_settings(config.indexes.root, port, primary=None)
         settings["gateway"] |= {
             "auth": {"enabled": True, "store": str(root / "keys.sqlite")},
             "quotas": {
@@ -52,7 +53,9 @@ def secure(ray_cluster, tmp_path_factory, redis_url):
             },
         }
         settings["app_name"] = name
-        serve.run(build_app(settings), name=name, route_prefix=f"/{name}", blocking=False)
+        serve.run(
+            build_app(app_args(config.indexes.root, settings)), name=name, route_prefix=f"/{name}", blocking=False
+        )
     url = f"http://127.0.0.1:{port}"
     for name in ("sqlite", "redis"):
         wait_for(f"{url}/{name}/readyz", lambda r: r.status_code == 200)

@@ -18,9 +18,9 @@ from tests.integration.conftest import assert_consistent, job_config, run_job, s
 pytestmark = pytest.mark.integration
 
 BACKENDS = {
-    "faiss-flat": {"backend.kind": "faiss", "backend.index_type": "flat"},
-    "faiss-hnsw": {"backend.kind": "faiss", "backend.index_type": "hnsw"},
-    "qdrant-embedded": {"backend.kind": "qdrant"},
+    "faiss-flat": {"index_job.backend.kind": "faiss", "index_job.backend.index_type": "flat"},
+    "faiss-hnsw": {"index_job.backend.kind": "faiss", "index_job.backend.index_type": "hnsw"},
+    "qdrant-embedded": {"index_job.backend.kind": "qdrant"},
 }
 DOCS = {
     "sql.md": "# SQLite\n\n" + "The sqlite3 module provides a SQL interface to SQLite databases. " * 12,
@@ -57,7 +57,7 @@ def test_rerun_embeds_only_new_and_changed_documents(ray_cluster, tmp_path, back
     corpus = write_corpus(tmp_path / "corpus", DOCS)
     config = job_config(tmp_path, **BACKENDS[backend])
     first = run_job(config, corpus)
-    before = Manifest.load(IndexDirectory(config.index.root, "test").current_path())
+    before = Manifest.load(IndexDirectory(config.indexes.root, "test").current_path())
 
     (corpus / "sql.md").write_text("# SQLite\n\n" + "Use executemany to insert many rows into a SQLite table. " * 12)
     (corpus / "regex.md").unlink()
@@ -82,17 +82,28 @@ def test_rerun_embeds_only_new_and_changed_documents(ray_cluster, tmp_path, back
 def test_changed_chunker_or_embedder_spec_forces_a_full_rebuild(ray_cluster, tmp_path):
     corpus = write_corpus(tmp_path / "corpus", DOCS)
     run_job(job_config(tmp_path), corpus)
-    changed = run_job(job_config(tmp_path, **{"chunker.size": 400, "chunker.overlap": 50}), corpus)
+    changed = run_job(job_config(tmp_path, **{"index_job.chunker.size": 400, "index_job.chunker.overlap": 50}), corpus)
     assert changed.full_rebuild and changed.documents.parsed == 3
     assert changed.rebuild_reason.startswith("chunker settings changed (")
     assert "overlap: 150 -> 50" in changed.rebuild_reason and "size: 1000 -> 400" in changed.rebuild_reason
     resized = run_job(
-        job_config(tmp_path, **{"chunker.size": 400, "chunker.overlap": 50, "embedder.max_seq_length": 128}), corpus
+        job_config(
+            tmp_path,
+            **{"index_job.chunker.size": 400, "index_job.chunker.overlap": 50, "indexes.embedder.max_seq_length": 128},
+        ),
+        corpus,
     )
     assert resized.rebuild_reason == "embedder spec changed (max_seq_length: 256 -> 128)"
     assert (
         run_job(
-            job_config(tmp_path, **{"chunker.size": 400, "chunker.overlap": 50, "embedder.max_seq_length": 128}),
+            job_config(
+                tmp_path,
+                **{
+                    "index_job.chunker.size": 400,
+                    "index_job.chunker.overlap": 50,
+                    "indexes.embedder.max_seq_length": 128,
+                },
+            ),
             corpus,
             rebuild=True,
         ).rebuild_reason
@@ -102,12 +113,12 @@ def test_changed_chunker_or_embedder_spec_forces_a_full_rebuild(ray_cluster, tmp
 
 def test_only_the_last_k_versions_are_kept_and_each_has_its_report(ray_cluster, tmp_path):
     corpus = write_corpus(tmp_path / "corpus", DOCS)
-    config = job_config(tmp_path, **{"index.keep_versions": 2})
+    config = job_config(tmp_path, **{"index_job.keep_versions": 2})
     reports = []
     for round_ in range(3):
         (corpus / "round.md").write_text(f"# Round {round_}\n\n" + f"This is round number {round_} of the test. " * 10)
         reports.append(run_job(config, corpus))
-    directory = IndexDirectory(config.index.root, "test")
+    directory = IndexDirectory(config.indexes.root, "test")
     assert directory.versions() == [r.version for r in reports[1:]]
     assert directory.current_version() == reports[-1].version
     stored = json.loads((directory.current_path() / "report.json").read_text())
@@ -129,7 +140,7 @@ def test_bad_files_are_reported_and_everything_else_is_indexed(ray_cluster, tmp_
             "huge.md": "# Huge\n\n" + "word " * 3000,
         },
     )
-    config = job_config(tmp_path, **{"source.max_file_bytes": 10_000})
+    config = job_config(tmp_path, **{"index_job.source.max_file_bytes": 10_000})
     report = run_job(config, corpus)
     reasons = {note.path: note.reason for note in report.skipped}
     assert reasons["empty.txt"] == "empty file"
@@ -152,11 +163,11 @@ def test_ivf_pq_trains_on_the_first_build_and_updates_incrementally(ray_cluster,
     corpus = tmp_path / "corpus"
     shutil.copytree(sample_dir, corpus)
     ivf = {
-        "backend.index_type": "ivf_pq",
-        "backend.nlist": 4,
-        "backend.pq_m": 8,
-        "backend.pq_nbits": 4,
-        "backend.nprobe": 4,
+        "index_job.backend.index_type": "ivf_pq",
+        "index_job.backend.nlist": 4,
+        "index_job.backend.pq_m": 8,
+        "index_job.backend.pq_nbits": 4,
+        "index_job.backend.nprobe": 4,
     }
     config = job_config(tmp_path, **ivf)
     first = run_job(config, corpus)
@@ -167,7 +178,7 @@ def test_ivf_pq_trains_on_the_first_build_and_updates_incrementally(ray_cluster,
     assert_consistent(config)
     # PQ with 16 codes ranks too coarsely to promise a top-k hit, so check membership exactly:
     # with nprobe == nlist and k == count, IVF returns every vector it holds.
-    version = IndexVersion.open_current(config.index.root, "test")
+    version = IndexVersion.open_current(config.indexes.root, "test")
     try:
         everything, _ = version.vectors.search(query_embedder.encode(["comma separated values"]), version.vectors.count)
         csv_ids = {vector_id(cid) for cid in version.manifest.documents["csv.md"].chunk_ids}
@@ -178,10 +189,10 @@ def test_ivf_pq_trains_on_the_first_build_and_updates_incrementally(ray_cluster,
 
 def test_ivf_pq_on_a_corpus_too_small_to_train_names_the_settings(ray_cluster, tmp_path):
     corpus = write_corpus(tmp_path / "corpus", DOCS)
-    config = job_config(tmp_path, **{"backend.index_type": "ivf_pq"})
+    config = job_config(tmp_path, **{"index_job.backend.index_type": "ivf_pq"})
     with pytest.raises(TrainingDataError, match=r"ivf_pq needs at least 256 vectors to train \(nlist=64, pq_nbits=8\)"):
         run_job(config, corpus)
-    assert IndexDirectory(config.index.root, "test").current_version() is None
+    assert IndexDirectory(config.indexes.root, "test").current_version() is None
 
 
 def test_parse_and_embed_stream_into_each_other(ray_cluster, tmp_path, monkeypatch):
@@ -194,7 +205,9 @@ def test_parse_and_embed_stream_into_each_other(ray_cluster, tmp_path, monkeypat
     probe.mkdir()
     (probe / "hold-parse").write_text(last)
     monkeypatch.setenv("RAYRAG_JOB_PROBE", str(probe))
-    report = run_job(job_config(tmp_path, **{"parse.concurrency": 1, "embed.batch_size": 2}), corpus)
+    report = run_job(
+        job_config(tmp_path, **{"index_job.parse.concurrency": 1, "index_job.embed.batch_size": 2}), corpus
+    )
     assert (probe / "embedded").exists()
     assert not (probe / "parse-gave-up").exists(), f"{last} was parsed before any chunk was embedded"
     assert report.documents.parsed == len(DOCS) and report.chunks.added >= len(DOCS)

@@ -53,14 +53,14 @@ def s3_root(tmp_path_factory):
 
 def test_index_job_publishes_to_s3_and_the_retriever_follows_current(ray_cluster, s3_root, tmp_path):
     corpus = make_corpus(tmp_path)
-    config = job_config(tmp_path, **{"index.root": s3_root, "index.staging_dir": str(tmp_path / "staging")})
+    config = job_config(tmp_path, **{"indexes.root": s3_root, "index_job.staging_dir": str(tmp_path / "staging")})
     first = run_job(config, corpus)
     remote = RemoteIndexes(s3_root)
     assert remote.current_version("test") == first.version
     assert remote.versions("test") == [first.version]
 
     cache = tmp_path / "node-cache"
-    retriever = Retriever(RetrieverConfig(root=s3_root, indexes=["test"], cache_dir=cache, reload_interval_s=3600))
+    retriever = Retriever(RetrieverConfig(indexes=["test"], cache_dir=cache, reload_interval_s=3600), config.indexes)
     try:
         assert (cache / "test" / first.version / "manifest.json").is_file()  # downloaded once, opened locally
         write_corpus(corpus, NEW_DOC)
@@ -92,8 +92,8 @@ def test_two_writers_of_one_s3_index_cannot_race_on_current(ray_cluster, s3_root
     with remote_lease(s3_root, "leased", ttl_s=3600):
         with pytest.raises(IndexLockedError, match="being written by"), remote_lease(s3_root, "leased", ttl_s=3600):
             pass
-        config = job_config(tmp_path, **{"index.root": s3_root, "index.name": "leased",
-                                         "index.staging_dir": str(tmp_path / "staging")})  # fmt: skip
+        config = job_config(tmp_path, **{"indexes.root": s3_root, "index_job.name": "leased",
+                                         "index_job.staging_dir": str(tmp_path / "staging")})  # fmt: skip
         with pytest.raises(IndexLockedError, match="being written by"):
             run_job(config, make_corpus(tmp_path))
     with remote_lease(s3_root, "leased", ttl_s=-1):  # released, then taken with a lease already expired

@@ -18,7 +18,7 @@ from serving.stores.keys import KeyLimits, KeyStore
 from serving.telemetry.story import render, spans_of
 from tests.conftest import write_corpus
 from tests.integration.conftest import job_config, run_job
-from tests.integration.serving_support import NEW_DOC, free_port, make_corpus, serve_settings, wait_for
+from tests.integration.serving_support import NEW_DOC, app_args, free_port, make_corpus, serve_settings, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 MODEL = "smollm2-135m-instruct"
@@ -35,14 +35,14 @@ def observed(ray_cluster, tmp_path_factory):
     budgeted = store.create("acme", ["test"], ["*"], KeyLimits(credit_budget=50))[0]
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    settings = serve_settings(config.index.root, port, primary=None)
+    settings = serve_settings(config.indexes.root, port, primary=None)
     settings["gateway"] |= {
         "auth": {"enabled": True, "store": str(root / "keys.sqlite")},
         "quotas": {"enabled": True, "sqlite_path": str(root / "quotas.sqlite"), "requests_per_minute": 10_000},
         "graders": {"enabled": True, "regenerate": False},
         "telemetry": {"traces_path": str(root / "traces.jsonl"), "prices": {MODEL: PRICE}},
     }
-    serve.run(build_app(settings), name="observed", route_prefix="/", blocking=False)
+    serve.run(build_app(app_args(config.indexes.root, settings)), name="observed", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
     wait_for(f"{url}/healthz", lambda r: r.status_code == 200)
     yield {"url": url, "key": key, "root": root, "headers": {"authorization": f"Bearer {key}"}, "budgeted": budgeted}

@@ -12,7 +12,7 @@ from ray import serve
 
 from serving.app import build_app
 from tests.integration.conftest import job_config, run_job
-from tests.integration.serving_support import free_port, make_corpus, serve_settings, wait_for
+from tests.integration.serving_support import app_args, free_port, make_corpus, serve_settings, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 BACKENDS = ("sqlite", "redis")
@@ -26,7 +26,7 @@ def quotes(ray_cluster, tmp_path_factory, redis_url):
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     for backend in BACKENDS:
-        settings = serve_settings(config.index.root, port, primary=None, fallback=None)
+        settings = serve_settings(config.indexes.root, port, primary=None, fallback=None)
         settings["router"] |= {"chain": [{"backend": "extractive"}]}
         settings["gateway"] |= {
             "history": {"backend": backend, "path": str(root / "history.sqlite"), "redis_url": redis_url},
@@ -34,7 +34,12 @@ def quotes(ray_cluster, tmp_path_factory, redis_url):
             "cache": {"enabled": False},
         }
         settings["app_name"] = f"quotes-{backend}"
-        serve.run(build_app(settings), name=f"quotes-{backend}", route_prefix=f"/{backend}", blocking=False)
+        serve.run(
+            build_app(app_args(config.indexes.root, settings)),
+            name=f"quotes-{backend}",
+            route_prefix=f"/{backend}",
+            blocking=False,
+        )
     url = f"http://127.0.0.1:{port}"
     for backend in BACKENDS:
         wait_for(f"{url}/{backend}/readyz", lambda r: r.status_code == 200)

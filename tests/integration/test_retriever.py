@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from indexes.config import IndexesConfig
 from indexes.embedder import EmbedderConfig
 from serving.config import RerankerConfig, RetrieverConfig
 from serving.errors import InvalidRequest
@@ -27,8 +28,9 @@ def built(ray_cluster, tmp_path_factory):
     return config, corpus
 
 
-def retriever(config, **updates) -> Retriever:
-    return Retriever(RetrieverConfig(root=config.index.root, indexes=["test"], reload_interval_s=3600, **updates))
+def retriever(config, embedder: EmbedderConfig | None = None, **updates) -> Retriever:
+    store = config.indexes if embedder is None else config.indexes.model_copy(update={"embedder": embedder})
+    return Retriever(RetrieverConfig(indexes=["test"], reload_interval_s=3600, **updates), store)
 
 
 def search(r: Retriever, **fields):
@@ -48,7 +50,7 @@ def test_rerank_orders_candidates_by_the_rerankers_scores(built):
 
     config, _ = built
     query = "tides of the moon and bread"
-    r = Retriever(RetrieverConfig(root=config.index.root, indexes=["test"], reload_interval_s=3600, fetch_k=5),
+    r = Retriever(RetrieverConfig(indexes=["test"], reload_interval_s=3600, fetch_k=5), config.indexes,
                   reranker=KeywordReranker())  # fmt: skip
     try:
         result = search(r, query=query, top_k=3)
@@ -102,8 +104,8 @@ def test_new_version_is_swapped_in_and_the_old_one_kept_for_in_flight(built):
 class CountingRetriever(Retriever):
     """The retriever deployment with its embedder's `encode` calls counted (batch sizes)."""
 
-    def __init__(self, config: RetrieverConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: RetrieverConfig, store: IndexesConfig) -> None:
+        super().__init__(config, store)
         self.batches: list[int] = []
         encode = self.embedder.encode
 
@@ -124,11 +126,11 @@ def test_concurrent_searches_are_encoded_in_one_batch(built):
     from tests.integration.serving_support import free_port
 
     config, _ = built
-    settings = RetrieverConfig(root=config.index.root, indexes=["test"], reload_interval_s=3600,
+    settings = RetrieverConfig(indexes=["test"], reload_interval_s=3600,
                                batch={"max_size": 8, "wait_s": 30.0}, deployment={"num_cpus": 0})  # fmt: skip
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
     deployment = serve.deployment(CountingRetriever, name="retriever").options(**settings.deployment.serve_options())
-    handle = serve.run(deployment.bind(settings), name="batching", route_prefix=None)
+    handle = serve.run(deployment.bind(settings, config.indexes), name="batching", route_prefix=None)
     try:
         questions = ["what is lava?", "how is bread leavened?", "what causes tides?", "spring tides", "magma",
                      "sourdough starter", "neap tides", "Mount Fuji"]  # fmt: skip
@@ -148,7 +150,7 @@ def test_a_tampered_new_version_is_refused_and_the_served_one_kept(built):
 
     config, corpus = built
     r = retriever(config)
-    directory = IndexDirectory(config.index.root, "test")
+    directory = IndexDirectory(config.indexes.root, "test")
     try:
         served = r.loaded["test"].version_id
         write_corpus(corpus, {"lagoons.md": "# Lagoons\n\nA lagoon is shallow water cut off from the sea by a reef.\n"})
@@ -170,7 +172,7 @@ def test_an_index_built_with_torch_is_served_with_openvino(ray_cluster, tmp_path
     """The backend is how vectors are computed, not what they mean: every chunk of the committed
     sample, embedded by torch in the job, is its own nearest neighbour under the OpenVINO query
     embedder, at cosine >= 0.9999, and the replica accepts the index (same embedder spec)."""
-    config = job_config(tmp_path, **{"embedder.backend": "torch"})
+    config = job_config(tmp_path, **{"indexes.embedder.backend": "torch"})
     report = run_job(config, sample_dir)
     r = retriever(config)
     try:

@@ -27,6 +27,7 @@ from tests.gpu.cpu_reference import DTYPE, REFERENCE
 from tests.integration.conftest import job_config, run_job
 from tests.integration.serving_support import (
     NEW_DOC,
+    app_args,
     free_port,
     generators_ready,
     make_corpus,
@@ -51,7 +52,12 @@ def app(ray_cluster, tmp_path_factory):
     run_job(config, corpus)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(app_settings(config.index.root, port)), name="rayrag", route_prefix="/", blocking=False)
+    serve.run(
+        build_app(app_args(config.indexes.root, app_settings(config.indexes.root, port))),
+        name="rayrag",
+        route_prefix="/",
+        blocking=False,
+    )
     url = f"http://127.0.0.1:{port}"
     wait_for(f"{url}/readyz", lambda r: generators_ready(r, {"vllm", "llama_cpp"}))
     yield {"url": url, "config": config, "corpus": corpus, "root": root, "port": port}
@@ -74,7 +80,7 @@ def app_settings(index_root, port: int) -> dict:
 
 def spent(app) -> int:
     """Tokens charged so far to the anonymous key (auth is off in the test app)."""
-    return SqliteCounter(Path(app["config"].index.root).parent / "quotas.sqlite").get("spent:anonymous")
+    return SqliteCounter(Path(app["config"].indexes.root).parent / "quotas.sqlite").get("spent:anonymous")
 
 
 @pytest.fixture(scope="module")
@@ -326,10 +332,12 @@ def test_a_session_carries_earlier_turns_into_the_prompt(client, app):
 def broken(app):
     """A second app whose vLLM model does not exist, with the graders regenerating any answer that
     is not a near-verbatim quote (support 0.99), so the self-check path runs on real answers."""
-    settings = app_settings(app["config"].index.root, app["port"])
+    settings = app_settings(app["config"].indexes.root, app["port"])
     settings["primary"] = settings["primary"] | {"model": "/nonexistent/model"}
     settings["gateway"] |= {"graders": {"enabled": True, "support_threshold": 0.99}, "cache": {"enabled": False}}
-    serve.run(build_app(settings), name="broken", route_prefix="/broken", blocking=False)
+    serve.run(
+        build_app(app_args(app["config"].indexes.root, settings)), name="broken", route_prefix="/broken", blocking=False
+    )
     base = f"{app['url']}/broken"
 
     def primary_failed(response: httpx.Response) -> bool:
@@ -501,13 +509,19 @@ def leaky(app, tmp_path_factory):
     """A llama.cpp-only app whose (test) RAG instructions are a sentence the model repeats when asked:
     what the output screen's system-prompt-leak check must withhold."""
     prompts = tmp_path_factory.mktemp("prompts")
-    template = {"name": "secret", "version": 1, "system": SECRET + "\n{% for p in passages %}[{{ p.n }}] {{ p.text }}\n{% endfor %}"}
+    template = {
+        "name": "secret",
+        "version": 1,
+        "system": SECRET + "\n{% for p in passages %}[{{ p.n }}] {{ p.text }}\n{% endfor %}",
+    }
     (prompts / "secret.v1.yaml").write_text(yaml.safe_dump(template))
-    settings = app_settings(app["config"].index.root, app["port"])
+    settings = app_settings(app["config"].indexes.root, app["port"])
     settings["primary"] = None
     settings["router"]["chain"] = None  # every configured generator: here llama.cpp, then the extractive step
     settings["gateway"] |= {"prompts_dir": str(prompts), "default_prompt": "secret@1", "cache": {"enabled": False}}
-    serve.run(build_app(settings), name="leaky", route_prefix="/leaky", blocking=False)
+    serve.run(
+        build_app(app_args(app["config"].indexes.root, settings)), name="leaky", route_prefix="/leaky", blocking=False
+    )
     wait_for(f"{app['url']}/leaky/readyz", lambda r: r.status_code == 200)
     yield f"{app['url']}/leaky"
     serve.delete("leaky")

@@ -73,12 +73,12 @@ def test_a_serve_file_binding_the_network_without_auth_is_refused(tmp_path):
 
     spec = {"http_options": {"host": "0.0.0.0", "port": 8000},
             "applications": [{"name": "rayrag", "route_prefix": "/", "import_path": "serving.app:build_app",
-                              "args": {"set": {"retriever.indexes": ["docs"]}}}]}  # fmt: skip
+                              "args": {"set": {"serve.retriever.indexes": ["docs"]}}}]}  # fmt: skip
     path = tmp_path / "serve.yaml"
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match=r"http_options\.host '0\.0\.0\.0'"):
         validate_serve_file(path)
-    spec["applications"][0]["args"]["set"]["gateway.auth.enabled"] = True
+    spec["applications"][0]["args"]["set"]["serve.gateway.auth.enabled"] = True
     path.write_text(yaml.safe_dump(spec))
     assert [app.name for app in validate_serve_file(path)] == ["rayrag"]
     assert validate_serve_file(REPO / "configs" / "cluster" / "serve.yaml")  # the shipped one: auth on

@@ -18,7 +18,7 @@ from rayrag.deploy import (
     validate_rayservice,
     validate_serve_file,
 )
-from serving.config import DeploymentConfig, ServeConfigError
+from serving.config import DeploymentConfig
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -55,8 +55,8 @@ def test_unknown_keys_in_a_serve_file_are_named_even_where_ray_ignores_them(tmp_
 
 def test_unknown_keys_in_the_app_args_are_named(tmp_path):
     serve = yaml.safe_load(SERVE.read_text())
-    serve["applications"][0]["args"]["set"] = {"retriever.top_kk": 3}
-    with pytest.raises(ServeConfigError, match=r"retriever\.top_kk"):
+    serve["applications"][0]["args"]["set"] = {"serve.retriever.top_kk": 3}
+    with pytest.raises(ConfigError, match=r"serve\.retriever\.top_kk: unknown key"):
         validate_serve_file(write(tmp_path / "s.yaml", serve))
 
 
@@ -83,8 +83,8 @@ def test_resources_reach_the_replica_options_and_builtin_names_are_refused():
     assert options["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0, "resources": {"retrieval_node": 1}}
     with pytest.raises(ConfigError, match=r"serve\.retriever\.deployment\.resources: .*'GPU' is not custom"):
         load_config(None, ["serve.retriever.deployment.resources={GPU: 1}"])
-    with pytest.raises(ConfigError, match=r"parse\.resources"):
-        load_config(None, ["parse.resources={parse_node: -1}"])
+    with pytest.raises(ConfigError, match=r"index_job\.parse\.resources"):
+        load_config(None, ["index_job.parse.resources={parse_node: -1}"])
 
 
 def test_the_rayservice_carries_the_serve_file_and_one_group_per_worker_type():

@@ -28,26 +28,18 @@ MAY_IMPORT: dict[str, set[str]] = {
     "rayrag": {"core", "indexes", "pipelines", "serving", "evaluation"},
     "bench": {"core", "indexes", "pipelines", "serving", "evaluation", "rayrag"},
 }
-# Known and named, to be removed with the one config tree (issue 22): evaluation reads the root
-# config's type, which lives with the CLI. Only a type annotation, imported under TYPE_CHECKING.
-ALLOWED_TYPE_ONLY = {("evaluation", "rayrag")}
 
 
-def imports_of(path: Path) -> list[tuple[str, bool]]:
-    """(dotted name, imported only for type checking) for each import in the file; a `from m import x`
-    gives both `m` and `m.x` (x may be a module)."""
-    tree = ast.parse(path.read_text(), str(path))
-    type_only: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            type_only |= {id(child) for stmt in node.body for child in ast.walk(stmt)}
+def imports_of(path: Path) -> list[str]:
+    """The dotted name of each import in the file, type-checking ones included (a type-only import up
+    the layers still ties the layers together); a `from m import x` gives both `m` and `m.x` (x may be
+    a module)."""
     found = []
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found += [(alias.name, id(node) in type_only) for alias in node.names]
+            found += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-            found += [(name, id(node) in type_only) for name in names]
+            found += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
     return found
 
 
@@ -55,10 +47,8 @@ def violations(root: Path) -> list[str]:
     wrong = []
     for package, allowed in MAY_IMPORT.items():
         for path in sorted((root / package).rglob("*.py")):
-            for target, type_only in sorted({(name.split(".")[0], typed) for name, typed in imports_of(path)}):
+            for target in sorted({name.split(".")[0] for name in imports_of(path)}):
                 if target == package or target not in MAY_IMPORT or target in allowed:
-                    continue
-                if type_only and (package, target) in ALLOWED_TYPE_ONLY:
                     continue
                 wrong.append(f"{path.relative_to(root)} imports {target}")
     return wrong
@@ -72,7 +62,7 @@ def module_cycles(root: Path) -> list[list[str]]:
         for path in (root / package).rglob("*.py"):
             name = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
             files[name] = path
-    graph = {name: {t for t, _ in imports_of(path) if t in files and t != name} for name, path in files.items()}
+    graph = {name: {t for t in imports_of(path) if t in files and t != name} for name, path in files.items()}
     return _strongly_connected(graph)
 
 

@@ -1,13 +1,11 @@
-"""Serve args: the root config's `serve:` section, overrides, strictness, resolved paths."""
+"""Serve args: the root config's `indexes:` and `serve:` sections, overrides, strictness, anchored paths."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from serving.app import load_serve_config
-from serving.config import ServeConfigError
+from core.config_file import ConfigError
+from serving.app import load_serving
 from serving.errors import NotFound
 from serving.generator.protocol import Message
 from serving.prompts import PromptRegistry
@@ -20,24 +18,29 @@ pytestmark = pytest.mark.unit
 
 def test_serve_yaml_turns_on_vllm_over_the_default_section(monkeypatch):
     monkeypatch.chdir(REPO)
-    config = load_serve_config({"config": "configs/default.yaml", "set": {"primary.model": "m", "router.timeout_s": 5}})
+    settings = load_serving(
+        {"config": "configs/default.yaml", "set": {"serve.primary.model": "m", "serve.router.timeout_s": 5}}
+    )
+    config = settings.serve
     assert config.primary.model == "m" and config.router.timeout_s == 5
     assert config.fallback.model == "smollm2-135m-instruct"
-    assert Path(config.retriever.root).is_absolute()
+    assert settings.indexes.root == str(REPO / ".rayrag" / "indexes")
+    assert settings.indexes.embedder.model == "all-MiniLM-L6-v2"
     assert config.primary.deployment.serve_options()["autoscaling_config"]["max_replicas"] == 1
     assert [s.backend for s in config.router.steps()] == ["primary", "fallback", "extractive"]
     assert set(config.generators_in_chain()) == {"primary", "fallback"}
 
 
 def test_a_retrieval_only_app_needs_no_generator():
-    config = load_serve_config({"primary": None, "fallback": None, "router": {"chain": [{"backend": "extractive"}]}})
-    assert config.generators_in_chain() == {}
+    args = {"serve": {"primary": None, "fallback": None, "router": {"chain": [{"backend": "extractive"}]}}}
+    assert load_serving(args).serve.generators_in_chain() == {}
 
 
 @pytest.mark.parametrize(
     ("args", "named"),
     [
-        ({"retriever": {"top_kk": 3}}, "retriever.top_kk"),
+        ({"retriever": {"top_kk": 3}}, "serve.retriever.top_kk: unknown key"),
+        ({"retriever": {"root": "/x"}}, "serve.retriever.root: moved to indexes.root"),
         ({"primary": None, "fallback": None}, "at least one"),
         ({"router": {"deployment": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}}}, "max_replicas"),
         ({"primary": None, "router": {"chain": [{"backend": "primary"}]}}, "names 'primary', which is not configured"),
@@ -47,8 +50,8 @@ def test_a_retrieval_only_app_needs_no_generator():
     ],
 )
 def test_bad_args_name_the_key(args, named):
-    with pytest.raises(ServeConfigError, match=named):
-        load_serve_config(args)
+    with pytest.raises(ConfigError, match=named):
+        load_serving({"serve": args})
 
 
 def chunk(n: int, text: str) -> ScoredChunk:
