@@ -57,7 +57,11 @@ def test_cli_builds_then_status_shows_versions_counts_spec_and_report(ray_cluste
 
 
 def test_invalid_config_fails_before_any_work_and_names_the_key(tmp_path):
-    config = config_file(tmp_path, embed={"batch_sise": 8}, embedder={"model": "missing-model"})
+    config = config_file(
+        tmp_path,
+        indexes={"root": str(tmp_path / "indexes"), "embedder": {"model": "missing-model"}},
+        index_job={"name": "test", "embed": {"batch_sise": 8}},
+    )
     done = rayrag(["index", "--config", str(config), "--source", str(tmp_path)], os.environ.copy())
     assert done.returncode == 2
     assert "index_job.embed.batch_sise: unknown key" in done.stderr
