@@ -154,12 +154,12 @@ def test_index_job_runs_on_the_cluster_with_stages_on_their_nodes(cluster):
 
 
 def test_bad_deploys_fail_before_any_replica_starts(cluster, tmp_path):
-    no_such = serve_file(cluster, tmp_path / "a.yaml", **{"retriever.deployment.resources": {"gpu_node": 1}})
+    no_such = serve_file(cluster, tmp_path / "a.yaml", **{"serve.retriever.deployment.resources": {"gpu_node": 1}})
     app = deploy_and_wait(cluster, no_such)
     assert app["status"] == "DEPLOY_FAILED" and "gpu_node" in app["message"], app
     assert not actors_on_nodes(cluster, "ServeReplica:rayrag")
 
-    unreadable = serve_file(cluster, tmp_path / "b.yaml", **{"retriever.root": str(tmp_path / "nowhere")})
+    unreadable = serve_file(cluster, tmp_path / "b.yaml", **{"indexes.root": str(tmp_path / "nowhere")})
     app = deploy_and_wait(cluster, unreadable)
     assert app["status"] == "DEPLOY_FAILED" and "cannot read index 'test'" in app["message"], app
     assert not actors_on_nodes(cluster, "ServeReplica:rayrag")
