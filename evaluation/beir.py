@@ -55,7 +55,8 @@ class Dataset:
         )
 
 
-def write_dataset(dataset: Dataset, directory: Path, split: str = "test") -> Path:
+def write_dataset(dataset: Dataset, directory: Path, splits: dict[str, set[str]] | None = None) -> Path:
+    """BEIR layout; `splits` names the queries judged in each `qrels/<split>.tsv` (default: all in `test`)."""
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / "corpus.jsonl").open("w") as out:
         for doc_id, doc in dataset.corpus.items():
@@ -64,11 +65,13 @@ def write_dataset(dataset: Dataset, directory: Path, split: str = "test") -> Pat
         for query_id, text in dataset.queries.items():
             out.write(json.dumps({"_id": query_id, "text": text}) + "\n")
     (directory / "qrels").mkdir(exist_ok=True)
-    with (directory / "qrels" / f"{split}.tsv").open("w", newline="") as out:
-        writer = csv.writer(out, delimiter="\t", lineterminator="\n")
-        writer.writerow(["query-id", "corpus-id", "score"])
-        for query_id, docs in dataset.qrels.items():
-            writer.writerows([query_id, doc_id, grade] for doc_id, grade in docs.items())
+    for split, judged in (splits or {"test": set(dataset.qrels)}).items():
+        with (directory / "qrels" / f"{split}.tsv").open("w", newline="") as out:
+            writer = csv.writer(out, delimiter="\t", lineterminator="\n")
+            writer.writerow(["query-id", "corpus-id", "score"])
+            for query_id, docs in dataset.qrels.items():
+                if query_id in judged:
+                    writer.writerows([query_id, doc_id, grade] for doc_id, grade in docs.items())
     (directory / "dataset.json").write_text(json.dumps({"name": dataset.name} | dataset.meta, indent=1))
     return directory
 
@@ -83,6 +86,7 @@ def read_dataset(directory: Path, split: str = "test") -> Dataset:
     qrels = _qrels(directory / "qrels" / f"{split}.tsv", queries, corpus)
     meta_path = directory / "dataset.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta["split"] = split
     return Dataset(meta.pop("name", directory.name), corpus, {q: queries[q] for q in qrels}, qrels, meta)
 
 
@@ -108,7 +112,8 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
 
 def _qrels(path: Path, queries: dict, corpus: dict) -> dict[str, dict[str, int]]:
     if not path.exists():
-        raise DatasetError(f"{path} is missing")
+        present = sorted(p.stem for p in path.parent.glob("*.tsv"))
+        raise DatasetError(f"{path} is missing (splits here: {', '.join(present) or 'none'})")
     qrels: dict[str, dict[str, int]] = {}
     with path.open(newline="") as handle:
         for number, row in enumerate(csv.reader(handle, delimiter="\t"), 1):

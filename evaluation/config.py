@@ -25,6 +25,7 @@ class GateConfig(StrictModel):
     `rayrag eval gate --record` wrote to `record` (committed); a drop of more than `margin` fails CI."""
 
     dataset: str = "python-faq"
+    split: Literal["dev", "test"] = "test"  # the held-out half: tuning happens on dev
     queries: PositiveInt = 60
     distractors: NonNegativeInt = 400
     seed: int = 0

@@ -29,6 +29,7 @@ class GateRecord(StrictModel):
     ndcg10: float = Field(ge=0.0, le=1.0)
     metrics: dict[str, float]
     dataset: str
+    split: str = "test"
     source: str  # the dataset's origin, e.g. "python3.11-doc 3.11.2-6+deb12u6"
     fingerprint: str  # Dataset.fingerprint() of the scored subset
     queries: int
@@ -50,7 +51,7 @@ class GateResult:
 def make_record(data: Dataset, spec: GateConfig, mode: str, embedder: str, metrics: dict[str, float]) -> GateRecord:
     return GateRecord(
         ndcg10=round(metrics["ndcg@10"], 4), metrics={k: round(v, 4) for k, v in metrics.items()},
-        dataset=spec.dataset, source=str(data.meta.get("package") or data.meta.get("source") or "unknown"),
+        dataset=spec.dataset, split=spec.split, source=str(data.meta.get("package") or data.meta.get("source") or "unknown"),
         fingerprint=data.fingerprint(), queries=len(data.queries), documents=len(data.corpus),
         distractors=spec.distractors, seed=spec.seed, mode=mode, embedder=embedder,
         recorded_at=provenance.now(), command=provenance.command(),
@@ -81,7 +82,7 @@ def check(measured: GateRecord, recorded: GateRecord | None, margin: float, path
     if recorded is None:
         return check_missing(path)
     differs = [f"{key} {getattr(recorded, key)!r} -> {getattr(measured, key)!r}"
-               for key in ("dataset", "queries", "distractors", "seed", "mode", "embedder")
+               for key in ("dataset", "split", "queries", "distractors", "seed", "mode", "embedder")
                if getattr(recorded, key) != getattr(measured, key)]  # fmt: skip
     if differs:
         return GateResult(False, f"FAIL: {path} was recorded on another run ({'; '.join(differs)}): "

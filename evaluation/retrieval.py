@@ -131,7 +131,7 @@ def report_json(
     """The report, with what it was measured on: a README table rendered from it can say so."""
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {
-        "dataset": dataset.name, "queries": len(dataset.queries), "documents": len(dataset.corpus),
+        "dataset": dataset.name, "split": dataset.meta.get("split"), "queries": len(dataset.queries), "documents": len(dataset.corpus),
         "source": dataset.meta.get("package") or dataset.meta.get("source"), "fingerprint": dataset.fingerprint(),
         "embedder": config.indexes.embedder.model if config else None,
         "depth": config.eval.depth if config else None,

@@ -96,6 +96,14 @@ class FaissIndex:
         scores[ids < 0] = -np.inf
         return ids.astype(np.int64), scores.astype(np.float32)
 
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        if self.config.index_type == "ivf_pq":
+            ivf = faiss.extract_index_ivf(self.index)
+            if ivf.direct_map.type != faiss.DirectMap.Hashtable:  # ids are not 0..n-1: a hash map, built once
+                ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        rows = [self.index.reconstruct(int(i)) for i in ids]
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), self.dim)
+
     def save(self, path: Path) -> None:
         write_meta(path, {"kind": "faiss", "config": self.config.model_dump()})
         faiss.write_index(self.index, str(path / INDEX_FILE))

@@ -92,6 +92,15 @@ class QdrantIndex:
         rows = [[(int(p.id), float(p.score)) for p in response.points] for response in responses]
         return pad_results(rows, k)
 
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        wanted = [int(i) for i in ids]
+        points = self.client.retrieve(self.collection, ids=wanted, with_vectors=True, with_payload=False)
+        found = {int(p.id): p.vector for p in points}
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise KeyError(f"ids not in collection {self.collection!r}: {missing[:5]}")
+        return np.asarray([found[i] for i in wanted], dtype=np.float32).reshape(len(wanted), self.dim)
+
     def save(self, path: Path) -> None:
         if path != self.path:
             self.copy_to(path, path.name)

@@ -64,6 +64,16 @@ class Chunk:
         return {k: v for k, v in asdict(self).items() if k != "text"}
 
 
+def indexed_text(text: str, title: str | None, section: str | None, contextual: bool) -> str:
+    """What is embedded and BM25-indexed for a chunk: its text, after its place in the document when
+    the index is contextual ("Sorting HOW TO > Key Functions"), so a chunk that never names its topic
+    is still found by it. The stored text and the citations stay the chunk's own text."""
+    if not contextual:
+        return text
+    path = list(dict.fromkeys(p.strip() for p in (title, section) if p and p.strip()))
+    return f"{' > '.join(path)}\n\n{text}" if path else text
+
+
 class ChunkStore:
     """Chunks of one index version in one SQLite file."""
 

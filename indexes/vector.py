@@ -34,6 +34,10 @@ class VectorIndex(Protocol):
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (ids, scores), each shaped (n_queries, k), best first; missing slots have id -1."""
 
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of `ids`, shaped (len(ids), dim), in that order (IVF-PQ: as its codes
+        reconstruct them): MMR diversifies candidates with these instead of embedding them again."""
+
     def save(self, path: Path) -> None:
         """Persist into directory `path` so that `open_vector_index(path)` gives the same index."""
 

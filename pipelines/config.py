@@ -70,6 +70,11 @@ class ChunkerConfig(StrictModel):
     size: PositiveInt = 1000
     overlap: NonNegativeInt = 150
     min_chars: NonNegativeInt = 40
+    contextual: bool = Field(
+        default=False,
+        description="embed and BM25-index each chunk after its document title and section "
+        "(indexes.store.indexed_text); the stored text and citations are unchanged",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkerConfig:

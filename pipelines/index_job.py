@@ -134,7 +134,10 @@ def embed_chunks(documents: Dataset, config: IndexJobConfig, embedder: EmbedderC
     stage = config.embed
     return documents.map_batches(
         ChunkEmbedder,
-        fn_constructor_kwargs={"embedder": embedder, "stage": stage, "spec": spec, "probe": _probe()},
+        fn_constructor_kwargs={
+            "embedder": embedder, "stage": stage, "spec": spec, "contextual": config.chunker.contextual,
+            "probe": _probe(),
+        },
         batch_size=stage.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=stage.concurrency),

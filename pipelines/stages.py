@@ -26,7 +26,7 @@ import ray
 from core.offline import ensure_offline
 from indexes.embedder import Embedder, EmbedderConfig, EmbedderSpec, load_embedder, resolve_model_path
 from indexes.manifest import content_hash
-from indexes.store import Chunk
+from indexes.store import Chunk, indexed_text
 from pipelines.chunking import TokenOffsets, chunk_document
 from pipelines.config import ChunkerConfig, EmbedStageConfig, ParseConfig
 from pipelines.ingest import ParseError, parse_bytes, use_packaged_spacy_model
@@ -158,10 +158,16 @@ class ChunkEmbedder:
     REQUIRED = frozenset((*CHUNK_COLUMNS, RECORD))
 
     def __init__(
-        self, embedder: EmbedderConfig, stage: EmbedStageConfig, spec: EmbedderSpec, probe: str | None = None
+        self,
+        embedder: EmbedderConfig,
+        stage: EmbedStageConfig,
+        spec: EmbedderSpec,
+        contextual: bool = False,
+        probe: str | None = None,
     ) -> None:
         ensure_offline()
         self.batch_size, self.dim, self.probe = stage.batch_size, spec.dim, StreamProbe(probe)
+        self.contextual = contextual
         self._loading = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-embedder")
         threads = stage.torch_threads or os.cpu_count() or 1
         self._embedder = self._loading.submit(_load_for_actor, embedder, threads, spec)
@@ -173,11 +179,19 @@ class ChunkEmbedder:
         vectors = np.zeros((len(batch["text"]), self.dim), dtype=np.float32)
         chunks = np.flatnonzero(batch[RECORD] == "")
         if len(chunks):
-            texts = [str(batch["text"][i]) for i in chunks]
+            texts = [
+                indexed_text(str(batch["text"][i]), _text(batch["title"][i]), _text(batch["section"][i]), self.contextual)
+                for i in chunks
+            ]
             vectors[chunks] = self._embedder.result().encode(texts, self.batch_size)
             self.probe.embedded()
         batch["vector"] = vectors
         return batch
+
+
+def _text(value: Any) -> str | None:
+    """A title or section cell of a chunk row ("" or None where the chunk has none)."""
+    return str(value) if value else None
 
 
 def _load_for_actor(embedder: EmbedderConfig, threads: int, spec: EmbedderSpec) -> Embedder:

@@ -42,6 +42,9 @@ def retrieval(
     reranker: Annotated[Path | None, typer.Option(help="CrossEncoder directory for the rerank mode.")] = None,
     queries: Annotated[int | None, typer.Option(help="Evaluate on this many queries (a fixed subset).")] = None,
     distractors: Annotated[int, typer.Option(help="With --queries: unjudged documents kept.")] = 1000,
+    split: Annotated[
+        str, typer.Option(help="Which judged queries: dev (tune on these) or test (report these); qrels/<split>.tsv.")
+    ] = "test",
     out: Annotated[Path | None, typer.Option(help="JSON report (default: eval.reports_dir).")] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     overrides: SetOption = None,
@@ -50,9 +53,9 @@ def retrieval(
     from evaluation.retrieval import evaluate_modes, published_figures, report_json, table
 
     chosen = _modes(modes)  # checked before any dataset is read or built
-    settings, data = _dataset(config, overrides, dataset, queries, distractors)
+    settings, data = _dataset(config, overrides, dataset, queries, distractors, split=split)
     results = evaluate_modes(data, settings.evaluation(), chosen, reranker)
-    typer.echo(f"{data.name}: {len(data.queries)} queries, {len(data.corpus)} documents")
+    typer.echo(f"{data.name} ({split}): {len(data.queries)} queries, {len(data.corpus)} documents")
     typer.echo(table(results))
     published = published_figures(settings.eval.published, Path(settings.indexes.embedder.model).name, data.name)
     for who, figure in published.items():
@@ -64,7 +67,7 @@ def retrieval(
         data,
         results,
         published,
-        out or settings.eval.reports_dir / f"retrieval-{data.name}.json",
+        out or settings.eval.reports_dir / f"retrieval-{data.name}-{split}.json",
         settings.evaluation(),
     )
     typer.echo(f"report: {path}")
@@ -88,11 +91,13 @@ def gate(
     if not record and recorded is None:  # and so is a missing one: minutes of indexing would end the same way
         typer.echo(check_missing(spec.record).message)
         raise typer.Exit(1)
-    settings, data = _dataset(config, overrides, spec.dataset, spec.queries, spec.distractors, spec.seed)
+    settings, data = _dataset(
+        config, overrides, spec.dataset, spec.queries, spec.distractors, spec.seed, split=spec.split
+    )
     mode = settings.serve.retriever.mode
     [result] = evaluate_modes(data, settings.evaluation(), [mode])
     measured = make_record(data, spec, mode, settings.indexes.embedder.model, result.metrics)
-    typer.echo(f"{data.name} ({len(data.queries)} queries, {len(data.corpus)} documents, {measured.source}), "
+    typer.echo(f"{data.name} {spec.split} ({len(data.queries)} queries, {len(data.corpus)} documents, {measured.source}), "
                f"mode {mode}: " + json.dumps(measured.metrics))  # fmt: skip
     if record:
         typer.echo(f"recorded nDCG@10 {measured.ndcg10:.4f} in {write_record(measured, spec.record)}")
@@ -103,12 +108,14 @@ def gate(
         raise typer.Exit(1)
 
 
-def _dataset(config: Path, overrides, name: str, queries: int | None, distractors: int, seed: int = 0):
+def _dataset(
+    config: Path, overrides, name: str, queries: int | None, distractors: int, seed: int = 0, split: str = "test"
+):
     from evaluation.datasets import resolve_dataset
     from rayrag.runtime import connect_ray
 
     settings = _settings(config, overrides)
-    data = resolve_dataset(name, settings.eval.datasets_dir)
+    data = resolve_dataset(name, settings.eval.datasets_dir, split)
     if queries is not None:
         data = data.subset(queries, distractors, seed)
     connect_ray(settings.ray)

@@ -48,7 +48,8 @@ def _load(root: Path, path: Path) -> dict:
 
 def retrieval_block(root: Path) -> str:
     report = _load(root, RETRIEVAL)
-    lines = [f"`{report['dataset']}`: {report['queries']} queries, {report['documents']:,} documents, "
+    split = f" `{report['split']}` half" if report.get("split") else ""
+    lines = [f"`{report['dataset']}`{split}: {report['queries']} queries, {report['documents']:,} documents, "
              f"{report['source']}, embedder {report['embedder']}, depth {report['depth']} "
              f"(`{report['command']}`, {report['measured_at']}):", "",
              "| mode | nDCG@10 | MRR@10 | recall@10 | recall@100 |", "|---|---:|---:|---:|---:|"]  # fmt: skip
@@ -63,7 +64,8 @@ def retrieval_block(root: Path) -> str:
 
 def gate_block(root: Path) -> str:
     r = _load(root, GATE)
-    return (f"The gate subset ({r['queries']} queries, {r['documents']} documents, seed {r['seed']}, {r['source']}) "
+    split = f"of the `{r['split']}` half " if r.get("split") else ""
+    return (f"The gate subset {split}({r['queries']} queries, {r['documents']} documents, seed {r['seed']}, {r['source']}) "
             f"scores {r['mode']} nDCG@10 {r['ndcg10']:.4f} with {r['embedder']}, recorded {r['recorded_at']} by "
             f"`{r['command']}` in `{GATE}` with the subset's fingerprint.\n")  # fmt: skip
 

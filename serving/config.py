@@ -11,7 +11,15 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from core.strict import CustomResources, StrictModel
 from indexes.backend_config import QdrantConfig
@@ -73,6 +81,24 @@ class QueryBatching(StrictModel):
     wait_s: NonNegativeFloat = 0.002
 
 
+class LexicalConfig(StrictModel):
+    """BM25's analyser, applied to chunks and queries alike: a Snowball stemmer (PyStemmer's language
+    names, e.g. english, german; null = none) and bm25s' stop words (en: Lucene's 33, en_plus: 179)."""
+
+    stemmer: str | None = "english"
+    stopwords: Literal["en", "en_plus"] | None = "en_plus"
+
+    @field_validator("stemmer")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        if value is not None:
+            import Stemmer
+
+            if value not in Stemmer.algorithms():
+                raise ValueError(f"no Snowball stemmer {value!r}; known: {', '.join(Stemmer.algorithms())}")
+        return value
+
+
 class RetrieverConfig(StrictModel):
     """Which indexes to serve and how to rank their chunks."""
 
@@ -82,7 +108,10 @@ class RetrieverConfig(StrictModel):
     max_top_k: PositiveInt = 50
     mode: Literal["dense", "hybrid", "mmr", "bm25"] = "dense"
     fetch_k: PositiveInt = 30  # candidates per ranker before fusion, MMR or rerank
+    fusion: Literal["weighted", "rrf"] = "weighted"  # hybrid: weighted normalised scores, or reciprocal ranks
+    dense_weight: float = Field(default=0.7, ge=0.0, le=1.0)  # weighted fusion: dense's share, BM25 the rest
     rrf_k: PositiveInt = 60
+    bm25: LexicalConfig = LexicalConfig()
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)
     reranker: RerankerConfig | None = None
     qdrant: QdrantConfig | None = None  # the Qdrant server of server-backed versions (never taken from the store)

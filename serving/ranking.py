@@ -1,8 +1,9 @@
 """Pure ranking functions of the retriever: fusion, diversity, filters, lexical search.
 
 Kept free of Ray and of index I/O so each can be unit-tested on small inputs. BM25 is `bm25s`
-(sparse-matrix BM25, well kept); reciprocal-rank fusion and MMR are the textbook formulas in a few
-lines each, which no dependency would make shorter.
+(sparse-matrix BM25, well kept) with a Snowball stemmer (PyStemmer) and a stop-word list;
+reciprocal-rank and weighted score fusion and MMR are the textbook formulas in a few lines each,
+which no dependency would make shorter.
 """
 
 from __future__ import annotations
@@ -24,6 +25,22 @@ def rrf_fuse(rankings: Sequence[Sequence[int]], k: int = 60) -> list[tuple[int, 
         for rank, item in enumerate(ranking, start=1):
             scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
     return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+def weighted_fuse(rankings: Sequence[Sequence[tuple[int, float]]], weights: Sequence[float]) -> list[tuple[int, float]]:
+    """Convex combination of each ranking's scores, min-max normalised per query (cosine and BM25
+    live on different scales): score(d) = sum of weight * normalised score; a ranking that missed
+    `d` adds 0. Unlike RRF it keeps how far apart the scores are, not only their order."""
+    fused: dict[int, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        if not ranking:
+            continue
+        values = np.array([score for _, score in ranking], dtype=np.float64)
+        low, span = values.min(), values.max() - values.min()
+        for (item, _), value in zip(ranking, values, strict=True):
+            normalised = (value - low) / span if span > 0 else 1.0
+            fused[item] = fused.get(item, 0.0) + weight * normalised
+    return sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
 def mmr(query: np.ndarray, candidates: np.ndarray, top_k: int, lambda_: float = 0.5) -> list[int]:
@@ -57,19 +74,25 @@ def matches(chunk: Chunk, source: str | None, section: str | None) -> bool:
 
 
 class LexicalIndex:
-    """BM25 over every chunk of one index version, addressed by vector id."""
+    """BM25 over every chunk of one index version, addressed by vector id: `texts` are what was
+    indexed for each chunk (with its title and section when the index was built contextual); queries
+    and texts go through the same analyser, a Snowball stemmer and a stop-word list."""
 
-    def __init__(self, chunks: Sequence[Chunk]) -> None:
+    def __init__(
+        self, vids: Sequence[int], texts: Sequence[str], stemmer: str | None = "english", stopwords: str | None = "en_plus"
+    ) -> None:
         import bm25s
 
         self._bm25s = bm25s
-        self.vids = np.array([c.vid for c in chunks], dtype=np.int64)
+        self._stemmer = _stemmer(stemmer) if stemmer else None
+        self._stopwords = stopwords
+        self.vids = np.array(vids, dtype=np.int64)
         self.model = bm25s.BM25()
-        if chunks:
-            self.model.index(self._tokenize([c.text for c in chunks]), show_progress=False)
+        if len(self.vids):
+            self.model.index(self._tokenize(list(texts)), show_progress=False)
 
     def _tokenize(self, texts: list[str]):
-        return self._bm25s.tokenize(texts, stopwords="en", show_progress=False)
+        return self._bm25s.tokenize(texts, stopwords=self._stopwords, stemmer=self._stemmer, show_progress=False)
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         """Top-k (vid, bm25 score) pairs; chunks sharing no term with the query are left out."""
@@ -78,3 +101,10 @@ class LexicalIndex:
             return []
         docs, scores = self.model.retrieve(self._tokenize([query]), k=k, show_progress=False, n_threads=1)
         return [(int(self.vids[d]), float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
+
+
+@functools.lru_cache(maxsize=4)
+def _stemmer(language: str):
+    import Stemmer
+
+    return Stemmer.Stemmer(language)

@@ -29,10 +29,11 @@ from indexes.layout import IndexNotFoundError, TamperedIndexError
 from indexes.manifest import Manifest, verify_files
 from indexes.reader import Hit, IndexVersion
 from indexes.storage import IndexLocation, locate
-from serving.config import RetrieverConfig
+from indexes.store import indexed_text
+from serving.config import LexicalConfig, RetrieverConfig
 from serving.errors import InvalidRequest, NotFound, ServingError
 from serving.protocol import ScoredChunk, SearchRequest, SearchResult
-from serving.ranking import LexicalIndex, matches, mmr, rrf_fuse
+from serving.ranking import LexicalIndex, matches, mmr, rrf_fuse, weighted_fuse
 from serving.telemetry import metrics
 from serving.telemetry.quiet import quiet_polls
 
@@ -54,10 +55,16 @@ class Loaded:
     index: IndexVersion
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    bm25: LexicalConfig = field(default_factory=LexicalConfig)
+
     @cached_property
     def lexical(self) -> LexicalIndex:
+        """BM25 over the text the index embedded (with title and section when built contextual)."""
         with self.lock:
-            return LexicalIndex(list(self.index.store))
+            contextual = bool(self.index.manifest.chunker.get("contextual", False))
+            chunks = list(self.index.store)
+            texts = [indexed_text(c.text, c.title, c.section, contextual) for c in chunks]
+            return LexicalIndex([c.vid for c in chunks], texts, self.bm25.stemmer, self.bm25.stopwords)
 
 
 class Retriever:
@@ -95,7 +102,7 @@ class Retriever:
                 f"index {name!r} version {version_id} was embedded with {index.manifest.embedder.model_dump()}, "
                 f"this retriever embeds with {self.embedder.spec.model_dump()}"
             )
-        return Loaded(version_id, index)
+        return Loaded(version_id, index, bm25=self.config.bm25)
 
     def _location(self, name: str) -> IndexLocation:
         return locate(self.store.root, name, self.config.cache_dir)
@@ -208,7 +215,7 @@ class Retriever:
         else:
             candidates = self._dense(loaded, request, query, fetch)
         if mode == "mmr":
-            candidates = self._diversify(query[0], candidates, top_k)
+            candidates = self._diversify(loaded, query[0], candidates, top_k)
         if rerank:
             started = time.perf_counter()
             candidates = self._rerank(request.query, candidates)
@@ -236,14 +243,20 @@ class Retriever:
 
     def _fuse(self, dense: list[Hit], lexical: list[Hit]) -> list[Hit]:
         by_vid = {h.chunk.vid: h.chunk for h in dense + lexical}
-        fused = rrf_fuse([[h.chunk.vid for h in dense], [h.chunk.vid for h in lexical]], k=self.config.rrf_k)
+        if self.config.fusion == "rrf":
+            fused = rrf_fuse([[h.chunk.vid for h in dense], [h.chunk.vid for h in lexical]], k=self.config.rrf_k)
+        else:
+            weight = self.config.dense_weight
+            fused = weighted_fuse([[(h.chunk.vid, h.score) for h in hits] for hits in (dense, lexical)],
+                                  [weight, 1.0 - weight])  # fmt: skip
         return [Hit(by_vid[vid], score) for vid, score in fused]
 
-    def _diversify(self, query: np.ndarray, candidates: list[Hit], top_k: int) -> list[Hit]:
-        """MMR over the candidates, re-embedding their texts (the backends need not return vectors)."""
+    def _diversify(self, loaded: Loaded, query: np.ndarray, candidates: list[Hit], top_k: int) -> list[Hit]:
+        """MMR over the candidates with their stored vectors: no embedding per query beyond the query's."""
         if not candidates:
             return []
-        vectors = self.embedder.encode([h.chunk.text for h in candidates])
+        vectors = loaded.index.vectors.vectors(np.array([h.chunk.vid for h in candidates], dtype=np.int64))
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # PQ codes: near unit
         order = mmr(query, vectors, top_k, self.config.mmr_lambda)
         return [candidates[i] for i in order]
 

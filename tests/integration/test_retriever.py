@@ -186,3 +186,64 @@ def test_an_index_built_with_torch_is_served_with_openvino(ray_cluster, tmp_path
     assert version.manifest.embedder == r.embedder.spec
     assert scores[:, 0].min() >= 0.9999
     assert [nearest[int(vid)].text for vid in found[:, 0]] == [c.text for c in chunks]
+
+
+def test_mmr_diversifies_with_stored_vectors_and_embeds_only_the_query(built):
+    config, _ = built
+    r = retriever(config, fetch_k=3)
+    encoded: list[int] = []
+    encode = r.embedder.encode
+
+    def counted(texts, *args, **kwargs):
+        encoded.append(len(texts))
+        return encode(texts, *args, **kwargs)
+
+    r.embedder.encode = counted
+    try:
+        diverse = search(r, query="what is lava?", top_k=3, mode="mmr")
+        dense = search(r, query="what is lava?", top_k=3, mode="dense")
+    finally:
+        r.close()
+    assert encoded == [1, 1]  # one query each; the candidates' vectors come from the index
+    assert {c.chunk_id for c in diverse.chunks} == {c.chunk_id for c in dense.chunks}  # 3 of 3: same set
+    assert diverse.chunks[0].chunk_id == dense.chunks[0].chunk_id  # the most relevant first either way
+
+
+def test_hybrid_fuses_by_weight_or_by_rank_and_each_extreme_weight_is_its_member(built):
+    config, _ = built
+    query = "starter of wild yeast"
+    results = {}
+    for name, updates in {"dense": {}, "dense-only": {"dense_weight": 1.0}, "bm25-only": {"dense_weight": 0.0},
+                          "rrf": {"fusion": "rrf"}}.items():  # fmt: skip
+        r = retriever(config, **updates)
+        try:
+            mode = "dense" if name == "dense" else "hybrid"
+            results[name] = [c.chunk_id for c in search(r, query=query, top_k=3, mode=mode).chunks]
+            if name == "bm25-only":
+                results["bm25"] = [c.chunk_id for c in search(r, query=query, top_k=3, mode="bm25").chunks]
+        finally:
+            r.close()
+    assert results["dense-only"][: len(results["dense"])] == results["dense"]
+    assert results["bm25-only"][: len(results["bm25"])] == results["bm25"]
+    assert results["rrf"][0] in results["dense"] + results["bm25"]
+
+
+def test_a_contextual_index_finds_a_chunk_by_its_title_in_bm25_and_cites_the_plain_text(ray_cluster, tmp_path):
+    """The History section never names the mountain; indexed after "Mount Fuji > History" it is found
+    by that name, and the text it cites is still its own."""
+    doc = "# Mount Fuji\n\nThe highest mountain of Japan, on Honshu.\n\n## History\n\nIt last erupted in 1707.\n"
+    corpus = write_corpus(tmp_path / "corpus", {"fuji.md": doc})
+    for contextual in (False, True):
+        config = job_config(tmp_path / str(contextual), **{"index_job.chunker.contextual": contextual,
+                                                           "index_job.chunker.min_chars": 5})  # fmt: skip
+        run_job(config, corpus)
+        r = retriever(config)
+        try:
+            found = search(r, query="Fuji", top_k=5, mode="bm25").chunks
+        finally:
+            r.close()
+        history = [c for c in found if c.section == "History"]
+        if contextual:
+            assert history and history[0].text.startswith("History") and "Fuji" not in history[0].text
+        else:
+            assert found and not history  # only the intro, whose text holds the name

@@ -9,7 +9,7 @@ import pytest
 
 from evaluation.beir import DatasetError, read_dataset, write_dataset
 from evaluation.datasets import resolve_dataset
-from evaluation.faq_dataset import dataset_from_sources
+from evaluation.faq_dataset import dataset_from_sources, split_by_page
 from evaluation.rst import module_references, plain_text, split_sections
 
 pytestmark = pytest.mark.unit
@@ -119,3 +119,24 @@ def test_a_subset_keeps_every_judged_document_of_its_queries():
     assert len(small.queries) == 3 and judged <= set(small.corpus)
     assert len(small.corpus) == len(judged) + 5
     assert mini.subset(3, 5, seed=1).queries == small.queries  # a fixed seed, a fixed subset
+
+
+def test_questions_split_by_whole_page_into_dev_and_test_halves(sources, tmp_path):
+    """Neighbouring questions of one page never straddle the split: tuning on dev cannot see test's pages."""
+    design = "Design FAQ\n==========\n\n" + "".join(
+        f"Why is thing {n} so?\n-------------------\n\nBecause thing {n} was designed that way long ago.\n\n"
+        for n in range(3)
+    )
+    (sources / "faq" / "design.rst.txt").write_text(design)
+    dataset = dataset_from_sources(sources)
+    halves = split_by_page(dataset)
+    page = {q: next(d for d, g in docs.items() if g == 2).split("#")[0] for q, docs in dataset.qrels.items()}
+    assert {page[q] for q in halves["dev"]} == {"faq/design"}  # the larger page first, to dev
+    assert {page[q] for q in halves["test"]} == {"faq/programming"}
+    assert halves["dev"] | halves["test"] == set(dataset.qrels) and not halves["dev"] & halves["test"]
+    target = write_dataset(dataset, tmp_path / "out", halves)
+    dev, test = read_dataset(target, "dev"), read_dataset(target, "test")
+    assert set(dev.qrels) == halves["dev"] and set(test.qrels) == halves["test"]
+    assert dev.corpus == test.corpus and (dev.meta["split"], test.meta["split"]) == ("dev", "test")
+    with pytest.raises(DatasetError, match=r"train.tsv is missing \(splits here: dev, test\)"):
+        read_dataset(target, "train")

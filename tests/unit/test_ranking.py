@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexes.store import Chunk
-from serving.ranking import LexicalIndex, matches, mmr, rrf_fuse
+from indexes.store import Chunk, indexed_text
+from serving.ranking import LexicalIndex, matches, mmr, rrf_fuse, weighted_fuse
 
 pytestmark = pytest.mark.unit
 
@@ -51,7 +51,33 @@ def test_bm25_ranks_term_matches_and_ignores_unknown_words():
         chunk("b.md", "bread rises with yeast"),
         chunk("c.md", "lava cools"),
     ]
-    index = LexicalIndex(chunks)
+    index = LexicalIndex([c.vid for c in chunks], [c.text for c in chunks])
     hits = index.search("lava volcanoes", 3)
     assert hits[0][0] == chunks[0].vid and {vid for vid, _ in hits} == {chunks[0].vid, chunks[2].vid}
     assert index.search("quantum", 3) == []
+
+
+def test_bm25_stems_and_drops_stop_words_for_chunks_and_queries_alike():
+    texts = ["Removing duplicated entries of a list", "How the list type grows", "Sorting keys"]
+    vids = [1, 2, 3]
+    analysed = LexicalIndex(vids, texts)
+    assert [vid for vid, _ in analysed.search("how do I remove duplicates", 3)] == [1]  # remov, duplic; no "how"
+    plain = LexicalIndex(vids, texts, stemmer=None, stopwords="en")
+    assert [vid for vid, _ in plain.search("how do I remove duplicates", 3)] == [2]  # only "how" matches
+
+
+def test_weighted_fusion_keeps_score_gaps_and_the_weight_decides():
+    dense = [(1, 0.90), (2, 0.89), (3, 0.10)]
+    lexical = [(3, 12.0), (2, 11.0), (4, 1.0)]
+    assert weighted_fuse([dense, lexical], [1.0, 0.0])[0][0] == 1  # all dense: dense's order
+    assert weighted_fuse([dense, lexical], [0.0, 1.0])[0][0] == 3  # all BM25: BM25's order
+    fused = dict(weighted_fuse([dense, lexical], [0.5, 0.5]))
+    assert fused[2] == pytest.approx(0.5 * (0.79 / 0.8) + 0.5 * (10 / 11))  # near the top of both
+    assert max(fused, key=fused.get) == 2 and fused[4] == 0.0  # the bottom of one list, absent from the other
+    assert weighted_fuse([[(7, 0.5)], []], [0.7, 0.3]) == [(7, 0.7)]  # one candidate: full marks, weighted
+
+
+def test_contextual_text_puts_title_and_section_first_once():
+    assert indexed_text("body", "Sorting HOW TO", "Key Functions", True) == "Sorting HOW TO > Key Functions\n\nbody"
+    assert indexed_text("body", "FAQ", "FAQ", True) == "FAQ\n\nbody"
+    assert indexed_text("body", None, None, True) == "body" and indexed_text("body", "T", "S", False) == "body"
