@@ -113,6 +113,7 @@ class RetrieverConfig(StrictModel):
     rrf_k: PositiveInt = 60
     bm25: LexicalConfig = LexicalConfig()
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_per_section: PositiveInt | None = None  # chunks of one section of one document in a result; null = any
     reranker: RerankerConfig | None = None
     qdrant: QdrantConfig | None = None  # the Qdrant server of server-backed versions (never taken from the store)
     batch: QueryBatching = QueryBatching()

@@ -59,6 +59,19 @@ def mmr(query: np.ndarray, candidates: np.ndarray, top_k: int, lambda_: float = 
     return chosen
 
 
+def cap_per_section(chunks: Sequence[Chunk], limit: int) -> list[int]:
+    """Positions of `chunks` (in rank order) kept when at most `limit` come from one section of one
+    document: five windows of one long section would leave a generator one passage's worth of facts."""
+    seen: dict[tuple[str, str | None], int] = {}
+    kept = []
+    for position, chunk in enumerate(chunks):
+        key = (chunk.source, chunk.section)
+        if seen.get(key, 0) < limit:
+            seen[key] = seen.get(key, 0) + 1
+            kept.append(position)
+    return kept
+
+
 @functools.lru_cache(maxsize=256)
 def _glob(pattern: str) -> re.Pattern:
     """A client's glob compiled once; the cache is keyed by client input, so it is small and bounded

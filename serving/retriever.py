@@ -33,7 +33,7 @@ from indexes.store import indexed_text
 from serving.config import LexicalConfig, RetrieverConfig
 from serving.errors import InvalidRequest, NotFound, ServingError
 from serving.protocol import ScoredChunk, SearchRequest, SearchResult
-from serving.ranking import LexicalIndex, matches, mmr, rrf_fuse, weighted_fuse
+from serving.ranking import LexicalIndex, cap_per_section, matches, mmr, rrf_fuse, weighted_fuse
 from serving.telemetry import metrics
 from serving.telemetry.quiet import quiet_polls
 
@@ -220,6 +220,9 @@ class Retriever:
             started = time.perf_counter()
             candidates = self._rerank(request.query, candidates)
             metrics.stage_seconds().observe(time.perf_counter() - started, {"stage": "rerank"})
+        if self.config.max_per_section:
+            kept = cap_per_section([h.chunk for h in candidates], self.config.max_per_section)
+            candidates = [candidates[i] for i in kept]
         return candidates[:top_k]
 
     def _filtered(self, request: SearchRequest, hits: list[Hit]) -> list[Hit]:

@@ -247,3 +247,19 @@ def test_a_contextual_index_finds_a_chunk_by_its_title_in_bm25_and_cites_the_pla
             assert history and history[0].text.startswith("History") and "Fuji" not in history[0].text
         else:
             assert found and not history  # only the intro, whose text holds the name
+
+
+def test_a_section_cap_keeps_one_chunk_per_section(ray_cluster, tmp_path):
+    """Small windows cut each section into several chunks; capped, a result names each section once."""
+    config = job_config(tmp_path, **{"index_job.chunker.size": 120, "index_job.chunker.overlap": 20})
+    run_job(config, make_corpus(tmp_path))
+    capped, plain = retriever(config, max_per_section=1), retriever(config)
+    try:
+        got = search(capped, query="lava and bread and tides", top_k=10).chunks
+        every = search(plain, query="lava and bread and tides", top_k=10).chunks
+    finally:
+        capped.close()
+        plain.close()
+    sections = [(c.source, c.section) for c in got]
+    assert len(sections) == len(set(sections)) == len({(c.source, c.section) for c in every})
+    assert len(every) > len(got)  # uncapped, one section fills several places

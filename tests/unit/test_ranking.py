@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from indexes.store import Chunk, indexed_text
-from serving.ranking import LexicalIndex, matches, mmr, rrf_fuse, weighted_fuse
+from serving.ranking import LexicalIndex, cap_per_section, matches, mmr, rrf_fuse, weighted_fuse
 
 pytestmark = pytest.mark.unit
 
@@ -81,3 +81,11 @@ def test_contextual_text_puts_title_and_section_first_once():
     assert indexed_text("body", "Sorting HOW TO", "Key Functions", True) == "Sorting HOW TO > Key Functions\n\nbody"
     assert indexed_text("body", "FAQ", "FAQ", True) == "FAQ\n\nbody"
     assert indexed_text("body", None, None, True) == "body" and indexed_text("body", "T", "S", False) == "body"
+
+
+def test_a_result_holds_at_most_n_chunks_of_one_section_in_rank_order():
+    ranked = [chunk("a.md", "1", "Intro"), chunk("a.md", "2", "Intro"), chunk("a.md", "3", "Usage"),
+              chunk("b.md", "4", "Intro"), chunk("a.md", "5", "Intro")]  # fmt: skip
+    assert cap_per_section(ranked, 1) == [0, 2, 3]  # a.md#Intro once; b.md's Intro is another section
+    assert cap_per_section(ranked, 2) == [0, 1, 2, 3]
+    assert cap_per_section(ranked, 9) == [0, 1, 2, 3, 4]
