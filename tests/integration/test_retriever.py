@@ -174,7 +174,7 @@ def test_an_index_built_with_torch_is_served_with_openvino(ray_cluster, tmp_path
     embedder, at cosine >= 0.9999, and the replica accepts the index (same embedder spec)."""
     config = job_config(tmp_path, **{"indexes.embedder.backend": "torch"})
     report = run_job(config, sample_dir)
-    r = retriever(config)
+    r = retriever(config, embedder=EmbedderConfig(backend="openvino"))  # the job embedded with torch
     try:
         version = r.loaded["test"].index
         chunks = list(version.store)
