@@ -62,7 +62,9 @@ def decide_rebuild(
         return RebuildDecision(True, "--rebuild requested")
     checks = [
         ("embedder spec", previous.embedder.model_dump(), spec.model_dump()),
-        ("chunker settings", previous.chunker, config.chunker.model_dump()),
+        # a setting added since the previous version was built reads as its default there: upgrading
+        # rayrag does not re-embed an index whose chunks would come out the same
+        ("chunker settings", type(config.chunker)().model_dump() | previous.chunker, config.chunker.model_dump()),
         ("backend settings", previous.backend, config.backend.model_dump()),
     ]
     for label, old, new in checks:
