@@ -62,7 +62,8 @@ def main() -> None:
             rows[f"{label}, {chunks}"] = row | {k: round(v, 4) for k, v in result.metrics.items()}
             print(f"{label:<36} {chunks:<10} " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
     body = {"dataset": "python-faq", "split": args.split, "queries": len(data.queries), "documents": len(data.corpus),
-            "measured_at": provenance.now(), "command": provenance.command(), "configs": rows}  # fmt: skip
+            "measured_at": provenance.now(), "command": " ".join(["python bench/retrieval_sweep.py", *sys.argv[1:]]),
+            "configs": rows}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(body, indent=1) + "\n")
     print(f"report: {out}")

@@ -134,6 +134,10 @@ def report_json(
         "dataset": dataset.name, "split": dataset.meta.get("split"), "queries": len(dataset.queries), "documents": len(dataset.corpus),
         "source": dataset.meta.get("package") or dataset.meta.get("source"), "fingerprint": dataset.fingerprint(),
         "embedder": config.indexes.embedder.model if config else None,
+        "retriever": {
+            "fusion": config.serve.retriever.fusion, "dense_weight": config.serve.retriever.dense_weight,
+            "bm25": config.serve.retriever.bm25.model_dump(), "contextual": config.index_job.chunker.contextual,
+        } if config else None,
         "depth": config.eval.depth if config else None,
         "measured_at": provenance.now(), "command": provenance.command(),
         "modes": {r.mode: {k: round(v, 4) for k, v in r.metrics.items()} for r in results}, "published": published,

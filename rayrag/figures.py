@@ -5,7 +5,8 @@ The README marks each generated block with `<!-- figures:NAME -->` ... `<!-- /fi
 - `retrieval`: `reports/retrieval-python-faq.json`, from `rayrag eval retrieval --dataset python-faq --out ...`;
 - `gate`: `reports/eval-gate.json`, from `rayrag eval gate --record`;
 - `bench`: `bench/results/latest.json`, from `make bench` (`bench/harness.py`);
-- `guardrails`: `reports/guardrails.json`, from `rayrag eval guardrails`.
+- `guardrails`: `reports/guardrails.json`, from `rayrag eval guardrails`;
+- `sweep`: `reports/retrieval-sweep-dev.json`, from `python bench/retrieval_sweep.py --split dev`.
 
 `rayrag readme --check` (a unit test runs it) fails when a block differs from what its report says, so
 a typed-in number, or a report re-measured without re-rendering, is caught before it lands. Reading
@@ -24,6 +25,7 @@ RETRIEVAL = Path("reports/retrieval-python-faq.json")
 GATE = Path("reports/eval-gate.json")
 BENCH = Path("bench/results/latest.json")
 GUARDRAILS = Path("reports/guardrails.json")
+SWEEP = Path("reports/retrieval-sweep-dev.json")
 BLOCK = re.compile(r"(<!-- figures:(\w+) -->\n)(.*?)(<!-- /figures:\2 -->)", re.DOTALL)
 MODE_NAMES = {"dense": "dense", "bm25": "bm25", "hybrid": "hybrid (RRF)", "mmr": "mmr", "rerank": "rerank"}
 # The serving figures the README quotes (all of them are in bench/results/summary.md).
@@ -53,12 +55,28 @@ def retrieval_block(root: Path) -> str:
              f"{report['source']}, embedder {report['embedder']}, depth {report['depth']} "
              f"(`{report['command']}`, {report['measured_at']}):", "",
              "| mode | nDCG@10 | MRR@10 | recall@10 | recall@100 |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    retriever = report.get("retriever") or {}
     for mode, m in report["modes"].items():
         name = MODE_NAMES.get(mode, mode) + (f" ({report['embedder']})" if mode == "dense" else "")
+        if mode == "hybrid" and retriever.get("fusion") == "weighted":
+            name = f"hybrid (weighted, dense {retriever['dense_weight']:g})"
         lines.append(f"| {name} | {m['ndcg@10']:.3f} | {m['mrr@10']:.3f} | {m['recall@10']:.3f} | {m['recall@100']:.3f} |")
     for who, figure in report.get("published", {}).items():
         cells = [f"{figure[k]:.2f}" if k in figure else "" for k in ("ndcg@10", "mrr@10", "recall@10", "recall@100")]
         lines.append(f"| {who}: {figure.get('source') or 'published'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep_block(root: Path) -> str:
+    report = _load(root, SWEEP)
+    lines = [f"`{report['dataset']}` `{report['split']}` half: {report['queries']} queries, "
+             f"{report['documents']:,} documents (`{report['command']}`, {report['measured_at']}):", "",
+             "| configuration | chunks | nDCG@10 | MRR@10 | recall@10 | recall@100 |",
+             "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for name, m in report["configs"].items():
+        label = name.rsplit(", ", 1)[0]
+        lines.append(f"| {label} | {m['chunks']} | {m['ndcg@10']:.3f} | {m['mrr@10']:.3f} | "
+                     f"{m['recall@10']:.3f} | {m['recall@100']:.3f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -113,6 +131,7 @@ def verdict(name: str, value: float) -> str:
 
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "retrieval": retrieval_block, "gate": gate_block, "bench": bench_block, "guardrails": guardrails_block,
+    "sweep": sweep_block,
 }  # fmt: skip
 
 

@@ -106,10 +106,12 @@ class RetrieverConfig(StrictModel):
     indexes: list[str] = Field(default_factory=lambda: ["pydocs"], min_length=1)
     top_k: PositiveInt = 5
     max_top_k: PositiveInt = 50
-    mode: Literal["dense", "hybrid", "mmr", "bm25"] = "dense"
+    # hybrid at dense_weight 0.6: the best plain-chunk configuration on python-faq's dev half, and above
+    # dense on its test half (reports/retrieval-sweep-dev.json, reports/retrieval-python-faq.json)
+    mode: Literal["dense", "hybrid", "mmr", "bm25"] = "hybrid"
     fetch_k: PositiveInt = 30  # candidates per ranker before fusion, MMR or rerank
     fusion: Literal["weighted", "rrf"] = "weighted"  # hybrid: weighted normalised scores, or reciprocal ranks
-    dense_weight: float = Field(default=0.7, ge=0.0, le=1.0)  # weighted fusion: dense's share, BM25 the rest
+    dense_weight: float = Field(default=0.6, ge=0.0, le=1.0)  # weighted fusion: dense's share, BM25 the rest
     rrf_k: PositiveInt = 60
     bm25: LexicalConfig = LexicalConfig()
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)

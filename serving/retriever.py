@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +55,19 @@ class Loaded:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     bm25: LexicalConfig = field(default_factory=LexicalConfig)
+    _lexical: LexicalIndex | None = None
 
-    @cached_property
+    @property
     def lexical(self) -> LexicalIndex:
-        """BM25 over the text the index embedded (with title and section when built contextual)."""
+        """BM25 over the text the index embedded (with title and section when built contextual), built
+        once: by a warming thread when the configured mode uses it, or by the first query that does."""
         with self.lock:
-            contextual = bool(self.index.manifest.chunker.get("contextual", False))
-            chunks = list(self.index.store)
-            texts = [indexed_text(c.text, c.title, c.section, contextual) for c in chunks]
-            return LexicalIndex([c.vid for c in chunks], texts, self.bm25.stemmer, self.bm25.stopwords)
+            if self._lexical is None:
+                contextual = bool(self.index.manifest.chunker.get("contextual", False))
+                chunks = list(self.index.store)
+                texts = [indexed_text(c.text, c.title, c.section, contextual) for c in chunks]
+                self._lexical = LexicalIndex([c.vid for c in chunks], texts, self.bm25.stemmer, self.bm25.stopwords)
+            return self._lexical
 
 
 class Retriever:
@@ -102,7 +105,10 @@ class Retriever:
                 f"index {name!r} version {version_id} was embedded with {index.manifest.embedder.model_dump()}, "
                 f"this retriever embeds with {self.embedder.spec.model_dump()}"
             )
-        return Loaded(version_id, index, bm25=self.config.bm25)
+        loaded = Loaded(version_id, index, bm25=self.config.bm25)
+        if self.config.mode in ("hybrid", "bm25"):  # the default mode's BM25 built now, not by a query
+            threading.Thread(target=lambda: loaded.lexical, name="bm25-warm", daemon=True).start()
+        return loaded
 
     def _location(self, name: str) -> IndexLocation:
         return locate(self.store.root, name, self.config.cache_dir)

@@ -59,7 +59,7 @@ def test_eval_gate_records_its_figure_with_provenance_and_fails_ci_below_it(ray_
     body = json.loads(record.read_text())
     measured = body["ndcg10"]
     assert f'"ndcg@10": {measured}' in written.stdout and (body["queries"], body["documents"]) == (8, 53)
-    assert body["fingerprint"] and body["mode"] == "dense" and "--record" in body["command"]
+    assert body["fingerprint"] and body["mode"] == "hybrid" and body["split"] == "test" and "--record" in body["command"]
     passed = rayrag(ray_cluster, *gate)
     assert passed.returncode == 0 and "PASS" in passed.stdout, passed.stdout + passed.stderr[-2000:]
     record.write_text(json.dumps(body | {"ndcg10": min(1.0, measured + 0.05)}))  # a better past
