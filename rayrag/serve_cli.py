@@ -25,10 +25,11 @@ def start_app(settings: RootConfig, wait_s: float = 600.0) -> str:
 
     from serving.app import bind, check_placement
 
-    config: ServeConfig = settings.serve
-    check_placement(settings.serving())
+    serving = settings.serving()
+    config: ServeConfig = serving.serve
+    check_placement(serving)
     serve.start(http_options={"host": config.gateway.host, "port": config.gateway.port})
-    serve.run(bind(settings.serving()), name=config.app_name, route_prefix=config.route_prefix, blocking=False)
+    serve.run(bind(serving), name=config.app_name, route_prefix=config.route_prefix, blocking=False)
     url = f"http://{config.gateway.host}:{config.gateway.port}"
     wait_ready(url, wait_s, config.app_name)
     return url
