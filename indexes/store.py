@@ -10,7 +10,7 @@ import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 STORE_FILE = "chunks.sqlite"
@@ -108,6 +108,23 @@ class ChunkStore:
             for row in rows:
                 found[row[0]] = _chunk_from_row(row)
         return found
+
+    def section_of(self, chunk: Chunk) -> Chunk:
+        """`chunk` grown to its whole section ("small to big"): the stored chunks of its document and
+        section merged by their offsets, overlaps kept once, a gap (a piece under min_chars, never
+        stored) as a paragraph break. Its id stays the hit's, so the citation names what was found."""
+        query = "SELECT * FROM chunks WHERE source = ? AND section IS ? ORDER BY start"
+        with self._lock:
+            parts = [_chunk_from_row(row) for row in self._db.execute(query, (chunk.source, chunk.section))]
+        if not parts:
+            return chunk
+        text, cursor = parts[0].text, parts[0].end
+        for part in parts[1:]:
+            if part.end <= cursor:
+                continue
+            text += part.text[cursor - part.start :] if part.start < cursor else "\n\n" + part.text
+            cursor = part.end
+        return replace(chunk, text=text, start=parts[0].start, end=cursor)
 
     def __iter__(self) -> Iterator[Chunk]:
         for row in self._db.execute("SELECT * FROM chunks ORDER BY source, start"):

@@ -116,6 +116,10 @@ class RetrieverConfig(StrictModel):
     bm25: LexicalConfig = LexicalConfig()
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)
     max_per_section: PositiveInt | None = None  # chunks of one section of one document in a result; null = any
+    # what a hit hands on: its chunk, or its whole section ("small to big") when that is at most
+    # max_section_chars long (a longer section stays the chunk); the gateway then fits the context budget
+    expand: Literal["chunk", "section"] = "chunk"
+    max_section_chars: PositiveInt = 3000
     reranker: RerankerConfig | None = None
     qdrant: QdrantConfig | None = None  # the Qdrant server of server-backed versions (never taken from the store)
     batch: QueryBatching = QueryBatching()

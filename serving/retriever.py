@@ -229,7 +229,26 @@ class Retriever:
         if self.config.max_per_section:
             kept = cap_per_section([h.chunk for h in candidates], self.config.max_per_section)
             candidates = [candidates[i] for i in kept]
+        if self.config.expand == "section":
+            return self._sections(loaded, candidates, top_k)
         return candidates[:top_k]
+
+    def _sections(self, loaded: Loaded, hits: list[Hit], top_k: int) -> list[Hit]:
+        """Each hit as its whole section when that fits `max_section_chars`; a section already handed
+        on by a better hit is not handed on twice."""
+        grown, seen = [], set()
+        for hit in hits:
+            key = (hit.chunk.source, hit.chunk.section)
+            if key in seen:
+                continue
+            if len(grown) == top_k:
+                break
+            section = loaded.index.store.section_of(hit.chunk)
+            if len(section.text) <= self.config.max_section_chars:
+                seen.add(key)
+                hit = Hit(section, hit.score)
+            grown.append(hit)
+        return grown
 
     def _filtered(self, request: SearchRequest, hits: list[Hit]) -> list[Hit]:
         return [h for h in hits if matches(h.chunk, request.source, request.section)]

@@ -263,3 +263,18 @@ def test_a_section_cap_keeps_one_chunk_per_section(ray_cluster, tmp_path):
     sections = [(c.source, c.section) for c in got]
     assert len(sections) == len(set(sections)) == len({(c.source, c.section) for c in every})
     assert len(every) > len(got)  # uncapped, one section fills several places
+
+
+def test_small_to_big_hands_on_whole_sections_once_each(ray_cluster, tmp_path):
+    config = job_config(tmp_path, **{"index_job.chunker.size": 120, "index_job.chunker.overlap": 20})
+    run_job(config, make_corpus(tmp_path))
+    grown, small = retriever(config, expand="section"), retriever(config, expand="section", max_section_chars=50)
+    try:
+        sections = search(grown, query="sourdough starter", top_k=3).chunks
+        chunks = search(small, query="sourdough starter", top_k=3).chunks
+    finally:
+        grown.close()
+        small.close()
+    assert sections[0].source == "sourdough.md" and "Dutch oven" in sections[0].text and "leavened" in sections[0].text
+    assert len({(c.source, c.section) for c in sections}) == len(sections)  # each section handed on once
+    assert all(len(c.text) <= 120 for c in chunks)  # sections over max_section_chars stay chunks

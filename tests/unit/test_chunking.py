@@ -92,3 +92,23 @@ def test_token_windows_use_the_embedders_tokenizer():
     assert all(len(offsets(c.text)) <= 64 for c in chunks)
     text, _ = layout(ELEMENTS)
     assert all(text[c.start : c.end] == c.text for c in chunks)
+
+
+def test_a_hit_grows_to_its_whole_section_from_the_stored_overlapping_windows(tmp_path):
+    """Small to big: the windows of one section, overlaps and all, merge back into the section's text."""
+    from indexes.store import ChunkStore
+
+    config = ChunkerConfig(size=300, overlap=60, min_chars=10)
+    chunks = chunk_document("tutorial/appetite.html", ELEMENTS, config)
+    text, blocks = layout(ELEMENTS)
+    longest = max(sections(blocks, "by_title"), key=lambda s: s.end - s.start)
+    windows = [c for c in chunks if c.section == longest.title]
+    assert len(windows) > 3  # several overlapping windows to merge
+    store = ChunkStore(tmp_path / "chunks.sqlite")
+    store.add(chunks)
+    hit = windows[2]
+    grown = store.section_of(hit)
+    assert grown.text == text[windows[0].start : windows[-1].end]
+    assert (grown.chunk_id, grown.start, grown.end) == (hit.chunk_id, windows[0].start, windows[-1].end)
+    assert all(grown.text[c.start - grown.start : c.end - grown.start] == c.text for c in windows)
+    store.close()
