@@ -127,14 +127,20 @@ class ChunkStore:
         return replace(chunk, text=text, start=parts[0].start, end=cursor)
 
     def __iter__(self) -> Iterator[Chunk]:
-        for row in self._db.execute("SELECT * FROM chunks ORDER BY source, start"):
+        """Every chunk, read under the lock in one go: the connection is shared by the retriever's
+        threads (a BM25 build beside searches), and one is never used by two at once or after close."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM chunks ORDER BY source, start").fetchall()
+        for row in rows:
             yield _chunk_from_row(row)
 
     def count(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:  # waits for a reader on another thread; later reads raise, never crash
+            self._db.close()
 
 
 def _chunk_from_row(row: tuple) -> Chunk:

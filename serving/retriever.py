@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ class Retriever:
             )
         loaded = Loaded(version_id, index, bm25=self.config.bm25)
         if self.config.mode in ("hybrid", "bm25"):  # the default mode's BM25 built now, not by a query
-            threading.Thread(target=lambda: loaded.lexical, name="bm25-warm", daemon=True).start()
+            threading.Thread(target=_warm, args=(name, loaded), name="bm25-warm", daemon=True).start()
         return loaded
 
     def _location(self, name: str) -> IndexLocation:
@@ -319,6 +320,15 @@ def _verify(name: str, version_id: str, path: Path) -> None:
     except ValueError as exc:
         metrics.index_refusals().inc(1, {"index": name})
         raise TamperedIndexError(f"index {name!r} version {version_id} refused: {exc}") from None
+
+
+def _warm(name: str, loaded: Loaded) -> None:
+    """Build a version's BM25 ahead of its first query; a version closed meanwhile (swapped out, or
+    the replica stopping) is no error: the query that needs BM25 would build it anyway."""
+    try:
+        _ = loaded.lexical  # built once and kept on the version
+    except sqlite3.ProgrammingError:  # the chunk store closed under it
+        log.debug("index %s version %s closed before its BM25 was built", name, loaded.version_id)
 
 
 def _in_replica() -> bool:
