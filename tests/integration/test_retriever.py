@@ -249,10 +249,18 @@ def test_a_contextual_index_finds_a_chunk_by_its_title_in_bm25_and_cites_the_pla
             assert found and not history  # only the intro, whose text holds the name
 
 
-def test_a_section_cap_keeps_one_chunk_per_section(ray_cluster, tmp_path):
+@pytest.fixture(scope="module")
+def windowed(ray_cluster, tmp_path_factory):
+    """The test corpus in 120-character windows: every section is cut into several chunks."""
+    root = tmp_path_factory.mktemp("windowed")
+    config = job_config(root, **{"index_job.chunker.size": 120, "index_job.chunker.overlap": 20})
+    run_job(config, make_corpus(root))
+    return config
+
+
+def test_a_section_cap_keeps_one_chunk_per_section(windowed):
     """Small windows cut each section into several chunks; capped, a result names each section once."""
-    config = job_config(tmp_path, **{"index_job.chunker.size": 120, "index_job.chunker.overlap": 20})
-    run_job(config, make_corpus(tmp_path))
+    config = windowed
     capped, plain = retriever(config, max_per_section=1), retriever(config)
     try:
         got = search(capped, query="lava and bread and tides", top_k=10).chunks
@@ -265,9 +273,8 @@ def test_a_section_cap_keeps_one_chunk_per_section(ray_cluster, tmp_path):
     assert len(every) > len(got)  # uncapped, one section fills several places
 
 
-def test_small_to_big_hands_on_whole_sections_once_each(ray_cluster, tmp_path):
-    config = job_config(tmp_path, **{"index_job.chunker.size": 120, "index_job.chunker.overlap": 20})
-    run_job(config, make_corpus(tmp_path))
+def test_small_to_big_hands_on_whole_sections_once_each(windowed):
+    config = windowed
     grown, small = retriever(config, expand="section"), retriever(config, expand="section", max_section_chars=50)
     try:
         sections = search(grown, query="sourdough starter", top_k=3).chunks
