@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from serving.config import GatewayConfig
+from serving.followups import Followup
 from serving.generator.protocol import GenerationRequest, GenerationResult, Message, Usage
 from serving.graders import Verdict
 from serving.protocol import ScoredChunk, SearchRequest, SearchResult
@@ -96,6 +97,7 @@ class Plan:
     search: SearchRequest | None = None
     probe: CacheProbe | None = None
     produced: Usage | None = None
+    followup: Followup | None = None  # the query a RAG turn was searched with (and what its rewrite cost)
 
 
 @dataclass(frozen=True)

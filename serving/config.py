@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -274,6 +274,20 @@ class HistoryConfig(StrictModel):
     max_chars: PositiveInt = 2000  # earlier turns put in a prompt; the passages and the answer need the rest
 
 
+class FollowupConfig(StrictModel):
+    """What a follow-up turn searches for (serving/followups.py): "and how do I remove one?" alone
+    finds nothing, so retrieval reads the conversation, not only the last message."""
+
+    # auto: the chain's generator rewrites the question when the chain has a model the key may use,
+    # the recent user turns otherwise (and whenever a rewrite fails or is late); turns: always the
+    # user turns; off: the last message alone
+    rewrite: Literal["auto", "turns", "off"] = "auto"
+    turns: Annotated[int, Field(ge=1, le=8)] = 2  # user turns in the deterministic query, the last included
+    timeout_s: PositiveFloat = 3.0  # a rewrite slower than this is dropped for the user turns
+    max_tokens: PositiveInt = 48  # of the rewritten question
+    max_chars: PositiveInt = 1000  # of the query either way (the embedder reads ~256 tokens of it)
+
+
 class GradersConfig(StrictModel):
     """Groundedness and answer-relevance graders (serving/graders.py) and the self-check they drive."""
 
@@ -355,6 +369,7 @@ class GatewayConfig(StrictModel):
     records: RecordsConfig = RecordsConfig()
     cache: CacheConfig = CacheConfig()
     history: HistoryConfig = HistoryConfig()
+    followups: FollowupConfig = FollowupConfig()
     graders: GradersConfig = GradersConfig()
     json_retries: NonNegativeInt = 2  # JSON mode: regenerations after an invalid answer
     limits: RequestLimits = RequestLimits()

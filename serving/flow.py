@@ -55,13 +55,17 @@ class AnswerFlow(FlowSupport):
             generation = self._generation(turn, messages, prompt=prompt, route=route)
             return Plan(turn, asked, route, generation)
         messages = messages or [Message(role="user", content=prompt)]
-        search = self._search(turn, route, question_of(messages))
+        with stage("followup"):
+            # rewritten by the model this request asked for, or within the models its key may use
+            allowed = [route.generator] if route.generator else turn.who.model_scope
+            followup = await self.followups.query(messages, allowed)
+        search = self._search(turn, route, followup.query)
         probe = await self._cache_probe(turn, route, messages, search)
         if probe is not None and probe.hit is not None:
             return Plan(turn, asked, route, None, search=search, probe=probe)
         grounded = await self.ground(messages, search, turn.prompt_template, vector=probe and probe.vector)
         generation = self._generation(turn, grounded.messages, grounded=grounded, route=route)
-        return Plan(turn, asked, route, generation, grounded, search, probe)
+        return Plan(turn, asked, route, generation, grounded, search, probe, followup=followup)
 
     async def _route(self, turn: Turn) -> Route:
         """`rag:<index>` (or `/v1/query`'s index) leads to an index, anything else to a generator.
@@ -118,7 +122,7 @@ class AnswerFlow(FlowSupport):
                 answer = await self._answer(plan)
                 plan.produced = answer.result.usage
                 result = self.guard.screen_result(answer.result)
-                outcome = Outcome(turn.rid, result, self._extra(answer.grounded, answer.grades),
+                outcome = Outcome(turn.rid, result, self._extra(plan, answer.grounded, answer.grades),
                                   cache_missed=plan.probe is not None, context=_context(answer.grounded))  # fmt: skip
             return outcome
         finally:
@@ -150,8 +154,10 @@ class AnswerFlow(FlowSupport):
         plan.produced = second.usage
         return Answer(second, retry, grades_summary(first, await self._grade(plan.search.query, second, retry)))
 
-    def _extra(self, grounded: Grounding | None, grades: dict | None = None) -> dict[str, Any]:
+    def _extra(self, plan: Plan, grounded: Grounding | None, grades: dict | None = None) -> dict[str, Any]:
         extra = rag_extra(grounded, self.config) if grounded is not None else {}
+        if plan.followup is not None and plan.followup.by != "message":  # what a follow-up was searched with
+            extra["query"] = {"text": plan.followup.query, "by": plan.followup.by}
         return extra | ({"grades": grades} if grades is not None else {})
 
     def _from_cache(self, plan: Plan) -> Outcome:
@@ -215,7 +221,7 @@ class AnswerFlow(FlowSupport):
         choices = [{"index": i, "text": texts[i], "finish_reason": finish[i] or "stop"} for i in sorted(texts)]
         result = GenerationResult(model=plan.route.generator or backend, backend=backend, choices=choices,
                                   usage=usage, steps=steps)  # fmt: skip
-        yield Outcome(plan.turn.rid, result, self._extra(plan.grounded), context=_context(plan.grounded))
+        yield Outcome(plan.turn.rid, result, self._extra(plan, plan.grounded), context=_context(plan.grounded))
 
     # -- after generation ------------------------------------------------------------------------
 
@@ -226,6 +232,9 @@ class AnswerFlow(FlowSupport):
         if plan.produced is not None:
             model = outcome.result.model if outcome is not None else (plan.route.generator or "unknown")
             self._account(turn.who, plan.produced, model, plan.generation)
+        rewrite = plan.followup
+        if rewrite is not None and rewrite.usage.total_tokens:  # the follow-up's rewrite, by its own model
+            self._account(turn.who, rewrite.usage, rewrite.model or "unknown", None)
         if outcome is None:
             return
         self._record(turn, outcome, plan.generation)

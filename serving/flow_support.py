@@ -30,6 +30,7 @@ from serving.checks.guard import Guard
 from serving.checks.json_mode import generate_json
 from serving.config import GatewayConfig
 from serving.errors import ModelNotFound, NotFound
+from serving.followups import FollowupQueries
 from serving.generator.protocol import Delta, GenerationRequest, GenerationResult, GeneratorStatus, Message, Usage
 from serving.graders import Graders, Verdict
 from serving.openai_protocol import RAG_PREFIX, usage_dict
@@ -137,6 +138,7 @@ class FlowSupport:
         self.records = RecordStore(config.records.path, config.records.retention_days) if config.records.enabled else None
         self.cache = SemanticCache(config.cache) if config.cache.enabled else None
         self.conversations = Conversations(config.history)
+        self.followups = FollowupQueries(config.followups, lambda request: self.router.generate(request, None))
         self.graders = Graders(config.graders, self._embed, self._generate) if config.graders.enabled else None
         self.embedder_config, self._embedder = embedder, None
         self._served_at, self._served = -math.inf, {}

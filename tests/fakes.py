@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 
@@ -15,8 +15,8 @@ from serving.protocol import ScoredChunk, SearchRequest, SearchResult
 
 
 class FakeGenerator:
-    """Answers `"<backend> says hi"` (or `text`); `fail` is raised by the first `fail_times` calls
-    (every call when None), `delay_s` delays the (first) answer."""
+    """Answers `"<backend> says hi"` (or `text`, or what `reply(request)` returns); `fail` is raised by
+    the first `fail_times` calls (every call when None), `delay_s` delays the (first) answer."""
 
     def __init__(
         self,
@@ -27,9 +27,10 @@ class FakeGenerator:
         delay_s: float = 0.0,
         fail_times: int | None = None,
         text: str | None = None,
+        reply: Callable[[GenerationRequest], str | None] | None = None,
     ) -> None:
         self.backend, self.model, self.ready, self.fail, self.delay_s = backend, model, ready, fail, delay_s
-        self.fail_times, self.text = fail_times, text
+        self.fail_times, self.text, self.reply = fail_times, text, reply
         self.calls = 0
         self.closed_early = 0  # streams whose consumer stopped reading before the end
         self.requests: list[GenerationRequest] = []
@@ -46,7 +47,7 @@ class FakeGenerator:
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         await asyncio.sleep(self.delay_s)
         self._maybe_fail(request)
-        text = self.text or f"{self.backend} says hi"
+        text = (self.reply and self.reply(request)) or self.text or f"{self.backend} says hi"
         return GenerationResult(
             model=self.model,
             backend=self.backend,
