@@ -23,16 +23,19 @@ from serving.retriever import Retriever
 
 
 def first_generator(serve: ServeConfig):
-    """The generator the config's chain tries first, built locally."""
-    step = serve.router.steps()[0].backend
-    if step == "primary" and serve.primary is not None:
-        from serving.generator.vllm_engine import VllmGenerator
+    """The generator the config's chain tries first, built locally: its first step that is
+    configured (the router drops a step whose backend is null, e.g. `primary: null`)."""
+    for step in serve.router.steps():
+        if step.backend == "primary" and serve.primary is not None:
+            from serving.generator.vllm_engine import VllmGenerator
 
-        return VllmGenerator(serve.primary)
-    if step == "fallback" and serve.fallback is not None:
-        from serving.generator.llama_cpp_engine import LlamaCppGenerator
+            return VllmGenerator(serve.primary)
+        if step.backend == "fallback" and serve.fallback is not None:
+            from serving.generator.llama_cpp_engine import LlamaCppGenerator
 
-        return LlamaCppGenerator(serve.fallback)
+            return LlamaCppGenerator(serve.fallback)
+        if step.backend == "extractive":
+            break
     return ExtractiveGenerator()
 
 

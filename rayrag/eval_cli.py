@@ -73,6 +73,60 @@ def retrieval(
     typer.echo(f"report: {path}")
 
 
+@eval_app.command("conversations")
+def conversations(
+    dataset: Annotated[str, typer.Option(help="A BEIR-layout directory, or python-faq (built on first use).")] = "python-faq",
+    dialogues: Annotated[Path, typer.Option(help="JSON lines: {id, turns: [{text, gold}, ...], standalone}.")] = Path(
+        "data/eval/python-faq-dialogues.jsonl"
+    ),
+    rewriter: Annotated[
+        str, typer.Option(help="turns: the deterministic query; model: the config chain's first generator, in-process.")
+    ] = "turns",
+    out: Annotated[
+        Path | None, typer.Option(help="JSON report (default: reports/conversations-<dataset>-<rewriter>.json).")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    overrides: SetOption = None,
+) -> None:
+    """Second-turn recall@10 of a multi-turn set: the follow-up alone, with the conversation, standalone."""
+    from evaluation.config import EvalError
+    from evaluation.conversations import SPLITS, evaluate_conversations, pages_by_split, summary, write_report
+
+    if rewriter not in ("turns", "model"):
+        raise EvalError(f"--rewriter {rewriter!r}: choose turns or model")
+    settings, data = _dataset(config, overrides, dataset, None, 0)
+    generate = _chain_generator(settings) if rewriter == "model" else None
+    halves = {split: _half(dataset, settings, split) for split in SPLITS}
+    pages = pages_by_split({split: half for split, half in halves.items() if half is not None})
+    report = evaluate_conversations(data, dialogues, settings.evaluation(), generate, pages)
+    typer.echo(summary(report))
+    out = out or Path("reports") / f"conversations-{data.name}-{rewriter}.json"
+    typer.echo(f"report: {write_report(report, out)}")
+
+
+def _half(dataset: str, settings: RootConfig, split: str):
+    """One split of a dataset, or None when it has no such split (a dataset without `qrels/dev.tsv`)."""
+    from evaluation.beir import DatasetError
+    from evaluation.datasets import resolve_dataset
+
+    try:
+        return resolve_dataset(dataset, settings.eval.datasets_dir, split)
+    except DatasetError:
+        return None
+
+
+def _chain_generator(settings: RootConfig):
+    """The config chain's first model, in-process, as the follow-up stage's `generate`."""
+    from evaluation.answering import first_generator
+    from evaluation.config import EvalError
+    from serving.generator.extractive import ExtractiveGenerator
+
+    generator = first_generator(settings.serve)
+    if isinstance(generator, ExtractiveGenerator):
+        raise EvalError("--rewriter model: the config's chain starts with the extractive step, which cannot rewrite")
+    return generator.generate
+
+
 @eval_app.command("gate")
 def gate(
     config: ConfigOption = DEFAULT_CONFIG,

@@ -6,7 +6,9 @@ The README marks each generated block with `<!-- figures:NAME -->` ... `<!-- /fi
 - `gate`: `reports/eval-gate.json`, from `rayrag eval gate --record`;
 - `bench`: `bench/results/latest.json`, from `make bench` (`bench/harness.py`);
 - `guardrails`: `reports/guardrails.json`, from `rayrag eval guardrails`;
-- `sweep`: `reports/retrieval-sweep-dev.json`, from `python bench/retrieval_sweep.py --split dev`.
+- `sweep`: `reports/retrieval-sweep-dev.json`, from `python bench/retrieval_sweep.py --split dev`;
+- `conversations`: `reports/conversations-python-faq-{turns,model}.json`, from
+  `rayrag eval conversations --rewriter turns|model`.
 
 `rayrag readme --check` (a unit test runs it) fails when a block differs from what its report says, so
 a typed-in number, or a report re-measured without re-rendering, is caught before it lands. Reading
@@ -26,6 +28,8 @@ GATE = Path("reports/eval-gate.json")
 BENCH = Path("bench/results/latest.json")
 GUARDRAILS = Path("reports/guardrails.json")
 SWEEP = Path("reports/retrieval-sweep-dev.json")
+CONVERSATIONS = {rewriter: Path(f"reports/conversations-python-faq-{rewriter}.json") for rewriter in ("turns", "model")}
+REPORTS = (RETRIEVAL, GATE, BENCH, GUARDRAILS, SWEEP, *CONVERSATIONS.values())  # every report a block reads
 BLOCK = re.compile(r"(<!-- figures:(\w+) -->\n)(.*?)(<!-- /figures:\2 -->)", re.DOTALL)
 MODE_NAMES = {"dense": "dense", "bm25": "bm25", "hybrid": "hybrid (RRF)", "mmr": "mmr", "rerank": "rerank"}
 # The serving figures the README quotes (all of them are in bench/results/summary.md).
@@ -110,6 +114,30 @@ def guardrails_block(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def conversations_block(root: Path) -> str:
+    reports = {rewriter: _load(root, path) for rewriter, path in CONVERSATIONS.items()}
+    turns, model = reports["turns"], reports["model"]
+    splits = list(turns["splits"])
+    head = " | ".join(f"{name} ({turns['splits'][name]['dialogues']})" for name in splits)
+    lines = [f"`{turns['dataset']}`, {turns['dialogues']} dialogues (`{turns['dialogues_file']}`, sha256 "
+             f"{turns['sha256'][:12]}), mode {turns['mode']}, recall@{turns['at']} of the second turn's gold section "
+             f"(`{turns['command']}`, {turns['measured_at']}; `{model['command']}`, {model['measured_at']}):", "",
+             f"| the second turn searched as | {head} |", "|---|" + "---:|" * len(splits)]  # fmt: skip
+
+    def row(label: str, report: dict, way: str) -> str:
+        return f"| {label} | " + " | ".join(f"{report['splits'][n]['recall'][way]:.3f}" for n in splits) + " |"
+
+    def ratio(label: str, report: dict) -> str:
+        cells = [f"{report['splits'][n]['ratio']:.2f} {'met' if report['splits'][n]['met'] else 'MISSED'}" for n in splits]
+        return f"| {label} (target >= {turns['target']:g}) | " + " | ".join(cells) + " |"
+
+    lines += [row("the last message alone", turns, "alone"), row("the user turns, last first", turns, "conversation"),
+              row("the model's rewrite, then the user turns", model, "conversation"),
+              row("its standalone wording (the ceiling)", turns, "standalone"),
+              ratio("ratio, user turns / standalone", turns), ratio("ratio, rewrite + turns / standalone", model)]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 # The targets the issues set for the bench's figures; bench/harness.py prints its summary against these.
 TARGETS: dict[str, tuple[str, float]] = {
     # issue 15 (one answer flow): batching beats the bare loop; the gateway adds little to a search or a cache hit
@@ -131,7 +159,7 @@ def verdict(name: str, value: float) -> str:
 
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "retrieval": retrieval_block, "gate": gate_block, "bench": bench_block, "guardrails": guardrails_block,
-    "sweep": sweep_block,
+    "sweep": sweep_block, "conversations": conversations_block,
 }  # fmt: skip
 
 

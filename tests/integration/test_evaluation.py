@@ -107,3 +107,19 @@ def test_answer_evaluation_compares_two_configurations(ray_cluster, tmp_path):
     paths = write_report(rows, {"a": "extractive", "b": "llama.cpp"}, tmp_path / "report")
     assert "| groundedness_pass_rate |" in paths["markdown"].read_text()
     assert paths["png"].stat().st_size > 1000
+
+
+def test_eval_conversations_scores_each_second_turn_three_ways_on_a_real_index(ray_cluster, workdir):
+    report = workdir / "conversations.json"
+    dialogues = REPO / "tests" / "data" / "beir-mini-dialogues.jsonl"
+    done = rayrag(ray_cluster, "eval", "conversations", "--dataset", str(MINI), "--dialogues", str(dialogues),
+                  "--out", str(report), "--set", f"eval.workdir={workdir}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    body = json.loads(report.read_text())
+    assert (body["dialogues"], body["rewriter"], body["mode"]) == (3, "turns", "hybrid")
+    assert [row["by"] for row in body["rows"]] == ["turns"] * 3
+    assert body["rows"][0]["query"] == "Can't we get rid of the lock behind that?\nNone of my threads seem to run: why?"
+    assert body["recall"]["standalone"] == 1.0  # among 53 sections, each standalone wording finds its answer
+    assert set(body["splits"]) == {"all", "test"} and "ratio" in done.stdout
+    refused = rayrag(ray_cluster, "eval", "conversations", "--dataset", str(MINI), "--rewriter", "oracle")
+    assert refused.returncode == 2 and "--rewriter 'oracle'" in refused.stderr and "Traceback" not in refused.stderr

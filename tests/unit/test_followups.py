@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from serving.config import FollowupConfig
-from serving.followups import REWRITE_INSTRUCTIONS, FollowupQueries, cleaned, transcript, turns_query
+from serving.followups import EXAMPLES, REWRITE_INSTRUCTIONS, FollowupQueries, cleaned, transcript, turns_query
 from serving.generator.protocol import Choice, GenerationRequest, GenerationResult, Message, Usage
 from tests.flow_env import QUESTION, Env
 
@@ -87,11 +87,19 @@ def test_the_model_rewrites_the_followup_from_the_conversation():
     rewriter = Rewriter('Standalone question: "How are dictionaries implemented in CPython?"\nBecause...')
     followup = _query(rewriter)
     assert (followup.query, followup.by, followup.usage.total_tokens) == (
-        "How are dictionaries implemented in CPython?", "model", 10,
+        f"How are dictionaries implemented in CPython?\n{FOLLOWUP}\n{FIRST}", "model", 10,
     )  # fmt: skip
     asked = rewriter.asked[0]
     assert asked.messages[0].content == REWRITE_INSTRUCTIONS and asked.temperature == 0.0
-    assert FIRST in asked.messages[1].content and FOLLOWUP in asked.messages[1].content
+    assert FIRST in asked.messages[-1].content and FOLLOWUP in asked.messages[-1].content
+    assert [m.role for m in asked.messages[1:-1]] == ["user", "assistant"] * len(EXAMPLES)
+
+
+def test_a_long_rewrite_leaves_room_for_the_users_own_words():
+    followup = _query(Rewriter("How " + "very " * 300 + "?"), max_chars=200)
+    assert followup.by == "turns" and followup.query == f"{FOLLOWUP}\n{FIRST}"
+    followup = _query(Rewriter("How are dictionaries implemented in CPython?"), max_chars=100)
+    assert len(followup.query) <= 100 and followup.query.startswith("How are dictionaries implemented in CPython?\nAnd")
 
 
 @pytest.mark.parametrize("rewriter", [Rewriter(hang=True), Rewriter(fail=RuntimeError("engine died"))],
@@ -129,7 +137,7 @@ def test_a_followup_on_any_chat_door_is_searched_with_the_rewrite_and_the_key_pa
     spent = env.spent()
     reply = env.ask(door, question="And lava?", session_id="s")
     assert reply.status == 200
-    assert env.retriever.searches[-1][0].query == REWRITTEN
+    assert env.retriever.searches[-1][0].query == f"{REWRITTEN}\nAnd lava?\n{QUESTION}"
     record = env.http.get(f"/v1/records/{reply.rid}").json()
     plain = Env(tmp_path / "turns", followups={"rewrite": "turns"})
     plain.ask("json", session_id="s")

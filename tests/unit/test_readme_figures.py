@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from bench.harness import summary
-from rayrag.figures import BENCH, GATE, GUARDRAILS, RETRIEVAL, SWEEP, FiguresError, render, stale_blocks, verdict
+from rayrag.figures import BENCH, GATE, REPORTS, RETRIEVAL, FiguresError, render, stale_blocks, verdict
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.unit
 
 def test_the_committed_readme_matches_its_committed_reports():
     text = (REPO / "README.md").read_text()
-    assert {"retrieval", "gate", "bench", "guardrails", "sweep"} <= set(_blocks(text))
+    assert {"retrieval", "gate", "bench", "guardrails", "sweep", "conversations"} <= set(_blocks(text))
     assert stale_blocks(text, REPO) == []  # run `rayrag readme` after re-measuring
 
 
@@ -31,7 +31,7 @@ def _blocks(text: str) -> list[str]:
 
 @pytest.fixture
 def copy(tmp_path):
-    for path in (RETRIEVAL, GATE, BENCH, GUARDRAILS, SWEEP):
+    for path in REPORTS:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / path, tmp_path / path)
     shutil.copyfile(REPO / "README.md", tmp_path / "README.md")
