@@ -71,8 +71,7 @@ ANN_N ?= 1000000
 bench: setup
 	$(PY) bench/index_throughput.py
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/serving.py
-	$(PY) bench/ann.py --n $(ANN_N) --index-type ivf_pq
-	$(PY) bench/ann.py --n $(ANN_N) --index-type hnsw
+	$(PY) bench/ann.py --n $(ANN_N)
 	$(VENV)/bin/rayrag readme
 
 # A fresh clone's `make run` to its first answer (minutes; needs port 8000 and no other Ray here).

@@ -60,7 +60,8 @@ class ShardableIndex(Protocol):
     @property
     def needs_training(self) -> bool: ...
 
-    def train(self, vectors: np.ndarray) -> None: ...
+    def train(self, vectors: np.ndarray, expected: int | None = None) -> None:
+        """Train on a sample, sized for about `expected` vectors (default: the sample's size)."""
 
     def empty_copy(self) -> ShardableIndex: ...
 

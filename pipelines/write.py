@@ -22,7 +22,7 @@ from indexes.store import STORE_FILE, ChunkStore, vector_id
 from indexes.vector import ShardableIndex, VectorIndex
 from pipelines.stages import CHUNK_COLUMNS, chunk_from_row
 
-TRAIN_SAMPLE = 20_000
+TRAIN_SAMPLE = 65_536  # IVF-PQ trains on these: 39 a list for up to 1,680 lists (ivf_shape)
 DRIVER_BATCH = 1024
 
 
@@ -52,7 +52,7 @@ def add_chunks(store: ChunkStore, vectors: VectorIndex, embedded: Dataset, total
     chunk_ids: dict[str, list[str]] = {}
     shardable = isinstance(vectors, ShardableIndex)
     if shardable and vectors.needs_training:
-        vectors.train(_training_sample(embedded))
+        vectors.train(_training_sample(embedded), expected=total)
     with tqdm(total=total, desc="Write chunks", unit="chunk") as progress:
         for batch in embedded.iter_batches(batch_size=DRIVER_BATCH, batch_format="numpy"):
             chunks = [chunk_from_row({k: batch[k][i] for k in CHUNK_COLUMNS}) for i in range(len(batch["vid"]))]

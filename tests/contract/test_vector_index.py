@@ -7,6 +7,7 @@ import pytest
 
 from indexes.backend_config import FaissConfig, QdrantConfig
 from indexes.backends import create_vector_index, open_vector_index
+from indexes.faiss_index import FaissIndex, ivf_shape
 from indexes.store import Chunk, ChunkStore
 from indexes.vector import ShardableIndex, VectorIndex
 
@@ -18,7 +19,10 @@ N = 600  # enough to train IVF-PQ (2**pq_nbits codebook entries)
 BACKENDS = {
     "faiss-flat": FaissConfig(index_type="flat"),
     "faiss-hnsw": FaissConfig(index_type="hnsw", ef_search=128),
-    "faiss-ivf_pq": FaissConfig(index_type="ivf_pq", nlist=8, pq_m=8, pq_nbits=6, nprobe=8),
+    "faiss-ivf_pq": FaissConfig(index_type="ivf_pq", nlist=8, pq_m=8, pq_nbits=6, nprobe=8),  # refined on fp16
+    # nlist from the size (16 lists for 600 vectors), all probed: a contract test may hold 3 vectors
+    "faiss-ivf_pq-sized": FaissConfig(index_type="ivf_pq", pq_m=8, pq_nbits=6, nprobe=16, refine="flat"),
+    "faiss-ivf_pq-codes": FaissConfig(index_type="ivf_pq", nlist=8, pq_m=8, pq_nbits=6, nprobe=8, refine=None),
     "qdrant-embedded": QdrantConfig(),
 }
 
@@ -163,5 +167,64 @@ def test_stored_vectors_come_back_by_id_in_the_order_asked(index, vectors):
     got = index.vectors(ids[picked])
     assert got.shape == (4, DIM)
     cosine = (got * rows[picked]).sum(axis=1) / np.linalg.norm(got, axis=1)
-    assert cosine.min() >= (0.7 if isinstance(index.config, FaissConfig) and index.config.index_type == "ivf_pq" else 0.9999)
+    codes_only = isinstance(index.config, FaissConfig) and index.config.index_type == "ivf_pq" and not index.config.refine
+    assert cosine.min() >= (0.7 if codes_only else 0.99)
     assert np.allclose(got[1], got[3])
+
+
+# -- IVF-PQ: re-scored candidates and a shape from the index's size -------------------------------
+
+
+def _ivf(tmp_path, **settings) -> FaissIndex:
+    config = FaissConfig(index_type="ivf_pq", pq_m=8, pq_nbits=6, **settings)
+    index = FaissIndex.create(DIM, config, tmp_path / "ivf")
+    index.train(unit_rows(N, seed=5), expected=N)
+    return index
+
+
+def test_refined_ivf_pq_scores_are_the_vectors_own_and_rank_like_exact_search(tmp_path, vectors):
+    """4-byte PQ codes misrank neighbours; re-scoring the candidates on stored vectors does not."""
+    rows, ids = vectors
+    queries = unit_rows(30, seed=9)
+    exact = np.argsort(-(queries @ rows.T), axis=1)[:, :5]
+    hits = {}
+    for refine in ("flat", "fp16", None):
+        index = _ivf(tmp_path / str(refine), nlist=4, nprobe=4, refine=refine, refine_candidates=100)
+        index.add(ids, rows)
+        found, scores = index.search(queries, 5)
+        hits[refine] = np.mean([len(set(f) & set(ids[e])) / 5 for f, e in zip(found, exact, strict=True)])
+        if refine:
+            true = np.array([[rows[ids.tolist().index(i)] @ q for i in f] for f, q in zip(found, queries, strict=True)])
+            assert np.abs(scores - true).max() < 0.002  # fp16 rounds in the fourth digit
+    assert min(hits["flat"], hits["fp16"]) >= 0.95 and hits[None] < 0.6, hits
+
+
+def test_ivf_pq_is_sized_for_the_vectors_it_will_hold_and_keeps_the_shape(tmp_path, vectors):
+    assert ivf_shape(1_000_000, 100_000) == (2048, 32)
+    assert ivf_shape(1_000_000, 65_536) == (1024, 16)
+    assert ivf_shape(10_000, 10_000) == (256, 8)
+    assert ivf_shape(600, 600) == (16, 8)
+    rows, ids = vectors
+    index = _ivf(tmp_path)
+    assert (index.config.nlist, index.config.nprobe, index.index.nlist) == (16, 8, 16)
+    index.add(ids, rows)
+    index.save(index.path)
+    reopened = FaissIndex.open(index.path)
+    assert (reopened.config.nlist, reopened.config.nprobe, reopened.refine.ntotal) == (16, 8, N)
+
+
+def test_a_set_nlist_is_kept_whatever_the_size(tmp_path):
+    index = _ivf(tmp_path, nlist=4, nprobe=2)
+    assert (index.config.nlist, index.config.nprobe, index.index.nlist) == (4, 2, 4)
+
+
+def test_after_a_delete_the_stored_vectors_still_belong_to_their_ids(index, vectors):
+    """A backend that caches where each id's vector lies must forget it when vectors move."""
+    rows, ids = vectors
+    filled(index, vectors)
+    index.vectors(ids[:5])  # whatever is cached to find stored vectors is made now
+    index.delete(ids[:50])
+    got = index.vectors(ids[60:70])
+    cosine = (got * rows[60:70]).sum(axis=1) / np.linalg.norm(got, axis=1)
+    codes_only = isinstance(index.config, FaissConfig) and index.config.index_type == "ivf_pq" and not index.config.refine
+    assert cosine.min() >= (0.7 if codes_only else 0.99)

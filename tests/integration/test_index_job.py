@@ -190,7 +190,7 @@ def test_ivf_pq_trains_on_the_first_build_and_updates_incrementally(ray_cluster,
 def test_ivf_pq_on_a_corpus_too_small_to_train_names_the_settings(ray_cluster, tmp_path):
     corpus = write_corpus(tmp_path / "corpus", DOCS)
     config = job_config(tmp_path, **{"index_job.backend.index_type": "ivf_pq"})
-    with pytest.raises(TrainingDataError, match=r"ivf_pq needs at least 256 vectors to train \(nlist=64, pq_nbits=8\)"):
+    with pytest.raises(TrainingDataError, match=r"ivf_pq needs at least 256 vectors to train \(nlist=16, pq_nbits=8\)"):
         run_job(config, corpus)
     assert IndexDirectory(config.indexes.root, "test").current_version() is None
 
