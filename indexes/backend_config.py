@@ -35,6 +35,13 @@ class FaissConfig(StrictModel):
     def label(self) -> str:
         return f"faiss-{self.index_type}"
 
+    def build_settings(self) -> dict:
+        """The settings an index of this type is built with: a change to any of them needs a new
+        build, a change to another (`shards`, or IVF-PQ's settings under a flat index) does not."""
+        kept = {"flat": (), "hnsw": ("hnsw_m", "ef_construction", "ef_search"),
+                "ivf_pq": ("nlist", "pq_m", "pq_nbits", "nprobe", "refine", "refine_candidates")}[self.index_type]  # fmt: skip
+        return self.model_dump(include={"kind", "index_type", *kept})
+
 
 class QdrantConfig(StrictModel):
     """Qdrant: embedded (a directory inside each version) unless a server URL is given."""
@@ -48,6 +55,9 @@ class QdrantConfig(StrictModel):
     @property
     def label(self) -> str:
         return "qdrant-server" if self.url else "qdrant-embedded"
+
+    def build_settings(self) -> dict:
+        return self.model_dump()
 
     @model_validator(mode="after")
     def _key_needs_url(self) -> QdrantConfig:

@@ -22,6 +22,7 @@ from ray.data import Dataset
 from ray.data.expressions import col
 
 from core import placement
+from indexes.backend_config import BackendConfig
 from indexes.config import IndexesConfig
 from indexes.embedder import EmbedderConfig, EmbedderSpec, embedder_spec
 from indexes.layout import IndexDirectory
@@ -65,7 +66,7 @@ def decide_rebuild(
         # a setting added since the previous version was built reads as its default there: upgrading
         # rayrag does not re-embed an index whose chunks would come out the same
         ("chunker settings", type(config.chunker)().model_dump() | previous.chunker, config.chunker.model_dump()),
-        ("backend settings", previous.backend, config.backend.model_dump()),
+        ("backend settings", _built_with(previous.backend, config.backend), config.backend.build_settings()),
     ]
     for label, old, new in checks:
         if old != new:
@@ -74,6 +75,19 @@ def decide_rebuild(
             }
             return RebuildDecision(True, f"{label} changed ({', '.join(f'{k}: {v}' for k, v in changed.items())})")
     return RebuildDecision(False)
+
+
+def _built_with(previous: dict, backend: BackendConfig) -> dict:
+    """The previous version's backend settings as `backend.build_settings()` names them: a setting
+    added since reads as its default, and one that does not shape this index type is left out."""
+    if previous.get("kind", "faiss") != backend.kind:
+        return previous
+    if backend.kind == "faiss":  # built before IVF-PQ re-scored its candidates: built without
+        previous = {"refine": None} | previous
+    try:
+        return type(backend).model_validate(previous).build_settings()
+    except ValueError:  # written by another rayrag: compared as it is, so the change is named
+        return previous
 
 
 def run_index_job(

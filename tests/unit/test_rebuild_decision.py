@@ -28,3 +28,26 @@ def test_a_chunker_setting_added_since_the_last_build_reads_as_its_default():
     contextual = config.model_copy(update={"chunker": config.chunker.model_copy(update={"contextual": True})})
     decision = decide_rebuild(built_before, SPEC, contextual, requested=False)
     assert decision.full and "contextual: False -> True" in decision.reason
+
+
+def _with_backend(**backend):
+    return IndexJobConfig.model_validate({"backend": backend})
+
+
+def test_an_upgrade_that_adds_backend_settings_rebuilds_only_an_index_they_shape():
+    """A flat index built before IVF-PQ's sizing and refine existed (its manifest says nlist 64,
+    nprobe 8, and nothing of refine) is not re-embedded for them; an IVF-PQ index is, since they
+    change what it holds (it was built without re-scoring, whatever the default says now)."""
+    old_defaults = {"nlist": 64, "nprobe": 8, "refine": None, "refine_candidates": None}
+    for index_type, rebuilt in (("flat", False), ("hnsw", False), ("ivf_pq", True)):
+        config = _with_backend(kind="faiss", index_type=index_type)
+        built = previous(config)
+        built.backend = {k: v for k, v in built.backend.items() if k not in ("refine", "refine_candidates")}
+        built.backend |= {k: v for k, v in old_defaults.items() if v is not None}
+        decision = decide_rebuild(built, SPEC, config, requested=False)
+        assert decision.full is rebuilt, (index_type, decision.reason)
+    decision = decide_rebuild(built, SPEC, _with_backend(kind="faiss", index_type="ivf_pq", nlist=64, nprobe=8),
+                              requested=False)  # fmt: skip
+    assert decision.full and "refine: None -> 'fp16'" in decision.reason  # built without re-scoring
+    same = _with_backend(kind="faiss", index_type="ivf_pq", nlist=64, nprobe=8, refine=None, refine_candidates=1000)
+    assert not decide_rebuild(built, SPEC, same, requested=False).full
