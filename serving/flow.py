@@ -157,7 +157,10 @@ class AnswerFlow(FlowSupport):
     def _extra(self, plan: Plan, grounded: Grounding | None, grades: dict | None = None) -> dict[str, Any]:
         extra = rag_extra(grounded, self.config) if grounded is not None else {}
         if plan.followup is not None and plan.followup.by != "message":  # what a follow-up was searched with
-            extra["query"] = {"text": plan.followup.query, "by": plan.followup.by}
+            shown = plan.followup.query
+            if plan.followup.by == "model" and self.guard.guardrails.screen_output(shown):
+                shown = None  # a rewrite the output screen stops is searched with, never shown
+            extra["query"] = {"text": shown, "by": plan.followup.by}
         return extra | ({"grades": grades} if grades is not None else {})
 
     def _from_cache(self, plan: Plan) -> Outcome:

@@ -156,3 +156,16 @@ def test_the_answer_says_what_a_followup_was_searched_with(tmp_path):
         "model": "rag:test", "messages": [{"role": "user", "content": "And lava?"}], "session_id": "s", "max_tokens": 16,
     }).json()  # fmt: skip
     assert body["rayrag"]["query"] == {"text": f"And lava?\n{QUESTION}", "by": "turns"}
+
+
+def test_a_rewrite_the_output_screen_stops_is_never_shown(tmp_path):
+    env = Env(tmp_path)
+    leak = " ".join(env.flow.guard.guardrails.system_prompt.split())[:300]
+    assert env.flow.guard.guardrails.screen_output(leak) == "system_prompt_leak"
+    env.generator.reply = lambda request: leak if request.messages[0].content == REWRITE_INSTRUCTIONS else "Lava."
+    env.ask("json", session_id="s")
+    body = env.http.post("/v1/chat/completions", json={
+        "model": "rag:test", "messages": [{"role": "user", "content": "And lava?"}], "session_id": "s", "max_tokens": 16,
+    }).json()  # fmt: skip
+    assert body["rayrag"]["query"] == {"text": None, "by": "model"}
+    assert env.retriever.searches[-1][0].query.startswith(leak[:40])  # searched with all the same
