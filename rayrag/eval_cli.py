@@ -96,7 +96,7 @@ def conversations(
         raise EvalError(f"--rewriter {rewriter!r}: choose turns or model")
     settings, data = _dataset(config, overrides, dataset, None, 0)
     generate = _chain_generator(settings) if rewriter == "model" else None
-    halves = {split: _half(dataset, settings, split) for split in SPLITS}
+    halves = {split: data if split == "test" else _half(dataset, settings, split) for split in SPLITS}  # data: test
     pages = pages_by_split({split: half for split, half in halves.items() if half is not None})
     report = evaluate_conversations(data, dialogues, settings.evaluation(), generate, pages)
     typer.echo(summary(report))
