@@ -122,9 +122,10 @@ class FaissIndex:
             return
         if self.needs_training:
             raise RuntimeError("ivf_pq index is not trained: call train() with a sample first")
-        self.index.add_with_ids(_as_matrix(vectors), np.asarray(ids, dtype=np.int64))
+        vectors, ids = _as_matrix(vectors), np.asarray(ids, dtype=np.int64)
+        self.index.add_with_ids(vectors, ids)
         if self.refine is not None:
-            self.refine.add_with_ids(_as_matrix(vectors), np.asarray(ids, dtype=np.int64))
+            self.refine.add_with_ids(vectors, ids)
             self._lookup = None
 
     def delete(self, ids: np.ndarray) -> None:
