@@ -98,6 +98,7 @@ class Plan:
     probe: CacheProbe | None = None
     produced: Usage | None = None
     followup: Followup | None = None  # the query a RAG turn was searched with (and what its rewrite cost)
+    judged: list[tuple[Usage, str]] = field(default_factory=list)  # each llm judge's generation: (usage, model)
 
 
 @dataclass(frozen=True)

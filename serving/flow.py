@@ -137,7 +137,7 @@ class AnswerFlow(FlowSupport):
         if plan.grounded is None or self.graders is None or generation.response_format is not None:
             return Answer(result, plan.grounded)
         plan.produced = result.usage
-        first = await self._grade(plan.search.query, result, plan.grounded)
+        first = await self._grade(plan, result, plan.grounded)
         settings = self.config.graders
         if first["groundedness"].passed or not settings.regenerate:
             return Answer(result, plan.grounded, grades_summary(first, None))
@@ -152,7 +152,7 @@ class AnswerFlow(FlowSupport):
             return Answer(result, plan.grounded, grades_summary(first, None))
         second = second.model_copy(update={"usage": result.usage + second.usage})
         plan.produced = second.usage
-        return Answer(second, retry, grades_summary(first, await self._grade(plan.search.query, second, retry)))
+        return Answer(second, retry, grades_summary(first, await self._grade(plan, second, retry)))
 
     def _extra(self, plan: Plan, grounded: Grounding | None, grades: dict | None = None) -> dict[str, Any]:
         extra = rag_extra(grounded, self.config) if grounded is not None else {}
@@ -238,6 +238,8 @@ class AnswerFlow(FlowSupport):
         rewrite = plan.followup
         if rewrite is not None and rewrite.usage.total_tokens:  # the follow-up's rewrite, by its own model
             self._account(turn.who, rewrite.usage, rewrite.model or "unknown", None)
+        for usage, model in plan.judged:  # the llm judge's verdicts, by the model that gave them
+            self._account(turn.who, usage, model, None)
         if outcome is None:
             return
         self._record(turn, outcome, plan.generation)

@@ -25,7 +25,7 @@ from ray.exceptions import RayActorError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from indexes.embedder import EmbedderConfig, load_embedder
-from serving.answers import Grounding, Outcome, Route, Turn, context_tokens, observe_generation
+from serving.answers import Grounding, Outcome, Plan, Route, Turn, context_tokens, observe_generation
 from serving.checks.guard import Guard
 from serving.checks.json_mode import generate_json
 from serving.config import GatewayConfig
@@ -197,10 +197,12 @@ class FlowSupport:
                 param="model",
             )
 
-    async def _grade(self, question: str, result: GenerationResult, grounded: Grounding) -> dict[str, Verdict]:
+    async def _grade(self, plan: Plan, result: GenerationResult, grounded: Grounding) -> dict[str, Verdict]:
+        """Both verdicts on `result`; what an llm judge spent on them is kept on `plan` for accounting."""
         passages = [c.text for c in grounded.chunks]
         with stage("grade") as span:
-            verdicts = await self.graders.grade(question, result.choices[0].text, passages)
+            verdicts = await self.graders.grade(plan.search.query, result.choices[0].text, passages)
+            plan.judged += [(v.usage, v.model or "unknown") for v in verdicts.values() if v.usage is not None]
             span.set_attributes({f"rayrag.{name}": v.verdict for name, v in verdicts.items()})
         for name, verdict in verdicts.items():
             metrics.verdicts().inc(1, {"grader": name, "verdict": verdict.verdict})

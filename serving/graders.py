@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from serving.config import GradersConfig
 from serving.generator.extractive import SENTENCE_END, sentences
-from serving.generator.protocol import GenerationRequest, GenerationResult, Message, ResponseFormat
+from serving.generator.protocol import GenerationRequest, GenerationResult, Message, ResponseFormat, Usage
 
 Embed = Callable[[list[str]], Awaitable[np.ndarray]]
 Generate = Callable[[GenerationRequest], Awaitable[GenerationResult]]
@@ -47,6 +47,9 @@ class Verdict(BaseModel):
     reason: str
     score: float | None = None
     judge: str = "embedding"
+    # what an llm judge's generation cost, charged to the key like the answer (never returned or recorded)
+    usage: Usage | None = Field(default=None, exclude=True)
+    model: str | None = Field(default=None, exclude=True)
 
     @property
     def passed(self) -> bool:
@@ -114,7 +117,7 @@ async def ask_json(
         request_id=request_id,
     )
     result = await generate(request)
-    return json.loads(result.choices[0].text), result.model
+    return json.loads(result.choices[0].text), result
 
 
 class LlmJudge:
@@ -131,8 +134,9 @@ class LlmJudge:
             '{"verdict": "yes" or "no", "reason": one short sentence}.\n\n'
             f"PASSAGES:\n{shown}\n\nQUESTION: {question}\n\nANSWER: {answer}"
         )
-        parsed, model = await ask_json(self.generate, prompt, VERDICT_SCHEMA, f"grade-{grader}", self.max_tokens)
-        return Verdict(grader=grader, verdict=parsed["verdict"], reason=parsed["reason"], judge=f"llm:{model}")
+        parsed, result = await ask_json(self.generate, prompt, VERDICT_SCHEMA, f"grade-{grader}", self.max_tokens)
+        return Verdict(grader=grader, verdict=parsed["verdict"], reason=parsed["reason"], judge=f"llm:{result.model}",
+                       usage=result.usage, model=result.model)  # fmt: skip
 
     async def groundedness(self, question: str, answer: str, passages: list[str]) -> Verdict:
         return await self._ask("groundedness", question, answer, passages)

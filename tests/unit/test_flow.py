@@ -10,6 +10,7 @@ generator are fakes (tests/fakes.py). Each cell fails when its stage is removed 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -129,6 +130,16 @@ def test_an_error_after_generation_is_still_charged(tmp_path):
     with pytest.raises(RuntimeError):
         asyncio.run(env.flow.answer(_turn(env)))
     assert env.spent() == 3 + 3
+
+
+def test_the_llm_judges_verdicts_are_charged_to_the_key(tmp_path):
+    env = Env(tmp_path, graders={"enabled": True, "judge": "llm"})
+    verdict = json.dumps({"verdict": "yes", "reason": "ok"})  # 4 words: 3 + 4 tokens per verdict
+    env.generator.reply = lambda request: verdict if request.response_format is not None else None
+    reply = env.ask("json")
+    assert reply.status == 200
+    answered = env.flow.records.get(reply.rid, "default")["usage"]["total_tokens"]
+    assert answered == 3 + 3 and env.spent() == answered + 2 * (3 + 4)  # the answer and both verdicts
 
 
 # -- recorded, remembered, cached -------------------------------------------------------------
