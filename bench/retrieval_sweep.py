@@ -2,8 +2,9 @@
 
 Tuning happens on `dev` (whole FAQ pages never reported); the chosen default is then checked once on
 `test` by `make eval`. Each configuration is a set of `--set` overrides of the root config; the
-dataset is indexed once per chunker setting (plain and contextual, in their own work directories)
-and searched with the real `Retriever`, exactly as `rayrag eval retrieval` does.
+dataset is indexed once per chunker setting (plain, contextual, and with each chunk's lead: the
+default; each in its own work directory) and searched with the real `Retriever`, exactly as
+`rayrag eval retrieval` does.
 
     python bench/retrieval_sweep.py [--split dev] [--out reports/retrieval-sweep-dev.json]
 """
@@ -34,7 +35,13 @@ CONFIGS: dict[str, tuple[str, list[str]]] = {
     **{f"hybrid weighted {w}": ("hybrid", [f"serve.retriever.dense_weight={w}"]) for w in (0.5, 0.6, 0.7, 0.8, 0.9)},
     "mmr": ("mmr", []),
 }
-CONTEXTUAL = ["index_job.chunker.contextual=true", "eval.workdir=.rayrag/eval/indexes-contextual"]
+# chunk settings: each indexed once, in its own work directory; "leads" is the default
+CHUNKS: dict[str, list[str]] = {
+    "plain": ["index_job.chunker.lead_chars=null", "eval.workdir=.rayrag/eval/indexes-plain"],
+    "contextual": ["index_job.chunker.contextual=true", "index_job.chunker.lead_chars=null",
+                   "eval.workdir=.rayrag/eval/indexes-contextual"],
+    "leads": [],
+}  # fmt: skip
 
 
 def main() -> None:
@@ -45,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path(f"reports/retrieval-sweep-{args.split}.json")
     rows = {}
-    for chunks, extra in (("plain", []), ("contextual", CONTEXTUAL)):
+    for chunks, extra in CHUNKS.items():
         settings = load_config(args.config, extra)
         connect_ray(settings.ray)
         data = resolve_dataset("python-faq", settings.eval.datasets_dir, args.split)
@@ -58,7 +65,7 @@ def main() -> None:
                 result = _score(mode, _run(retriever, name, data, mode, keys, tuned.eval.depth), data, wanted)
             finally:
                 retriever.close()
-            row = {"chunks": chunks, "mode": mode, "overrides": [*extra[:1], *overrides]}
+            row = {"chunks": chunks, "mode": mode, "overrides": [*(o for o in extra if "workdir" not in o), *overrides]}
             rows[f"{label}, {chunks}"] = row | {k: round(v, 4) for k, v in result.metrics.items()}
             print(f"{label:<36} {chunks:<10} " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
     body = {"dataset": "python-faq", "split": args.split, "queries": len(data.queries), "documents": len(data.corpus),

@@ -80,7 +80,9 @@ def _materialize(dataset: Dataset, docs_dir: Path) -> dict[str, str]:
 
 def open_retriever(config: EvalSettings, name: str, reranker: Path | None) -> Retriever:
     serve = config.serve.retriever
-    updates = {"indexes": [name], "max_top_k": config.eval.depth, "fetch_k": max(serve.fetch_k, config.eval.depth)}
+    # fetch_k stays as served: a search for `depth` chunks fetches that many, and weighted fusion
+    # normalises on the served fetch_k's window, so the top 10 scored is the top 10 a user gets
+    updates = {"indexes": [name], "max_top_k": config.eval.depth}
     if reranker is not None:
         updates["reranker"] = RerankerConfig(model=reranker)
     store = config.indexes.model_copy(update={"root": str(config.eval.workdir / name / "indexes")})

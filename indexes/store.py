@@ -7,6 +7,7 @@ per version, copied forward by the next version (copy-on-write keeps old version
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -72,6 +73,30 @@ def indexed_text(text: str, title: str | None, section: str | None, contextual: 
         return text
     path = list(dict.fromkeys(p.strip() for p in (title, section) if p and p.strip()))
     return f"{' > '.join(path)}\n\n{text}" if path else text
+
+
+# A sentence ends at . ! ? or : before a capital, a backtick, a quote or a bracket; a blank line ends one too.
+SENTENCE_BREAK = re.compile(r"(?<=[.!?:])\s+(?=[A-Z`\"(])|\n\n+")
+
+
+def lead_text(text: str, title: str | None, section: str | None, chars: int) -> str:
+    """A chunk's opening: its first sentences up to `chars` (at least one sentence), after the heading
+    line it may start with. The index job embeds it beside the whole chunk and stores the mean of the
+    two (`chunker.lead_chars`): a long chunk's one vector averages every topic it touches, while what
+    a passage is about is usually said first, in words closer to how people ask."""
+    body = text.strip()
+    for heading in (title, section):
+        first, _, rest = body.partition("\n")
+        if heading and rest and first.strip() == heading.strip():
+            body = rest.lstrip()
+    lead = ""
+    for sentence in (s.strip() for s in SENTENCE_BREAK.split(body)):
+        if not sentence:
+            continue
+        if lead and len(lead) + 1 + len(sentence) > chars:
+            break
+        lead = f"{lead} {sentence}".strip()
+    return lead
 
 
 class ChunkStore:

@@ -75,6 +75,11 @@ class ChunkerConfig(StrictModel):
         description="embed and BM25-index each chunk after its document title and section "
         "(indexes.store.indexed_text); the stored text and citations are unchanged",
     )
+    lead_chars: PositiveInt | None = Field(
+        default=350,
+        description="store each chunk's vector as the mean of its embedding and its opening sentences' "
+        "(up to this many characters, indexes.store.lead_text); null: the chunk's embedding alone",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkerConfig:

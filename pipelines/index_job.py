@@ -30,7 +30,7 @@ from indexes.lease import remote_lease
 from indexes.manifest import DocumentEntry, Manifest, file_entries
 from indexes.reader import VECTORS_DIR
 from indexes.storage import RemoteIndexes, is_uri, mirror_current, push_version
-from pipelines.config import IndexJobConfig
+from pipelines.config import ChunkerConfig, IndexJobConfig
 from pipelines.corpus import default_source
 from pipelines.metrics import record_job
 from pipelines.report import ChunkCounts, DocumentCounts, FileNote, JobReport
@@ -65,7 +65,7 @@ def decide_rebuild(
         ("embedder spec", previous.embedder.model_dump(), spec.model_dump()),
         # a setting added since the previous version was built reads as its default there: upgrading
         # rayrag does not re-embed an index whose chunks would come out the same
-        ("chunker settings", type(config.chunker)().model_dump() | previous.chunker, config.chunker.model_dump()),
+        ("chunker settings", _chunked_with(previous.chunker, config.chunker), config.chunker.model_dump()),
         ("backend settings", _built_with(previous.backend, config.backend), config.backend.build_settings()),
     ]
     for label, old, new in checks:
@@ -75,6 +75,12 @@ def decide_rebuild(
             }
             return RebuildDecision(True, f"{label} changed ({', '.join(f'{k}: {v}' for k, v in changed.items())})")
     return RebuildDecision(False)
+
+
+def _chunked_with(previous: dict, chunker: ChunkerConfig) -> dict:
+    """The previous version's chunker settings, a setting added since read as its default, except
+    `lead_chars`: a version recorded without it embedded each chunk alone, and is rebuilt with leads."""
+    return type(chunker)().model_dump() | {"lead_chars": None} | previous
 
 
 def _built_with(previous: dict, backend: BackendConfig) -> dict:
@@ -152,7 +158,7 @@ def embed_chunks(documents: Dataset, config: IndexJobConfig, embedder: EmbedderC
         ChunkEmbedder,
         fn_constructor_kwargs={
             "embedder": embedder, "stage": stage, "spec": spec, "contextual": config.chunker.contextual,
-            "probe": _probe(),
+            "lead_chars": config.chunker.lead_chars, "probe": _probe(),
         },
         batch_size=stage.batch_size,
         batch_format="numpy",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +27,7 @@ import ray
 from core.offline import ensure_offline
 from indexes.embedder import Embedder, EmbedderConfig, EmbedderSpec, load_embedder, resolve_model_path
 from indexes.manifest import content_hash
-from indexes.store import Chunk, indexed_text
+from indexes.store import Chunk, indexed_text, lead_text
 from pipelines.chunking import TokenOffsets, chunk_document
 from pipelines.config import ChunkerConfig, EmbedStageConfig, ParseConfig
 from pipelines.ingest import ParseError, parse_bytes, use_packaged_spacy_model
@@ -164,10 +165,11 @@ class ChunkEmbedder:
         spec: EmbedderSpec,
         contextual: bool = False,
         probe: str | None = None,
+        lead_chars: int | None = None,
     ) -> None:
         ensure_offline()
         self.batch_size, self.dim, self.probe = stage.batch_size, spec.dim, StreamProbe(probe)
-        self.contextual = contextual
+        self.contextual, self.lead_chars = contextual, lead_chars
         self._loading = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-embedder")
         threads = stage.torch_threads or os.cpu_count() or 1
         self._embedder = self._loading.submit(_load_for_actor, embedder, threads, spec)
@@ -179,14 +181,34 @@ class ChunkEmbedder:
         vectors = np.zeros((len(batch["text"]), self.dim), dtype=np.float32)
         chunks = np.flatnonzero(batch[RECORD] == "")
         if len(chunks):
-            texts = [
-                indexed_text(str(batch["text"][i]), _text(batch["title"][i]), _text(batch["section"][i]), self.contextual)
-                for i in chunks
-            ]
-            vectors[chunks] = self._embedder.result().encode(texts, self.batch_size)
+            places = [(str(batch["text"][i]), _text(batch["title"][i]), _text(batch["section"][i])) for i in chunks]
+            vectors[chunks] = chunk_vectors(self._embedder.result(), places, self.contextual, self.lead_chars,
+                                            self.batch_size)  # fmt: skip
             self.probe.embedded()
         batch["vector"] = vectors
         return batch
+
+
+def chunk_vectors(
+    embedder: Embedder, places: Sequence[tuple[str, str | None, str | None]], contextual: bool,
+    lead_chars: int | None, batch_size: int = 64,
+) -> np.ndarray:  # fmt: skip
+    """What the index stores for chunks given as (text, title, section): the embedding of each chunk's
+    indexed text, or with `lead_chars` the normalised mean of it and its lead's (`lead_text`; a lead
+    that is the whole text is not embedded twice). Queries are embedded as before: the mean's cosine
+    to a query rises with either view's, so serving needs no change. The one definition of a chunk's
+    vector: the embed actors and the tests that check stored vectors both call it."""
+    texts = [indexed_text(text, title, section, contextual) for text, title, section in places]
+    vectors = embedder.encode(texts, batch_size)
+    if not lead_chars:
+        return vectors
+    leads = [indexed_text(lead_text(text, title, section, lead_chars), title, section, contextual)
+             for text, title, section in places]  # fmt: skip
+    wanted = [i for i, (text, lead) in enumerate(zip(texts, leads, strict=True)) if lead and lead != text]
+    if wanted:
+        mean = vectors[wanted] + embedder.encode([leads[i] for i in wanted], batch_size)
+        vectors[wanted] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    return vectors
 
 
 def _text(value: Any) -> str | None:

@@ -27,16 +27,23 @@ def rrf_fuse(rankings: Sequence[Sequence[int]], k: int = 60) -> list[tuple[int, 
     return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
-def weighted_fuse(rankings: Sequence[Sequence[tuple[int, float]]], weights: Sequence[float]) -> list[tuple[int, float]]:
+def weighted_fuse(
+    rankings: Sequence[Sequence[tuple[int, float]]], weights: Sequence[float], window: int | None = None
+) -> list[tuple[int, float]]:
     """Convex combination of each ranking's scores, min-max normalised per query (cosine and BM25
     live on different scales): score(d) = sum of weight * normalised score; a ranking that missed
-    `d` adds 0. Unlike RRF it keeps how far apart the scores are, not only their order."""
+    `d` adds 0. Unlike RRF it keeps how far apart the scores are, not only their order.
+
+    `window`: normalise on each ranking's top `window` scores only (those below go under 0), so the
+    head of the fused ranking is the same whether 30 or 100 candidates were fetched: evaluation,
+    which fetches its depth, then ranks the top 10 as a served search does."""
     fused: dict[int, float] = {}
     for ranking, weight in zip(rankings, weights, strict=True):
         if not ranking:
             continue
         values = np.array([score for _, score in ranking], dtype=np.float64)
-        low, span = values.min(), values.max() - values.min()
+        head = values[:window] if window else values
+        low, span = head.min(), head.max() - head.min()
         for (item, _), value in zip(ranking, values, strict=True):
             normalised = (value - low) / span if span > 0 else 1.0
             fused[item] = fused.get(item, 0.0) + weight * normalised

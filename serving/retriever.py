@@ -277,7 +277,7 @@ class Retriever:
         else:
             weight = self.config.dense_weight
             fused = weighted_fuse([[(h.chunk.vid, h.score) for h in hits] for hits in (dense, lexical)],
-                                  [weight, 1.0 - weight])  # fmt: skip
+                                  [weight, 1.0 - weight], window=self.config.fetch_k)  # fmt: skip
         return [Hit(by_vid[vid], score) for vid, score in fused]
 
     def _diversify(self, loaded: Loaded, query: np.ndarray, candidates: list[Hit], top_k: int) -> list[Hit]:

@@ -17,6 +17,7 @@ def test_index_job_embeds_on_the_gpu_like_on_the_cpu(tmp_path, sample_dir):
     from indexes.embedder import EmbedderConfig, load_embedder
     from indexes.reader import IndexVersion
     from pipelines.index_job import run_index_job
+    from pipelines.stages import chunk_vectors
     from rayrag.config import load_config
 
     ray.init(num_gpus=1, include_dashboard=False)
@@ -33,7 +34,8 @@ def test_index_job_embeds_on_the_gpu_like_on_the_cpu(tmp_path, sample_dir):
         ray.shutdown()
     version = IndexVersion.open_current(tmp_path, "gpu")
     chunks = list(version.store)[:32]
-    cpu = load_embedder(EmbedderConfig()).encode([c.text for c in chunks])
+    places = [(c.text, c.title, c.section) for c in chunks]
+    cpu = chunk_vectors(load_embedder(EmbedderConfig()), places, False, config.index_job.chunker.lead_chars)
     found, scores = version.vectors.search(cpu, 1)
     version.close()
     assert report.chunks.added > 30

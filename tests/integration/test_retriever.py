@@ -8,6 +8,7 @@ import pytest
 
 from indexes.config import IndexesConfig
 from indexes.embedder import EmbedderConfig
+from pipelines.stages import chunk_vectors
 from serving.config import RerankerConfig, RetrieverConfig
 from serving.errors import InvalidRequest
 from serving.protocol import SearchRequest
@@ -170,15 +171,18 @@ def test_a_tampered_new_version_is_refused_and_the_served_one_kept(built):
 
 def test_an_index_built_with_torch_is_served_with_openvino(ray_cluster, tmp_path, sample_dir):
     """The backend is how vectors are computed, not what they mean: every chunk of the committed
-    sample, embedded by torch in the job, is its own nearest neighbour under the OpenVINO query
-    embedder, at cosine >= 0.9999, and the replica accepts the index (same embedder spec)."""
+    sample, embedded by torch in the job (with its lead), is its own nearest neighbour when embedded
+    again by the OpenVINO query embedder, at cosine >= 0.9999, and the replica accepts the index
+    (same embedder spec)."""
     config = job_config(tmp_path, **{"indexes.embedder.backend": "torch"})
     report = run_job(config, sample_dir)
     r = retriever(config, embedder=EmbedderConfig(backend="openvino"))  # the job embedded with torch
     try:
         version = r.loaded["test"].index
         chunks = list(version.store)
-        found, scores = version.vectors.search(r.embedder.encode([c.text for c in chunks]), 1)
+        places = [(c.text, c.title, c.section) for c in chunks]
+        again = chunk_vectors(r.embedder, places, False, config.index_job.chunker.lead_chars)
+        found, scores = version.vectors.search(again, 1)
         nearest = version.store.get([int(vid) for vid in found[:, 0]])
     finally:
         r.close()

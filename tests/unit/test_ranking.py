@@ -77,6 +77,17 @@ def test_weighted_fusion_keeps_score_gaps_and_the_weight_decides():
     assert weighted_fuse([[(7, 0.5)], []], [0.7, 0.3]) == [(7, 0.7)]  # one candidate: full marks, weighted
 
 
+def test_weighted_fusion_ranks_its_head_alike_however_deep_it_fetched():
+    """Normalised on a window of each ranking's head, fetching deeper (evaluation's depth) does not
+    reorder the top: what is scored is what a served search returns."""
+    dense = [(vid, 0.9 - 0.01 * vid) for vid in range(100)]
+    lexical = [(vid, 10.0 - 0.3 * ((vid * 7) % 30)) for vid in range(100)]
+    served = weighted_fuse([dense[:30], lexical[:30]], [0.6, 0.4], window=30)[:10]
+    deep = weighted_fuse([dense, lexical], [0.6, 0.4], window=30)[:10]
+    assert [v for v, _ in deep] == [v for v, _ in served]
+    assert [v for v, _ in weighted_fuse([dense, lexical], [0.6, 0.4])[:10]] != [v for v, _ in served]
+
+
 def test_contextual_text_puts_title_and_section_first_once():
     assert indexed_text("body", "Sorting HOW TO", "Key Functions", True) == "Sorting HOW TO > Key Functions\n\nbody"
     assert indexed_text("body", "FAQ", "FAQ", True) == "FAQ\n\nbody"

@@ -30,6 +30,19 @@ def test_a_chunker_setting_added_since_the_last_build_reads_as_its_default():
     assert decision.full and "contextual: False -> True" in decision.reason
 
 
+def test_an_index_embedded_without_leads_is_rebuilt_with_them():
+    """`lead_chars` changes every stored vector, so a manifest written before it existed (its chunks
+    were embedded alone) reads as built without, and the job re-embeds; with leads off it does not."""
+    config = IndexJobConfig()
+    built_before = previous(config)
+    del built_before.chunker["lead_chars"]
+    decision = decide_rebuild(built_before, SPEC, config, requested=False)
+    assert decision.full and "lead_chars: None -> 350" in decision.reason
+    off = config.model_copy(update={"chunker": config.chunker.model_copy(update={"lead_chars": None})})
+    assert not decide_rebuild(built_before, SPEC, off, requested=False).full
+    assert not decide_rebuild(previous(config), SPEC, config, requested=False).full
+
+
 def _with_backend(**backend):
     return IndexJobConfig.model_validate({"backend": backend})
 

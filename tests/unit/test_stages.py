@@ -10,8 +10,10 @@ import pytest
 
 from indexes.embedder import EmbedderConfig, embedder_spec
 from indexes.manifest import content_hash
+from indexes.store import lead_text
 from pipelines.config import ChunkerConfig, EmbedStageConfig, ParseConfig
-from pipelines.stages import RECORD, ChunkEmbedder, DocumentProcessor, document_record
+from pipelines.stages import RECORD, ChunkEmbedder, DocumentProcessor, chunk_vectors, document_record
+from tests.fakes import word_vector
 
 pytestmark = pytest.mark.unit
 TEXT = "# Title\n\n" + "A sentence about virtual environments in Python. " * 40
@@ -72,3 +74,41 @@ def test_an_embed_actor_refuses_a_model_that_is_not_the_one_the_job_recorded(tmp
     rows = processor()(row(path))
     with pytest.raises(ValueError, match="expected"):
         embed({key: np.array([r[key] for r in rows]) for key in rows[0]})
+
+
+class WordEmbedder:
+    """A deterministic embedder (bag of words) that counts what it was asked to embed."""
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    def encode(self, texts, batch_size=64):
+        self.embedded += texts
+        return np.stack([word_vector(t) for t in texts]) if texts else np.zeros((0, 64), np.float32)
+
+
+def test_a_chunks_lead_is_its_opening_sentences_after_its_heading():
+    text = "Sorting HOW TO\n\nPython lists have a sort method. It sorts in place. Sorted builds a new list."
+    assert lead_text(text, "Sorting HOW TO", None, 60) == "Python lists have a sort method. It sorts in place."
+    assert lead_text(text, None, "Sorting HOW TO", 10) == "Python lists have a sort method."  # one at least
+    assert lead_text("Short answer.", "T", "S", 350) == "Short answer."
+
+
+def test_a_chunks_vector_is_the_mean_of_its_own_and_its_leads():
+    """The stored vector is the normalised mean of the chunk's and its lead's embeddings, so a query
+    close to either view finds it; a chunk that is all lead is embedded once, and leads off is the
+    chunk's embedding alone."""
+    long = "Python lists have a sort method. " + "Keys, stability and reverse order are covered below. " * 8
+    short = "One sentence only."
+    places = [(long, "Sorting", None), (short, "Sorting", None)]
+    embedder = WordEmbedder()
+    vectors = chunk_vectors(embedder, places, contextual=False, lead_chars=40)
+    mean = word_vector(long) + word_vector("Python lists have a sort method.")
+    np.testing.assert_allclose(vectors[0], mean / np.linalg.norm(mean), rtol=1e-5)
+    np.testing.assert_allclose(vectors[1], word_vector(short), rtol=1e-5)
+    assert embedder.embedded == [long, short, "Python lists have a sort method."]
+    alone = chunk_vectors(WordEmbedder(), places, contextual=False, lead_chars=None)
+    np.testing.assert_allclose(alone[0], word_vector(long), rtol=1e-5)
+    contextual = WordEmbedder()
+    chunk_vectors(contextual, places[:1], contextual=True, lead_chars=40)
+    assert contextual.embedded[1] == "Sorting\n\nPython lists have a sort method."  # the lead knows its place too
