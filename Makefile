@@ -89,6 +89,7 @@ rayservice: setup
 # Retrieval quality on the held-out `test` half of the Python-FAQ set (built from python3.11-doc on
 # first use), every mode. Tune on `--split dev`; report this.
 eval: setup
+	$(VENV)/bin/rayrag eval retrieval --dataset python-faq --split test --modes dense --config $(CONFIG) --set index_job.chunker.lead_chars=null --set eval.workdir=.rayrag/eval/indexes-plain --out reports/retrieval-python-faq-baseline.json
 	$(VENV)/bin/rayrag eval retrieval --dataset python-faq --split test --modes dense,bm25,hybrid --config $(CONFIG) --out reports/retrieval-python-faq.json
 	$(VENV)/bin/rayrag readme
 

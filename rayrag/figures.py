@@ -2,7 +2,8 @@
 
 The README marks each generated block with `<!-- figures:NAME -->` ... `<!-- /figures:NAME -->`:
 
-- `retrieval`: `reports/retrieval-python-faq.json`, from `rayrag eval retrieval --dataset python-faq --out ...`;
+- `retrieval`: `reports/retrieval-python-faq.json`, from `rayrag eval retrieval --dataset python-faq --out ...`,
+  and the plain-dense baseline `reports/retrieval-python-faq-baseline.json` (both by `make eval`);
 - `gate`: `reports/eval-gate.json`, from `rayrag eval gate --record`;
 - `bench`: `bench/results/latest.json`, from `make bench` (`bench/harness.py`);
 - `guardrails`: `reports/guardrails.json`, from `rayrag eval guardrails`;
@@ -24,12 +25,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RETRIEVAL = Path("reports/retrieval-python-faq.json")
+BASELINE = Path("reports/retrieval-python-faq-baseline.json")  # dense on chunks embedded alone (no leads)
+DEFAULT_OVER_DENSE = 0.03  # issue 18: the default mode beats plain dense search by this much nDCG@10 on test
 GATE = Path("reports/eval-gate.json")
 BENCH = Path("bench/results/latest.json")
 GUARDRAILS = Path("reports/guardrails.json")
 SWEEP = Path("reports/retrieval-sweep-dev.json")
 CONVERSATIONS = {rewriter: Path(f"reports/conversations-python-faq-{rewriter}.json") for rewriter in ("turns", "model")}
-REPORTS = (RETRIEVAL, GATE, BENCH, GUARDRAILS, SWEEP, *CONVERSATIONS.values())  # every report a block reads
+REPORTS = (RETRIEVAL, BASELINE, GATE, BENCH, GUARDRAILS, SWEEP, *CONVERSATIONS.values())  # every report a block reads
 BLOCK = re.compile(r"(<!-- figures:(\w+) -->\n)(.*?)(<!-- /figures:\2 -->)", re.DOTALL)
 MODE_NAMES = {"dense": "dense", "bm25": "bm25", "hybrid": "hybrid (RRF)", "mmr": "mmr", "rerank": "rerank"}
 # The serving figures the README quotes (all of them are in bench/results/summary.md).
@@ -66,9 +69,22 @@ def retrieval_block(root: Path) -> str:
         if mode == "hybrid" and retriever.get("fusion") == "weighted":
             name = f"hybrid (weighted, dense {retriever['dense_weight']:g})"
         lines.append(f"| {name} | {m['ndcg@10']:.3f} | {m['mrr@10']:.3f} | {m['recall@10']:.3f} | {m['recall@100']:.3f} |")
+    baseline = _load(root, BASELINE)
+    plain = baseline["modes"]["dense"]
+    lines.append(f"| dense, each chunk embedded alone (`lead_chars: null`; the baseline) | {plain['ndcg@10']:.3f} | "
+                 f"{plain['mrr@10']:.3f} | {plain['recall@10']:.3f} | {plain['recall@100']:.3f} |")  # fmt: skip
     for who, figure in report.get("published", {}).items():
         cells = [f"{figure[k]:.2f}" if k in figure else "" for k in ("ndcg@10", "mrr@10", "recall@10", "recall@100")]
         lines.append(f"| {who}: {figure.get('source') or 'published'} | " + " | ".join(cells) + " |")
+    default = retriever.get("mode")
+    if default in report["modes"]:
+        if baseline.get("fingerprint") != report.get("fingerprint"):
+            raise FiguresError(f"{BASELINE} and {RETRIEVAL} were measured on different datasets")
+        gain = report["modes"][default]["ndcg@10"] - plain["ndcg@10"]
+        verdict = "met" if gain >= DEFAULT_OVER_DENSE else "MISSED"
+        lines += ["", f"The default mode ({default}, chunks with their leads) over the baseline: {gain:+.3f} nDCG@10 "
+                      f"({verdict}, target >= +{DEFAULT_OVER_DENSE:g}; baseline by `{baseline['command']}`, "
+                      f"{baseline['measured_at']})."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

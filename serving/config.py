@@ -75,10 +75,11 @@ class RerankerConfig(StrictModel):
 
 class QueryBatching(StrictModel):
     """Concurrent searches' queries encoded together (serve.batch): up to `max_size`, waiting at most
-    `wait_s` for more once one arrives (a lone query waits that long; a busy replica fills batches)."""
+    `wait_s` for more once one arrives. The default 0 never holds a lone query back and still batches
+    under load: one batch encodes at a time, and the queries that arrive meanwhile form the next."""
 
     max_size: PositiveInt = 16
-    wait_s: NonNegativeFloat = 0.002
+    wait_s: NonNegativeFloat = 0.0
 
 
 class LexicalConfig(StrictModel):
@@ -106,12 +107,13 @@ class RetrieverConfig(StrictModel):
     indexes: list[str] = Field(default_factory=lambda: ["pydocs"], min_length=1)
     top_k: PositiveInt = 5
     max_top_k: PositiveInt = 50
-    # hybrid at dense_weight 0.6: the best plain-chunk configuration on python-faq's dev half, and above
-    # dense on its test half (reports/retrieval-sweep-dev.json, reports/retrieval-python-faq.json)
+    # hybrid at dense_weight 0.8 over chunks embedded with their leads: the best configuration on
+    # python-faq's dev half (reports/retrieval-sweep-dev.json), checked once on its test half
+    # (reports/retrieval-python-faq.json against reports/retrieval-python-faq-baseline.json)
     mode: Literal["dense", "hybrid", "mmr", "bm25"] = "hybrid"
     fetch_k: PositiveInt = 30  # candidates per ranker before fusion, MMR or rerank
     fusion: Literal["weighted", "rrf"] = "weighted"  # hybrid: weighted normalised scores, or reciprocal ranks
-    dense_weight: float = Field(default=0.6, ge=0.0, le=1.0)  # weighted fusion: dense's share, BM25 the rest
+    dense_weight: float = Field(default=0.8, ge=0.0, le=1.0)  # weighted fusion: dense's share, BM25 the rest
     rrf_k: PositiveInt = 60
     bm25: LexicalConfig = LexicalConfig()
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)

@@ -173,7 +173,7 @@ class Retriever:
 
         return await asyncio.to_thread(work)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _encode_queries(self, queries: list[str]) -> list[np.ndarray]:
         """Concurrent searches' queries in one encode call (size and wait from `config.batch`), off the
         event loop: N queries in flight cost about one encode, and the loop keeps serving."""

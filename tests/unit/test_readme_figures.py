@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from bench.harness import summary
-from rayrag.figures import BENCH, GATE, REPORTS, RETRIEVAL, FiguresError, render, stale_blocks, verdict
+from rayrag.figures import BASELINE, BENCH, GATE, REPORTS, RETRIEVAL, FiguresError, render, stale_blocks, verdict
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -57,6 +57,23 @@ def test_a_remeasured_report_makes_its_block_stale(copy):
     (copy / RETRIEVAL).write_text(json.dumps(report))
     text = (copy / "README.md").read_text()
     assert stale_blocks(text, copy) == ["retrieval"] and "| 0.123 |" in render(text, copy)
+
+
+def test_the_default_over_plain_dense_verdict_is_computed_from_both_reports(copy):
+    report = json.loads((copy / RETRIEVAL).read_text())
+    baseline = json.loads((copy / BASELINE).read_text())
+    default = report["retriever"]["mode"]
+    baseline["modes"]["dense"]["ndcg@10"] = report["modes"][default]["ndcg@10"] - 0.01
+    (copy / BASELINE).write_text(json.dumps(baseline))
+    text = render((copy / "README.md").read_text(), copy)
+    assert "+0.010 nDCG@10 (MISSED, target >= +0.03" in text
+    baseline["modes"]["dense"]["ndcg@10"] = report["modes"][default]["ndcg@10"] - 0.05
+    (copy / BASELINE).write_text(json.dumps(baseline))
+    assert "+0.050 nDCG@10 (met," in render(text, copy)
+    baseline["fingerprint"] = "another dataset"
+    (copy / BASELINE).write_text(json.dumps(baseline))
+    with pytest.raises(FiguresError, match="different datasets"):
+        render(text, copy)
 
 
 def test_a_block_without_its_report_or_an_unknown_block_is_an_error(copy):
