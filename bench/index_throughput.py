@@ -31,9 +31,9 @@ import numpy as np
 from bench.harness import Timer, bare_sentence_transformer, record
 from indexes.embedder import load_embedder
 from indexes.reader import IndexVersion
-from indexes.store import indexed_text, lead_text
 from pipelines.corpus import SAMPLE_DIR
 from pipelines.index_job import run_index_job
+from pipelines.stages import embedded_texts
 from rayrag.config import load_config
 from rayrag.runtime import connect_ray
 
@@ -56,7 +56,10 @@ def main() -> None:
             run_index_job(config.indexes, config.index_job, source=args.source)
         version = IndexVersion.open_current(config.indexes.root, "bench")
         chunks = list(version.store)
-        texts = embedded_texts(chunks, config.index_job.chunker)
+        chunker = config.index_job.chunker
+        places = [(c.text, c.title, c.section) for c in chunks]
+        texts, leads = embedded_texts(places, chunker.contextual, chunker.lead_chars)
+        texts += list(leads.values())  # the bare side does the job's work: each chunk, and its lead
         version.close()
     bare, reference = bare_torch_encode(config, texts)
     accelerated = config.indexes.embedder.model_copy(update={"backend": "openvino"})
@@ -91,17 +94,6 @@ def main() -> None:
         },
         started_load=load_at_start,
     )
-
-
-def embedded_texts(chunks: list, chunker) -> list[str]:
-    """What the job embedded: each chunk's text and, with `chunker.lead_chars`, its lead where that is
-    not the whole chunk (pipelines.stages.chunk_vectors), so the bare side does the same work."""
-    texts = [indexed_text(c.text, c.title, c.section, chunker.contextual) for c in chunks]
-    if not chunker.lead_chars:
-        return texts
-    leads = [indexed_text(lead_text(c.text, c.title, c.section, chunker.lead_chars), c.title, c.section,
-                          chunker.contextual) for c in chunks]  # fmt: skip
-    return texts + [lead for text, lead in zip(texts, leads, strict=True) if lead and lead != text]
 
 
 def bare_torch_encode(config, texts: list[str]) -> tuple[Timer, np.ndarray]:

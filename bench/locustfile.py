@@ -16,7 +16,9 @@ class SearchUser(FastHttpUser):
     def on_start(self) -> None:
         self.questions = itertools.cycle(QUERIES)
         self.index = os.environ.get("RAYRAG_BENCH_INDEX", "bench")
+        self.mode = os.environ.get("RAYRAG_BENCH_MODE", "dense")  # the bare side's work: encode + FAISS
 
     @task
     def search(self) -> None:
-        self.client.post("/v1/search", json={"query": next(self.questions), "index": self.index, "top_k": 5})
+        self.client.post("/v1/search", json={"query": next(self.questions), "index": self.index, "top_k": 5,
+                                                "mode": self.mode})  # fmt: skip

@@ -189,24 +189,33 @@ class ChunkEmbedder:
         return batch
 
 
+def embedded_texts(
+    places: Sequence[tuple[str, str | None, str | None]], contextual: bool, lead_chars: int | None
+) -> tuple[list[str], dict[int, str]]:
+    """What the index job embeds for chunks given as (text, title, section): each chunk's indexed text,
+    and by position the leads embedded beside it (`lead_text`; none that is the whole text again)."""
+    texts = [indexed_text(text, title, section, contextual) for text, title, section in places]
+    leads: dict[int, str] = {}
+    for position, (text, title, section) in enumerate(places if lead_chars else ()):
+        lead = lead_text(text, title, section, lead_chars)
+        if lead and (lead := indexed_text(lead, title, section, contextual)) != texts[position]:
+            leads[position] = lead
+    return texts, leads
+
+
 def chunk_vectors(
     embedder: Embedder, places: Sequence[tuple[str, str | None, str | None]], contextual: bool,
     lead_chars: int | None, batch_size: int = 64,
 ) -> np.ndarray:  # fmt: skip
-    """What the index stores for chunks given as (text, title, section): the embedding of each chunk's
-    indexed text, or with `lead_chars` the normalised mean of it and its lead's (`lead_text`; a lead
-    that is the whole text is not embedded twice). Queries are embedded as before: the mean's cosine
-    to a query rises with either view's, so serving needs no change. The one definition of a chunk's
-    vector: the embed actors and the tests that check stored vectors both call it."""
-    texts = [indexed_text(text, title, section, contextual) for text, title, section in places]
+    """What the index stores for chunks: the embedding of each chunk's indexed text, or with
+    `lead_chars` the normalised mean of it and its lead's. Queries are embedded as before: the mean's
+    cosine to a query rises with either view's, so serving needs no change. The one definition of a
+    chunk's vector: the embed actors and the tests that check stored vectors both call it."""
+    texts, leads = embedded_texts(places, contextual, lead_chars)
     vectors = embedder.encode(texts, batch_size)
-    if not lead_chars:
-        return vectors
-    leads = [indexed_text(lead_text(text, title, section, lead_chars), title, section, contextual)
-             for text, title, section in places]  # fmt: skip
-    wanted = [i for i, (text, lead) in enumerate(zip(texts, leads, strict=True)) if lead and lead != text]
-    if wanted:
-        mean = vectors[wanted] + embedder.encode([leads[i] for i in wanted], batch_size)
+    if leads:
+        wanted = list(leads)
+        mean = vectors[wanted] + embedder.encode(list(leads.values()), batch_size)
         vectors[wanted] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
     return vectors
 
