@@ -83,7 +83,8 @@ def retrieval_block(root: Path) -> str:
             raise FiguresError(f"{BASELINE} and {RETRIEVAL} were measured on different datasets")
         gain = report["modes"][default]["ndcg@10"] - plain["ndcg@10"]
         verdict = "met" if gain >= DEFAULT_OVER_DENSE else "MISSED"
-        lines += ["", f"The default mode ({default}, chunks with their leads) over the baseline: {gain:+.3f} nDCG@10 "
+        chunks = "chunks with their leads" if retriever.get("lead_chars") else "chunks embedded alone"
+        lines += ["", f"The default mode ({default}, {chunks}) over the baseline: {gain:+.3f} nDCG@10 "
                       f"({verdict}, target >= +{DEFAULT_OVER_DENSE:g}; baseline by `{baseline['command']}`, "
                       f"{baseline['measured_at']})."]  # fmt: skip
     return "\n".join(lines) + "\n"
