@@ -56,9 +56,8 @@ def main() -> None:
             run_index_job(config.indexes, config.index_job, source=args.source)
         version = IndexVersion.open_current(config.indexes.root, "bench")
         chunks = list(version.store)
-        chunker = config.index_job.chunker
         places = [(c.text, c.title, c.section) for c in chunks]
-        texts, leads = embedded_texts(places, chunker.contextual, chunker.lead_chars)
+        texts, leads = embedded_texts(places, config.index_job.chunker)
         texts += list(leads.values())  # the bare side does the job's work: each chunk, and its lead
         version.close()
     bare, reference = bare_torch_encode(config, texts)

@@ -157,8 +157,7 @@ def embed_chunks(documents: Dataset, config: IndexJobConfig, embedder: EmbedderC
     return documents.map_batches(
         ChunkEmbedder,
         fn_constructor_kwargs={
-            "embedder": embedder, "stage": stage, "spec": spec, "contextual": config.chunker.contextual,
-            "lead_chars": config.chunker.lead_chars, "probe": _probe(),
+            "embedder": embedder, "stage": stage, "spec": spec, "chunker": config.chunker, "probe": _probe(),
         },
         batch_size=stage.batch_size,
         batch_format="numpy",

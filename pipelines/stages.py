@@ -163,13 +163,12 @@ class ChunkEmbedder:
         embedder: EmbedderConfig,
         stage: EmbedStageConfig,
         spec: EmbedderSpec,
-        contextual: bool = False,
+        chunker: ChunkerConfig,
         probe: str | None = None,
-        lead_chars: int | None = None,
     ) -> None:
         ensure_offline()
         self.batch_size, self.dim, self.probe = stage.batch_size, spec.dim, StreamProbe(probe)
-        self.contextual, self.lead_chars = contextual, lead_chars
+        self.chunker = chunker  # what of a chunk is embedded: its place (contextual) and its lead
         self._loading = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-embedder")
         threads = stage.torch_threads or os.cpu_count() or 1
         self._embedder = self._loading.submit(_load_for_actor, embedder, threads, spec)
@@ -182,36 +181,36 @@ class ChunkEmbedder:
         chunks = np.flatnonzero(batch[RECORD] == "")
         if len(chunks):
             places = [(str(batch["text"][i]), _text(batch["title"][i]), _text(batch["section"][i])) for i in chunks]
-            vectors[chunks] = chunk_vectors(self._embedder.result(), places, self.contextual, self.lead_chars,
-                                            self.batch_size)  # fmt: skip
+            vectors[chunks] = chunk_vectors(self._embedder.result(), places, self.chunker, self.batch_size)
             self.probe.embedded()
         batch["vector"] = vectors
         return batch
 
 
 def embedded_texts(
-    places: Sequence[tuple[str, str | None, str | None]], contextual: bool, lead_chars: int | None
+    places: Sequence[tuple[str, str | None, str | None]], chunker: ChunkerConfig
 ) -> tuple[list[str], dict[int, str]]:
     """What the index job embeds for chunks given as (text, title, section): each chunk's indexed text,
     and by position the leads embedded beside it (`lead_text`; none that is the whole text again)."""
+    contextual = chunker.contextual
     texts = [indexed_text(text, title, section, contextual) for text, title, section in places]
     leads: dict[int, str] = {}
-    for position, (text, title, section) in enumerate(places if lead_chars else ()):
-        lead = lead_text(text, title, section, lead_chars)
+    for position, (text, title, section) in enumerate(places if chunker.lead_chars else ()):
+        lead = lead_text(text, title, section, chunker.lead_chars)
         if lead and (lead := indexed_text(lead, title, section, contextual)) != texts[position]:
             leads[position] = lead
     return texts, leads
 
 
 def chunk_vectors(
-    embedder: Embedder, places: Sequence[tuple[str, str | None, str | None]], contextual: bool,
-    lead_chars: int | None, batch_size: int = 64,
+    embedder: Embedder, places: Sequence[tuple[str, str | None, str | None]], chunker: ChunkerConfig,
+    batch_size: int = 64,
 ) -> np.ndarray:  # fmt: skip
     """What the index stores for chunks: the embedding of each chunk's indexed text, or with
-    `lead_chars` the normalised mean of it and its lead's. Queries are embedded as before: the mean's
+    `chunker.lead_chars` the normalised mean of it and its lead's. Queries are embedded as before: the mean's
     cosine to a query rises with either view's, so serving needs no change. The one definition of a
     chunk's vector: the embed actors and the tests that check stored vectors both call it."""
-    texts, leads = embedded_texts(places, contextual, lead_chars)
+    texts, leads = embedded_texts(places, chunker)
     vectors = embedder.encode(texts, batch_size)
     if leads:
         wanted = list(leads)

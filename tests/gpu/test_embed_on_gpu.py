@@ -35,7 +35,7 @@ def test_index_job_embeds_on_the_gpu_like_on_the_cpu(tmp_path, sample_dir):
     version = IndexVersion.open_current(tmp_path, "gpu")
     chunks = list(version.store)[:32]
     places = [(c.text, c.title, c.section) for c in chunks]
-    cpu = chunk_vectors(load_embedder(EmbedderConfig()), places, False, config.index_job.chunker.lead_chars)
+    cpu = chunk_vectors(load_embedder(EmbedderConfig()), places, config.index_job.chunker)
     found, scores = version.vectors.search(cpu, 1)
     version.close()
     assert report.chunks.added > 30

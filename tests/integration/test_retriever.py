@@ -181,7 +181,7 @@ def test_an_index_built_with_torch_is_served_with_openvino(ray_cluster, tmp_path
         version = r.loaded["test"].index
         chunks = list(version.store)
         places = [(c.text, c.title, c.section) for c in chunks]
-        again = chunk_vectors(r.embedder, places, False, config.index_job.chunker.lead_chars)
+        again = chunk_vectors(r.embedder, places, config.index_job.chunker)
         found, scores = version.vectors.search(again, 1)
         nearest = version.store.get([int(vid) for vid in found[:, 0]])
     finally:

@@ -50,7 +50,9 @@ def test_unchanged_content_is_not_parsed_again(tmp_path):
 
 
 def test_embedder_names_missing_columns_and_adds_unit_vectors(tmp_path):
-    embed = ChunkEmbedder(EmbedderConfig(), EmbedStageConfig(torch_threads=1), embedder_spec(EmbedderConfig()))
+    embed = ChunkEmbedder(
+        EmbedderConfig(), EmbedStageConfig(torch_threads=1), embedder_spec(EmbedderConfig()), ChunkerConfig()
+    )
     with pytest.raises(KeyError, match=r"without columns .*'chunk_id'"):
         embed({"text": np.array(["x"])})
     path = tmp_path / "doc.md"
@@ -68,7 +70,7 @@ def test_embedder_names_missing_columns_and_adds_unit_vectors(tmp_path):
 def test_an_embed_actor_refuses_a_model_that_is_not_the_one_the_job_recorded(tmp_path):
     """The driver reads the spec from the model's files; the actor that loads the model checks it."""
     recorded = embedder_spec(EmbedderConfig()).model_copy(update={"dim": 128})
-    embed = ChunkEmbedder(EmbedderConfig(), EmbedStageConfig(torch_threads=1), recorded)
+    embed = ChunkEmbedder(EmbedderConfig(), EmbedStageConfig(torch_threads=1), recorded, ChunkerConfig())
     path = tmp_path / "doc.md"
     path.write_text(TEXT)
     rows = processor()(row(path))
@@ -102,13 +104,13 @@ def test_a_chunks_vector_is_the_mean_of_its_own_and_its_leads():
     short = "One sentence only."
     places = [(long, "Sorting", None), (short, "Sorting", None)]
     embedder = WordEmbedder()
-    vectors = chunk_vectors(embedder, places, contextual=False, lead_chars=40)
+    vectors = chunk_vectors(embedder, places, ChunkerConfig(lead_chars=40))
     mean = word_vector(long) + word_vector("Python lists have a sort method.")
     np.testing.assert_allclose(vectors[0], mean / np.linalg.norm(mean), rtol=1e-5)
     np.testing.assert_allclose(vectors[1], word_vector(short), rtol=1e-5)
     assert embedder.embedded == [long, short, "Python lists have a sort method."]
-    alone = chunk_vectors(WordEmbedder(), places, contextual=False, lead_chars=None)
+    alone = chunk_vectors(WordEmbedder(), places, ChunkerConfig(lead_chars=None))
     np.testing.assert_allclose(alone[0], word_vector(long), rtol=1e-5)
     contextual = WordEmbedder()
-    chunk_vectors(contextual, places[:1], contextual=True, lead_chars=40)
+    chunk_vectors(contextual, places[:1], ChunkerConfig(contextual=True, lead_chars=40))
     assert contextual.embedded[1] == "Sorting\n\nPython lists have a sort method."  # the lead knows its place too
