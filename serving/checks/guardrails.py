@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,11 +59,13 @@ _CARD = re.compile(r"\b(?:\d[ -]?){13,19}\b")
 class _Profanity:
     """`profanity_check.predict_prob` for one text, as the arithmetic of its fitted model.
 
-    The model is a TF-IDF vectorizer and a `CalibratedClassifierCV` (sigmoid) over `LinearSVC`s:
-    the probability is the mean over the calibrated folds of `expit(-(a * (x . w + c) + b))`.
-    sklearn's `predict_proba` validates its input and labels on every call, 3.4 ms for one short
-    text, about 30% of the gateway's CPU under load; the same arithmetic on the same fitted weights
-    takes ~0.4 ms (mostly the vectorizer). `tests/unit/test_guardrails.py` checks it equals predict_prob."""
+    The model is a TF-IDF vectorizer (word counts times idf, l2-normalised) and a
+    `CalibratedClassifierCV` (sigmoid) over `LinearSVC`s: the probability is the mean over the
+    calibrated folds of `expit(-(a * (x . w + c) + b))`. sklearn validates its input on every call:
+    `predict_proba` took 3.4 ms for one short text, and even `vectorizer.transform` ~0.4 ms, most of
+    the gateway's own time on a `/v1/search` under load (py-spy). Here the vectorizer's analyzer
+    splits the text and the rest is a few numpy operations over the text's own terms (~20 µs).
+    `tests/unit/test_guardrails.py` checks it equals predict_prob."""
 
     def __init__(self) -> None:
         from profanity_check.profanity_check import model, vectorizer
@@ -70,14 +73,23 @@ class _Profanity:
         folds = model.calibrated_classifiers_
         if list(model.classes_) != [0, 1] or any(f.method != "sigmoid" for f in folds):
             raise RuntimeError("profanity_check's model is not the binary sigmoid-calibrated one this mirrors")
-        self.vectorizer = vectorizer
+        if vectorizer.norm != "l2" or vectorizer.sublinear_tf or not vectorizer.use_idf or vectorizer.binary:
+            raise RuntimeError("profanity_check's vectorizer is not the plain l2 TF-IDF one this mirrors")
+        self.analyze = vectorizer.build_analyzer()
+        self.columns: dict[str, int] = vectorizer.vocabulary_
+        self.idf = vectorizer.idf_
         self.weights = np.stack([f.estimator.coef_[0] for f in folds], axis=1)  # (features, folds)
         self.intercepts = np.array([f.estimator.intercept_[0] for f in folds])
         self.a = np.array([f.calibrators[0].a_ for f in folds])
         self.b = np.array([f.calibrators[0].b_ for f in folds])
 
     def __call__(self, text: str) -> float:
-        decision = np.asarray(self.vectorizer.transform([text]) @ self.weights)[0] + self.intercepts
+        counts = Counter(c for term in self.analyze(text) if (c := self.columns.get(term)) is not None)
+        decision = self.intercepts
+        if counts:
+            columns = np.fromiter(counts, dtype=np.int64, count=len(counts))
+            tfidf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts)) * self.idf[columns]
+            decision = decision + (tfidf / np.linalg.norm(tfidf)) @ self.weights[columns]
         return float(np.mean(expit(-(self.a * decision + self.b))))
 
 

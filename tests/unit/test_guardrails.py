@@ -62,7 +62,8 @@ def test_answers_that_leak_the_system_prompt_or_swear_are_withheld():
 
 
 def test_the_profanity_score_is_profanity_checks_own_probability():
-    """The gateway computes the fitted model's arithmetic itself (3.4 ms -> 0.4 ms a call): same numbers."""
+    """The gateway computes the fitted model's arithmetic itself (3.4 ms -> ~20 µs a call): same numbers,
+    also for repeated terms (counts above 1), unknown and stop words only, and the empty text."""
     import numpy as np
     from profanity_check import predict_prob
 
@@ -70,5 +71,6 @@ def test_the_profanity_score_is_profanity_checks_own_probability():
 
     texts = [json.loads(line)["text"] for path in SETS.values() for line in path.read_text().splitlines()]
     texts += ["you are a fucking idiot", "that is a shitty question", "Use csv.reader [1].", "ok"]
+    texts += ["damn damn damn this damn code", "the and of", "zzqx qqzz", "", "Crap! crap. CRAP?"]
     ours = np.array([profanity_probability(t) for t in texts])
     assert np.allclose(ours, predict_prob(texts), rtol=0, atol=1e-12) and ours.max() > 0.9
