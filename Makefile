@@ -48,6 +48,9 @@ $(STAMP): $(BASE)
 	command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; } \
 	  || { [ -z "$$CI" ] || { echo "error: redis-server did not install; CI needs it"; exit 1; }; \
 	       echo "note: no redis-server (apt-get install redis-server); the Redis tests will be skipped"; }
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } \
+	  || { [ -z "$$CI" ] || { echo "error: chromium did not install; CI needs it for the page tests"; exit 1; }; \
+	       echo "note: no chromium (apt-get install chromium); the browser tests will be skipped"; }
 	touch $@
 
 # The main job: index the bundled corpus, then serve it on http://127.0.0.1:8000 (Ctrl-C stops).
@@ -60,7 +63,7 @@ serve: setup-base
 	$(VENV)/bin/rayrag serve --config $(CONFIG)
 
 test: setup
-	$(PY) -m pytest -m "unit or contract or security or integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "unit or contract or security or integration or browser" $(PYTEST_ARGS)
 
 test-gpu: setup
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS)

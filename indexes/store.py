@@ -134,6 +134,17 @@ class ChunkStore:
                 found[row[0]] = _chunk_from_row(row)
         return found
 
+    def by_id(self, chunk_id: str) -> Chunk | None:
+        """The chunk with this id (its vector id first, then the id itself compared: the vector id keeps 63 bits)."""
+        found = self.get([vector_id(chunk_id)]).get(vector_id(chunk_id))
+        return found if found is not None and found.chunk_id == chunk_id else None
+
+    def document(self, source: str, limit: int) -> list[Chunk]:
+        """The stored chunks of one source document in reading order, at most `limit` of them."""
+        query = "SELECT * FROM chunks WHERE source = ? ORDER BY start LIMIT ?"
+        with self._lock:
+            return [_chunk_from_row(row) for row in self._db.execute(query, (source, limit))]
+
     def section_of(self, chunk: Chunk) -> Chunk:
         """`chunk` grown to its whole section ("small to big"): the stored chunks of its document and
         section merged by their offsets, overlaps kept once, a gap (a piece under min_chars, never
@@ -143,13 +154,8 @@ class ChunkStore:
             parts = [_chunk_from_row(row) for row in self._db.execute(query, (chunk.source, chunk.section))]
         if not parts:
             return chunk
-        text, cursor = parts[0].text, parts[0].end
-        for part in parts[1:]:
-            if part.end <= cursor:
-                continue
-            text += part.text[cursor - part.start :] if part.start < cursor else "\n\n" + part.text
-            cursor = part.end
-        return replace(chunk, text=text, start=parts[0].start, end=cursor)
+        text, end = merged(parts)
+        return replace(chunk, text=text, start=parts[0].start, end=end)
 
     def __iter__(self) -> Iterator[Chunk]:
         """Every chunk, read under the lock in one go: the connection is shared by the retriever's
@@ -166,6 +172,33 @@ class ChunkStore:
     def close(self) -> None:
         with self._lock:  # waits for a reader on another thread; later reads raise, never crash
             self._db.close()
+
+
+def merged(parts: Sequence[Chunk]) -> tuple[str, int]:
+    """Chunks of one document, in order, as one text and its end offset: overlaps kept once, a gap
+    (a piece under min_chars, never stored) as a paragraph break."""
+    text, cursor = parts[0].text, parts[0].end
+    for part in parts[1:]:
+        if part.end <= cursor:
+            continue
+        text += part.text[cursor - part.start :] if part.start < cursor else "\n\n" + part.text
+        cursor = part.end
+    return text, cursor
+
+
+def sections(parts: Sequence[Chunk]) -> list[Chunk]:
+    """A document's chunks (in order) merged section by section: what a reader of the document sees."""
+    grouped: list[list[Chunk]] = []
+    for part in parts:
+        if grouped and grouped[-1][0].section == part.section:
+            grouped[-1].append(part)
+        else:
+            grouped.append([part])
+    whole = []
+    for group in grouped:
+        text, end = merged(group)
+        whole.append(replace(group[0], text=text, end=end))
+    return whole
 
 
 def _chunk_from_row(row: tuple) -> Chunk:

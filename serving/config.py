@@ -122,6 +122,7 @@ class RetrieverConfig(StrictModel):
     # max_section_chars long (a longer section stays the chunk); the gateway then fits the context budget
     expand: Literal["chunk", "section"] = "chunk"
     max_section_chars: PositiveInt = 3000
+    max_document_chunks: PositiveInt = 400  # a document opened from a citation (the chat page): its first chunks
     reranker: RerankerConfig | None = None
     qdrant: QdrantConfig | None = None  # the Qdrant server of server-backed versions (never taken from the store)
     batch: QueryBatching = QueryBatching()

@@ -154,6 +154,11 @@ class AnswerFlow(FlowSupport):
         plan.produced = second.usage
         return Answer(second, retry, grades_summary(first, await self._grade(plan, second, retry)))
 
+    def grounding(self, plan: Plan) -> dict[str, Any] | None:
+        """What a stream can tell before its first token: the index, its version, the prompt and the
+        citations of the passages the answer is grounded on (a cache hit's come with its answer)."""
+        return self._extra(plan, plan.grounded) if plan.grounded is not None else None
+
     def _extra(self, plan: Plan, grounded: Grounding | None, grades: dict | None = None) -> dict[str, Any]:
         extra = rag_extra(grounded, self.config) if grounded is not None else {}
         if plan.followup is not None and plan.followup.by != "message":  # what a follow-up was searched with

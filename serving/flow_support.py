@@ -35,7 +35,7 @@ from serving.generator.protocol import Delta, GenerationRequest, GenerationResul
 from serving.graders import Graders, Verdict
 from serving.openai_protocol import RAG_PREFIX, usage_dict
 from serving.prompts import PromptRegistry
-from serving.protocol import SearchRequest, SearchResult
+from serving.protocol import DocumentResult, PassageResult, SearchRequest, SearchResult
 from serving.rag import fit_context, grounded_messages
 from serving.stores.cache import SemanticCache, partition_key
 from serving.stores.history import Conversations
@@ -45,10 +45,10 @@ from serving.telemetry import metrics
 from serving.telemetry.tracing import annotate, cost, stage
 
 log = logging.getLogger(__name__)
-SERVED_TTL_S = 1.0
+SERVED_TTL_S = 1.0  # how long the flow reuses the retriever's list of served index versions
 # the models the current request's key may use, for generations the flow makes on its behalf (the
 # LLM judge of the graders): set where the request is known, read where the judge's request is made
-ALLOWED_MODELS: ContextVar[list[str] | None] = ContextVar("allowed_models", default=None)  # how long the flow reuses the retriever's list of served index versions
+ALLOWED_MODELS: ContextVar[list[str] | None] = ContextVar("allowed_models", default=None)
 
 
 class HandleRetriever:
@@ -76,6 +76,12 @@ class HandleRetriever:
 
     async def describe(self) -> dict[str, dict]:
         return await self._call("describe")
+
+    async def passage(self, index: str, chunk_id: str) -> PassageResult:
+        return await self._call("passage", index, chunk_id)
+
+    async def document(self, index: str, source: str) -> DocumentResult:
+        return await self._call("document", index, source)
 
 
 def _log_replica_lost(state: RetryCallState) -> None:
@@ -135,7 +141,9 @@ class FlowSupport:
         self.prompts = PromptRegistry.load(config.prompts_dir, config.default_prompt)
         # the leak check compares answers with the instructions only (quoting passages is the point)
         self.guard = guard or Guard(config, system_prompt=self.prompts.default.render([]))
-        self.records = RecordStore(config.records.path, config.records.retention_days) if config.records.enabled else None
+        self.records = (
+            RecordStore(config.records.path, config.records.retention_days) if config.records.enabled else None
+        )
         self.cache = SemanticCache(config.cache) if config.cache.enabled else None
         self.conversations = Conversations(config.history)
         self.followups = FollowupQueries(config.followups, lambda request: self.router.generate(request, None))
@@ -282,9 +290,13 @@ class FlowSupport:
             log.warning("readiness: the retriever did not answer: %r", exc)
             indexes, missing = {}, ["retriever is not reachable"]
         missing += [f"index {name!r} is not loaded" for name in self.indexes if name not in indexes]
-        indexes = {name: info | {"error": "unavailable" if info.get("error") else None} for name, info in indexes.items()}
+        indexes = {
+            name: info | {"error": "unavailable" if info.get("error") else None} for name, info in indexes.items()
+        }
         # what a generator's error says stays in the logs: the body carries that there is one
-        generators = [s.model_dump() | {"error": "unavailable" if s.error else None} for s in await self.router.models()]
+        generators = [
+            s.model_dump() | {"error": "unavailable" if s.error else None} for s in await self.router.models()
+        ]
         models = [g for g in generators if g["backend"] != "extractive"]
         if models and not models[0]["ready"]:
             missing.append(f"generator {models[0]['backend']} ({models[0]['model']}) is not ready")

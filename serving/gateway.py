@@ -10,15 +10,16 @@ test builds the very same routes over a flow with fake collaborators. Errors are
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request, WebSocket
+from fastapi import Depends, FastAPI, Query, Request, WebSocket
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from ray import serve
 from sse_starlette.sse import EventSourceResponse
 
 from indexes.embedder import EmbedderConfig
-from serving import edge, transports
+from serving import edge, page, transports
 from serving.answers import answer_headers
 from serving.config import GatewayConfig
 from serving.flow import AnswerFlow
@@ -33,7 +34,16 @@ from serving.openai_protocol import (
     embedding_response,
     model_card,
 )
-from serving.protocol import GradeRequest, QueryRequest, QueryResponse, SearchRequest, SearchResult
+from serving.protocol import (
+    CHUNK_ID,
+    DocumentResult,
+    GradeRequest,
+    PassageResult,
+    QueryRequest,
+    QueryResponse,
+    SearchRequest,
+    SearchResult,
+)
 from serving.stores.records import Feedback
 from serving.telemetry import metrics
 from serving.telemetry.tracing import setup_tracing
@@ -58,6 +68,7 @@ def create_app(flow: AnswerFlow) -> FastAPI:
     app.state.sockets = transports.SocketGate(flow.config.websocket.max_connections_per_key)
     edge.install(app, flow.config.limits.max_body_bytes)
     _health_routes(app)
+    page.install(app)
     _answer_routes(app)
     _retrieval_routes(app)
     _record_routes(app)
@@ -99,7 +110,7 @@ def _answer_routes(app: FastAPI) -> None:
         turn = transports.chat_turn(flow.admit(request.headers), *_ids(request), body)
         if body.stream:
             plan = await flow.plan(turn)  # refusals before the stream starts are plain HTTP errors
-            return EventSourceResponse(transports.chat_sse(turn, flow.stream(plan)))
+            return EventSourceResponse(transports.chat_sse(turn, flow.stream(plan), flow.grounding(plan)))
         outcome = await flow.answer(turn)
         return JSONResponse(transports.chat_json(outcome, body.model), headers=answer_headers(outcome, started))
 
@@ -130,6 +141,23 @@ def _retrieval_routes(app: FastAPI) -> None:
         flow.guard.check_search(body)
         body = body.model_copy(update={"query": flow.guard.screen(body.query, "query")})
         return await flow.retriever.search(body)
+
+    @app.get("/v1/indexes/{index}/chunks/{chunk_id}", tags=["rag"], response_model=PassageResult)
+    async def passage(
+        index: str, chunk_id: Annotated[str, PathParam(pattern=CHUNK_ID)], request: Request, flow: AnswerFlow = Flow
+    ) -> PassageResult:
+        """One chunk of a served index, whole: what a citation's `chunk_id` names."""
+        flow.guard.check_index(flow.admit(request.headers), index)
+        return await flow.retriever.passage(index, chunk_id)
+
+    @app.get("/v1/indexes/{index}/document", tags=["rag"], response_model=DocumentResult)
+    async def document(
+        index: str, source: Annotated[str, Query(min_length=1, max_length=2048)], request: Request,
+        flow: AnswerFlow = Flow,
+    ) -> DocumentResult:  # fmt: skip
+        """A citation's source document as the index holds it, section by section (never read from disk)."""
+        flow.guard.check_index(flow.admit(request.headers), index)
+        return await flow.retriever.document(index, source)
 
     @app.post("/v1/embeddings", tags=["openai"])
     async def embeddings(body: EmbeddingRequest, request: Request, flow: AnswerFlow = Flow) -> dict:

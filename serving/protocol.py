@@ -7,9 +7,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from indexes.reader import Hit
+from indexes.store import Chunk
 from serving.generator.protocol import ClientText
 
 Mode = Literal["dense", "hybrid", "mmr", "bm25"]
+CHUNK_ID = r"^[0-9a-f]{16}$"  # indexes.store.chunk_id_for
 
 
 class SearchRequest(ClientText):
@@ -24,7 +26,9 @@ class SearchRequest(ClientText):
     rerank: bool | None = Field(default=None, description="null: rerank when a reranker is configured")
 
 
-class ScoredChunk(BaseModel):
+class Passage(BaseModel):
+    """A stored chunk, or a stretch of a document merged from its chunks, and where it came from."""
+
     chunk_id: str
     source: str
     title: str | None
@@ -32,23 +36,39 @@ class ScoredChunk(BaseModel):
     page: int | None
     start: int
     end: int
-    score: float
     text: str
 
     @classmethod
+    def of(cls, c: Chunk) -> Passage:
+        return cls(chunk_id=c.chunk_id, source=c.source, title=c.title, section=c.section, page=c.page,
+                   start=c.start, end=c.end, text=c.text)  # fmt: skip
+
+
+class ScoredChunk(Passage):
+    score: float
+
+    @classmethod
     def from_hit(cls, hit: Hit) -> ScoredChunk:
-        c = hit.chunk
-        return cls(
-            chunk_id=c.chunk_id,
-            source=c.source,
-            title=c.title,
-            section=c.section,
-            page=c.page,
-            start=c.start,
-            end=c.end,
-            score=hit.score,
-            text=c.text,
-        )
+        return cls(**Passage.of(hit.chunk).model_dump(), score=hit.score)
+
+
+class PassageResult(BaseModel):
+    """One chunk of a served index, whole (a citation's passage, opened)."""
+
+    index: str
+    version: str
+    passage: Passage
+
+
+class DocumentResult(BaseModel):
+    """A source document as the served index holds it: its chunks merged, section by section."""
+
+    index: str
+    version: str
+    source: str
+    title: str | None
+    sections: list[Passage]
+    truncated: bool = Field(description="the document has more chunks than the gateway hands out at once")
 
 
 class SearchResult(BaseModel):

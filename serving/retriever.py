@@ -29,10 +29,10 @@ from indexes.layout import IndexNotFoundError, TamperedIndexError
 from indexes.manifest import Manifest, verify_files
 from indexes.reader import Hit, IndexVersion
 from indexes.storage import IndexLocation, locate
-from indexes.store import indexed_text
+from indexes.store import indexed_text, sections
 from serving.config import LexicalConfig, RetrieverConfig
 from serving.errors import InvalidRequest, NotFound, ServingError
-from serving.protocol import ScoredChunk, SearchRequest, SearchResult
+from serving.protocol import DocumentResult, Passage, PassageResult, ScoredChunk, SearchRequest, SearchResult
 from serving.ranking import LexicalIndex, cap_per_section, matches, mmr, rrf_fuse, weighted_fuse
 from serving.telemetry import metrics
 from serving.telemetry.quiet import quiet_polls
@@ -173,6 +173,35 @@ class Retriever:
 
         return await asyncio.to_thread(work)
 
+    async def passage(self, index: str, chunk_id: str) -> PassageResult:
+        """One chunk of `index`, whole: a citation's passage, opened."""
+        loaded = self._served(index)
+        chunk = await asyncio.to_thread(loaded.index.store.by_id, chunk_id)
+        if chunk is None:
+            raise NotFound(f"no chunk {chunk_id!r} in index {index!r} version {loaded.version_id}",
+                           param="chunk_id", code="chunk_not_found")  # fmt: skip
+        return PassageResult(index=index, version=loaded.version_id, passage=Passage.of(chunk))
+
+    async def document(self, index: str, source: str) -> DocumentResult:
+        """A source document as `index` holds it, section by section: read from the chunk store, never
+        from the file system, so a client can open only what the index already serves."""
+        loaded = self._served(index)
+        limit = self.config.max_document_chunks
+        parts = await asyncio.to_thread(loaded.index.store.document, source, limit + 1)
+        if not parts:
+            raise NotFound(f"no document {source!r} in index {index!r} version {loaded.version_id}",
+                           param="source", code="document_not_found")  # fmt: skip
+        return DocumentResult(
+            index=index, version=loaded.version_id, source=source, title=parts[0].title,
+            sections=[Passage.of(c) for c in sections(parts[:limit])], truncated=len(parts) > limit,
+        )  # fmt: skip
+
+    def _served(self, index: str) -> Loaded:
+        loaded = self.loaded.get(index)
+        if loaded is None:
+            raise NotFound(f"index {index!r} is not served here", param="index", code="index_not_found")
+        return loaded
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _encode_queries(self, queries: list[str]) -> list[np.ndarray]:
         """Concurrent searches' queries in one encode call (size and wait from `config.batch`), off the
@@ -188,9 +217,7 @@ class Retriever:
     async def search(self, request: SearchRequest, vector: list[float] | None = None) -> SearchResult:
         """Rank chunks of `request.index`; `vector` is the query's embedding when the caller already
         has it (the gateway embeds a RAG question once, for the semantic cache and for this search)."""
-        loaded = self.loaded.get(request.index)
-        if loaded is None:
-            raise NotFound(f"index {request.index!r} is not served here", param="index", code="index_not_found")
+        loaded = self._served(request.index)
         top_k = request.top_k or self.config.top_k
         if top_k > self.config.max_top_k:
             raise InvalidRequest(f"top_k {top_k} is over the limit of {self.config.max_top_k}", param="top_k")

@@ -93,10 +93,16 @@ def query_json(outcome: Outcome) -> QueryResponse:
 # -- streams -------------------------------------------------------------------------------------
 
 
-async def chat_sse(turn: Turn, stream: AsyncIterator[Delta | Outcome]) -> AsyncIterator[dict]:
-    """OpenAI chat chunks; the last one carries usage and the `rayrag` extras. An error after the
-    headers were sent travels as an error event, as OpenAI's clients expect."""
+async def chat_sse(
+    turn: Turn, stream: AsyncIterator[Delta | Outcome], grounding: dict[str, Any] | None = None
+) -> AsyncIterator[dict]:
+    """OpenAI chat chunks; the last one carries usage and the `rayrag` extras. A grounded answer's
+    first chunk (no choices, as OpenAI's usage chunk) carries its citations, so a client shows them
+    while the answer streams. An error after the headers were sent travels as an error event, as
+    OpenAI's clients expect."""
     started: set[int] = set()
+    if grounding is not None:
+        yield {"data": json.dumps(chat_chunk(turn.rid, turn.model, 0, {}, None, rayrag=grounding) | {"choices": []})}
     try:
         async with aclosing(stream) as events:  # closed at once when the client goes away
             async for event in events:
@@ -174,12 +180,15 @@ async def chat_socket(flow: AnswerFlow, websocket: WebSocket, gate: SocketGate) 
 
 
 async def socket_turn(flow: AnswerFlow, websocket: WebSocket, raw: str) -> None:
-    """One websocket chat turn: `delta` events, then `done` (usage, `rayrag` extras) or `error`."""
+    """One websocket chat turn: `grounding` (a RAG turn's citations, first), `delta` events, then
+    `done` (usage, `rayrag` extras) or `error`."""
     rid = edge.new_request_id()
     try:
         who = flow.admit(websocket.headers)
         turn = chat_turn(who, rid, None, ChatCompletionRequest.model_validate_json(raw))
         plan = await flow.plan(turn)
+        if (grounding := flow.grounding(plan)) is not None:
+            await websocket.send_json({"type": "grounding", "request_id": rid, "rayrag": grounding})
         async with aclosing(flow.stream(plan)) as events:
             async for event in events:
                 if isinstance(event, Outcome):

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 
+from serving.errors import NotFound
 from serving.generator.protocol import Choice, Delta, GenerationRequest, GenerationResult, GeneratorStatus, Usage
-from serving.protocol import ScoredChunk, SearchRequest, SearchResult
+from serving.protocol import DocumentResult, Passage, PassageResult, ScoredChunk, SearchRequest, SearchResult
 
 
 class FakeGenerator:
@@ -95,10 +96,9 @@ class FakeRetriever:
     async def search(self, request: SearchRequest, vector: list[float] | None = None) -> SearchResult:
         self.searches.append((request, vector))
         chunks = [
-            ScoredChunk(chunk_id=f"c{n}", source=source, title=title, section=None, page=None, start=0,
-                        end=len(text), score=1.0 - n / 10, text=text)
-            for n, (source, title, text) in enumerate(self.PASSAGES[: request.top_k or 5])
-        ]  # fmt: skip
+            ScoredChunk(**self._passage(n).model_dump(), score=1.0 - n / 10)
+            for n in range(min(len(self.PASSAGES), request.top_k or 5))
+        ]
         return SearchResult(index=request.index, version=self.version, mode="dense", reranked=False, took_ms=0.1,
                             chunks=chunks)  # fmt: skip
 
@@ -108,6 +108,24 @@ class FakeRetriever:
 
     async def describe(self) -> dict[str, dict]:
         return {self.index: {"version": self.version, "chunks": 2, "embedder": "fake-embedder", "error": None}}
+
+    def _passage(self, n: int) -> Passage:
+        source, title, text = self.PASSAGES[n]
+        return Passage(chunk_id=f"{n:016x}", source=source, title=title, section=None, page=None, start=0,
+                       end=len(text), text=text)  # fmt: skip
+
+    async def passage(self, index: str, chunk_id: str) -> PassageResult:
+        found = [p for n in range(len(self.PASSAGES)) if (p := self._passage(n)).chunk_id == chunk_id]
+        if index != self.index or not found:
+            raise NotFound(f"no chunk {chunk_id!r}", param="chunk_id", code="chunk_not_found")
+        return PassageResult(index=index, version=self.version, passage=found[0])
+
+    async def document(self, index: str, source: str) -> DocumentResult:
+        found = [p for n in range(len(self.PASSAGES)) if (p := self._passage(n)).source == source]
+        if index != self.index or not found:
+            raise NotFound(f"no document {source!r}", param="source", code="document_not_found")
+        return DocumentResult(index=index, version=self.version, source=source, title=found[0].title,
+                              sections=found, truncated=False)  # fmt: skip
 
 
 class KeywordReranker:

@@ -538,9 +538,10 @@ def test_rag_over_sse_cites_its_passages_and_is_recorded(app):
     body = {"model": "rag:test", "messages": [{"role": "user", "content": "What is a volcano?"}], "max_tokens": 12}
     chunks = sse_chunks(f"{app['url']}/v1/chat/completions", body)
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
-    last = chunks[-1]
+    first, last = chunks[0], chunks[-1]
     assert text.strip() and last["usage"]["completion_tokens"] > 0
     assert last["rayrag"]["citations"][0]["source"].endswith("volcanoes.md")
+    assert not first["choices"] and first["rayrag"]["citations"] == last["rayrag"]["citations"]  # before any token
     record = httpx.get(f"{app['url']}/v1/records/{last['id']}").json()
     assert record["endpoint"] == "chat" and record["chunks"][0]["source"].endswith("volcanoes.md")
 

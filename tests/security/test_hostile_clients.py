@@ -207,6 +207,7 @@ def test_the_websocket_refuses_foreign_origins_big_frames_and_idles(env_factory)
     assert socket_close_code(env) == 1000  # idle: closed without a frame
     with env.http.websocket_connect("/v1/chat/ws", headers={"origin": "http://127.0.0.1:8000"}) as ws:
         ws.send_text(json.dumps(chat()))
+        assert ws.receive_json()["type"] == "grounding"  # a RAG turn's citations come first
         assert ws.receive_json()["type"] == "delta"
 
 
@@ -216,6 +217,7 @@ def test_open_sockets_per_key_are_capped(env_factory):
         assert socket_close_code(env) == 1013
     with env.http.websocket_connect("/v1/chat/ws") as ws:  # freed when the others closed
         ws.send_text(json.dumps(chat()))
+        assert ws.receive_json()["type"] == "grounding"  # a RAG turn's citations come first
         assert ws.receive_json()["type"] == "delta"
 
 
