@@ -83,6 +83,8 @@ def examples(url: str, settings: RootConfig) -> str:
     return f"""
 rayrag is serving on {url}  (OpenAPI: {url}/docs)
 
+  Chat page: open {url}/ in a browser
+
   curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
     -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "How do I read a CSV file?"}}]}}'
 

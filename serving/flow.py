@@ -229,7 +229,19 @@ class AnswerFlow(FlowSupport):
         choices = [{"index": i, "text": texts[i], "finish_reason": finish[i] or "stop"} for i in sorted(texts)]
         result = GenerationResult(model=plan.route.generator or backend, backend=backend, choices=choices,
                                   usage=usage, steps=steps)  # fmt: skip
-        yield Outcome(plan.turn.rid, result, self._extra(plan, plan.grounded), context=_context(plan.grounded))
+        grades = await self._grade_stream(plan, result)
+        yield Outcome(plan.turn.rid, result, self._extra(plan, plan.grounded, grades), context=_context(plan.grounded))
+
+    async def _grade_stream(self, plan: Plan, result: GenerationResult) -> dict[str, Any] | None:
+        """A streamed grounded answer's verdicts, once it has ended: its tokens are already sent, so it
+        is graded (in its last chunk and its record) but never regenerated; a withheld one is not graded."""
+        generation = plan.generation
+        if plan.grounded is None or self.graders is None or generation.response_format is not None:
+            return None
+        if not result.choices or any(c.finish_reason == "content_filter" for c in result.choices):
+            return None
+        ALLOWED_MODELS.set(generation.allowed_models)  # the LLM judge answers within the key's models too
+        return grades_summary(await self._grade(plan, result, plan.grounded), None)
 
     # -- after generation ------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ function explain(error) {
   if (error.status === 403) return "Your key may not use this index or model: " + (error.message || "");
   if (error.status === 429) return "Over quota: " + (error.message || "too many requests") + (error.retry ? ` Try again in ${error.retry} s.` : "");
   if (code === "content_policy_violation") return `Blocked by a guardrail (${error.param || "policy"}): rephrase the question.`;
-  if (code === "index_not_found" || code === "index_not_ready") return "That index is not loaded on this gateway: " + (error.message || "");
+  if (code === "index_not_found" || (code === "model_not_found" && /\bindex\b/.test(error.message || ""))) return "That index is not loaded on this gateway: " + (error.message || "");
   if (error.status === 503) return "The service is not ready: " + (error.message || "") + (error.retry ? ` Try again in ${error.retry} s.` : "");
   return (error.message || "The request failed") + (error.status ? ` (HTTP ${error.status})` : "");
 }

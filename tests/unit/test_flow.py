@@ -142,6 +142,18 @@ def test_the_llm_judges_verdicts_are_charged_to_the_key(tmp_path):
     assert answered == 3 + 3 and env.spent() == answered + 2 * (3 + 4)  # the answer and both verdicts
 
 
+@pytest.mark.parametrize("door", ["sse", "websocket"])
+def test_a_streamed_answer_is_graded_once_it_ends_and_its_judge_charged(tmp_path, door):
+    env = Env(tmp_path, graders={"enabled": True, "judge": "llm"})
+    verdict = json.dumps({"verdict": "no", "reason": "not stated"})  # 5 words: 3 + 5 tokens per verdict
+    env.generator.reply = lambda request: verdict if request.response_format is not None else None
+    reply = env.ask(door)
+    record = env.flow.records.get(reply.rid, "default")
+    grades = record["grades"]
+    assert grades["grounded"] is False and grades["regenerated"] is False  # its tokens are sent: graded, kept
+    assert env.spent() == record["usage"]["total_tokens"] + 2 * (3 + 5)  # the answer and both verdicts
+
+
 # -- recorded, remembered, cached -------------------------------------------------------------
 
 
