@@ -43,7 +43,8 @@ def chat_app(ray_cluster, tmp_path_factory):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     llama = serve_settings(config.indexes.root, port, primary=None)
     llama["router"] |= {"chain": [{"backend": "fallback"}, {"backend": "extractive"}]}
-    llama["gateway"] |= {"cache": {"enabled": False}, "max_tokens_cap": 48, "default_max_tokens": 32}
+    llama["gateway"] |= {"cache": {"enabled": False}, "max_tokens_cap": 48, "default_max_tokens": 32,
+                         "graders": {"enabled": True}}  # fmt: skip
     serve.run(build_app(app_args(config.indexes.root, llama)), name="page", route_prefix="/", blocking=False)
     keys = KeyStore(stores / "keys.sqlite")
     extractive = serve_settings(config.indexes.root, port, primary=None, fallback=None)
@@ -120,6 +121,7 @@ def test_an_answer_streams_in_with_citations_that_open_their_passage_and_documen
     assert first.get_attribute("data-source").endswith("volcanoes.md")
     meta = page.locator(".turn .meta").inner_text()
     assert "answered by llama_cpp" in meta and "index test" in meta and "request req-" in meta
+    assert "prompt rag_answer@1" in meta and "grounded: " in meta  # the graders' verdict on the streamed answer
     first.get_by_role("button", name="Open passage").click()
     page.wait_for_selector("#viewer:not([hidden])")
     assert "rupture in the crust" in page.locator("#viewer-body").inner_text()
