@@ -25,6 +25,7 @@ from core.strict import CustomResources, StrictModel
 from indexes.backend_config import QdrantConfig
 from indexes.config import IndexesConfig
 from indexes.layout import validate_index_name
+from serving import scaling
 
 
 class AutoscalingConfig(StrictModel):
@@ -423,6 +424,14 @@ class ServeConfig(StrictModel):
                 f"gateway.host {gateway.host!r} is reachable from the network while gateway.auth is off: "
                 "turn gateway.auth.enabled on, or set gateway.allow_unauthenticated: true to serve without keys"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _scaling_that_can_work(self) -> ServeConfig:
+        router = self.router
+        reach = router.max_queue_depth * router.deployment.autoscaling.max_replicas
+        if found := scaling.problems(self.deployments(), [s.backend for s in router.steps()], reach):
+            raise ValueError("autoscaling that cannot work:\n  " + "\n  ".join(found))
         return self
 
     def generators_in_chain(self) -> dict[str, VllmConfig | LlamaCppConfig]:

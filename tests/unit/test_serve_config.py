@@ -54,6 +54,56 @@ def test_bad_args_name_the_key(args, named):
         load_serving({"serve": args})
 
 
+SCALING = {"min_replicas": 1, "max_replicas": 4}
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ({"retriever": {"deployment": {"max_ongoing_requests": 8, "autoscaling": SCALING | {"target_ongoing_requests": 9}}}},
+         r"serve.retriever.deployment.autoscaling.target_ongoing_requests \(9\) is over serve.retriever.deployment.max_ongoing_requests \(8\)"),
+        ({"primary": {"deployment": {"max_ongoing_requests": 64, "autoscaling": SCALING | {"target_ongoing_requests": 16}}},
+          "router": {"max_queue_depth": 8}},
+         r"serve.primary.deployment.autoscaling.target_ongoing_requests \(16\) is at or over what the router ever sends it \(8"),
+        ({"retriever": {"deployment": {"autoscaling": {"min_replicas": 0}}}},
+         "serve.retriever.deployment.autoscaling.min_replicas is 0 but nothing answers in its place"),
+        ({"gateway": {"deployment": {"autoscaling": {"min_replicas": 0}}}}, "serve.gateway.deployment.autoscaling.min_replicas"),
+        ({"fallback": None, "primary": {"deployment": {"autoscaling": {"min_replicas": 0}}},
+          "router": {"chain": [{"backend": "primary"}]}},
+         "serve.primary.deployment.autoscaling.min_replicas is 0"),
+        ({"fallback": {"deployment": {"autoscaling": {"min_replicas": 0}}},
+          "router": {"chain": [{"backend": "primary"}, {"backend": "fallback"}]}},
+         "serve.fallback.deployment.autoscaling.min_replicas is 0"),
+    ],
+)  # fmt: skip
+def test_autoscaling_that_cannot_work_is_refused_naming_its_keys(args, named):
+    with pytest.raises(ConfigError, match=named):
+        load_serving({"serve": args})
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"primary": {"deployment": {"autoscaling": {"min_replicas": 0}}}},  # the fallback stands in
+        {"fallback": {"deployment": {"autoscaling": {"min_replicas": 0}}}},  # the extractive step stands in
+        {"primary": {"deployment": {"max_ongoing_requests": 64, "autoscaling": SCALING | {"target_ongoing_requests": 16}}},
+         "router": {"max_queue_depth": 64}},
+        {"retriever": {"deployment": {"max_ongoing_requests": 8, "autoscaling": {"target_ongoing_requests": 9}}}},  # one replica
+    ],
+)  # fmt: skip
+def test_autoscaling_that_can_work_is_accepted(args):
+    load_serving({"serve": args})
+
+
+def test_the_shipped_configs_scale_as_they_say():
+    """The cluster config once asked its gateway for a target of 32 at 16 per replica, and its
+    primaries for 16 each behind a router that sends 8: both refused now, both fixed."""
+    from rayrag.config import load_config
+
+    for name in ("default.yaml", "cluster/rayrag.yaml"):
+        load_config(REPO / "configs" / name)
+
+
 def chunk(n: int, text: str) -> ScoredChunk:
     return ScoredChunk(
         chunk_id=str(n), source=f"{n}.md", title=None, section=None, page=None, start=0, end=1, score=1.0, text=text

@@ -1,0 +1,50 @@
+"""Autoscaling that can work: the checks every serving config passes before anything is deployed.
+
+Ray Serve accepts any `autoscaling_config`; some of ours could never do what they say. A replica
+holds at most `max_ongoing_requests`, and Serve's guide sets that above the target (a target above
+it is the callers' queue, not the replica's load). The router sends a generator at most
+`router.max_queue_depth` requests per router replica and then moves on down the chain (it spills, it
+does not queue), so a generator whose target is that many or more never scales out. And a deployment
+at `min_replicas: 0` is cold when the first request comes: only a generator with a later chain step
+that is always up (the extractive step, or a generator kept at one replica or more) can afford it.
+`ServeConfig` runs these checks (it hands them plain values: this module imports no config), so `rayrag serve`, `serve run`/`deploy` (the app builder) and
+`rayrag deploy check` all refuse such a config, naming the keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+ROLE_OF = {"vllm": "primary", "llama_cpp": "fallback"}  # Serve deployment name -> config section
+
+
+def problems(deployments: Mapping[str, Any], chain: list[str], router_reach: int) -> list[str]:
+    """What cannot work in the autoscaling of `deployments` (Serve name -> its `DeploymentConfig`),
+    given the chain's steps in order and what the router sends one generator at most; one sentence
+    per problem, each naming its keys (empty: all can work)."""
+    found = []
+    for name, deployment in deployments.items():
+        key = f"serve.{ROLE_OF.get(name, name)}.deployment"
+        scaling = deployment.autoscaling
+        target = scaling.target_ongoing_requests
+        if scaling.max_replicas > 1 and target > deployment.max_ongoing_requests:
+            found.append(f"{key}.autoscaling.target_ongoing_requests ({target:g}) is over {key}.max_ongoing_requests "
+                         f"({deployment.max_ongoing_requests}): a replica never holds that many")  # fmt: skip
+        if name in ROLE_OF and scaling.max_replicas > 1 and target >= router_reach:
+            found.append(f"{key}.autoscaling.target_ongoing_requests ({target:g}) is at or over what the router ever "
+                         f"sends it ({router_reach}: serve.router.max_queue_depth x the router's max_replicas), so "
+                         "it never scales out: raise serve.router.max_queue_depth")  # fmt: skip
+        if scaling.min_replicas == 0 and not _stand_in(deployments, chain, name):
+            why = "" if name in ROLE_OF else " (only a generator with a later chain step can scale to zero)"
+            found.append(f"{key}.autoscaling.min_replicas is 0 but nothing answers in its place while it starts{why}")
+    return found
+
+
+def _stand_in(deployments: Mapping[str, Any], chain: list[str], name: str) -> bool:
+    """A later step of the chain is always up: the extractive step, or a generator kept warm."""
+    if name not in ROLE_OF or ROLE_OF[name] not in chain:
+        return False
+    later = chain[chain.index(ROLE_OF[name]) + 1 :]
+    warm = {ROLE_OF[n] for n, d in deployments.items() if n in ROLE_OF and d.autoscaling.min_replicas > 0}
+    return "extractive" in later or bool(warm & set(later))
