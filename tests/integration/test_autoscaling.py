@@ -1,0 +1,83 @@
+"""Autoscaling you can watch: a bounded load ramp on `/v1/search` scales the retriever out, and it
+scales back in after; read from Serve's own status, never inferred from latency, and no request
+fails while replicas start or drain."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+from ray import serve
+
+from serving.app import build_app
+from tests.integration.conftest import job_config, run_job
+from tests.integration.serving_support import app_args, free_port, make_corpus, serve_settings, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+APP = "scaling"
+
+
+def running_retrievers() -> int:
+    states = serve.status().applications[APP].deployments["retriever"].replica_states
+    return states.get("RUNNING", 0)
+
+
+def until(predicate, timeout_s: float, what: str) -> None:
+    """Wait for a state Serve reports (polled), failing with `what` if it never comes."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened within {timeout_s:.0f} s: {what}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def scaling_app(ray_cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("scaling")
+    config = job_config(root)
+    run_job(config, make_corpus(root))
+    port = free_port()
+    settings = serve_settings(config.indexes.root, port, primary=None, fallback=None)
+    settings["router"] |= {"chain": [{"backend": "extractive"}]}
+    settings["retriever"]["deployment"] = {
+        "num_cpus": 0, "max_ongoing_requests": 4,
+        "autoscaling": {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2,
+                        "upscale_delay_s": 1, "downscale_delay_s": 3},
+    }  # fmt: skip
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(app_args(config.indexes.root, settings)), name=APP, route_prefix="/", blocking=False)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/readyz", lambda r: r.status_code == 200)
+    yield url
+    serve.shutdown()
+
+
+def test_a_load_ramp_scales_the_retriever_out_and_back_in_without_a_failed_request(scaling_app):
+    assert running_retrievers() == 1
+    stop, outcomes, seen = threading.Event(), Counter(), [1]
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            while not stop.is_set():
+                try:
+                    reply = http.post(f"{scaling_app}/v1/search", json={"query": "What is a volcano?", "index": "test"})
+                    outcomes[reply.status_code] += 1
+                except httpx.HTTPError as exc:
+                    outcomes[type(exc).__name__] += 1
+
+    clients = [threading.Thread(target=client, daemon=True) for _ in range(12)]  # 12 in flight: 6x the target
+    for thread in clients:
+        thread.start()
+    try:
+        until(lambda: seen.append(running_retrievers()) or seen[-1] >= 2, 180, "a second retriever replica running")
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(60)
+    until(lambda: running_retrievers() == 1, 180, "the retriever back at one replica after the ramp")
+    reply = httpx.post(f"{scaling_app}/v1/search", json={"query": "What is a volcano?", "index": "test"}, timeout=60)
+    assert reply.status_code == 200 and reply.json()["chunks"][0]["source"].endswith("volcanoes.md")
+    assert max(seen) >= 2 and set(outcomes) == {200}, outcomes  # every request of the ramp answered
