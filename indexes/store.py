@@ -136,7 +136,8 @@ class ChunkStore:
 
     def by_id(self, chunk_id: str) -> Chunk | None:
         """The chunk with this id (its vector id first, then the id itself compared: the vector id keeps 63 bits)."""
-        found = self.get([vector_id(chunk_id)]).get(vector_id(chunk_id))
+        vid = vector_id(chunk_id)
+        found = self.get([vid]).get(vid)
         return found if found is not None and found.chunk_id == chunk_id else None
 
     def document(self, source: str, limit: int) -> list[Chunk]:

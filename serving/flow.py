@@ -134,7 +134,7 @@ class AnswerFlow(FlowSupport):
         generation, generator = plan.generation, plan.route.generator
         ALLOWED_MODELS.set(generation.allowed_models)  # the LLM judge answers within the key's models too
         result = await self._generate(generation, generator)
-        if plan.grounded is None or self.graders is None or generation.response_format is not None:
+        if not self._graded(plan):
             return Answer(result, plan.grounded)
         plan.produced = result.usage
         first = await self._grade(plan, result, plan.grounded)
@@ -235,13 +235,16 @@ class AnswerFlow(FlowSupport):
     async def _grade_stream(self, plan: Plan, result: GenerationResult) -> dict[str, Any] | None:
         """A streamed grounded answer's verdicts, once it has ended: its tokens are already sent, so it
         is graded (in its last chunk and its record) but never regenerated; a withheld one is not graded."""
-        generation = plan.generation
-        if plan.grounded is None or self.graders is None or generation.response_format is not None:
+        if not self._graded(plan) or not result.choices:
             return None
-        if not result.choices or any(c.finish_reason == "content_filter" for c in result.choices):
+        if any(c.finish_reason == "content_filter" for c in result.choices):
             return None
-        ALLOWED_MODELS.set(generation.allowed_models)  # the LLM judge answers within the key's models too
+        ALLOWED_MODELS.set(plan.generation.allowed_models)  # the LLM judge answers within the key's models too
         return grades_summary(await self._grade(plan, result, plan.grounded), None)
+
+    def _graded(self, plan: Plan) -> bool:
+        """Graders on, a grounded answer, and free text (a JSON-mode answer is checked by its schema)."""
+        return plan.grounded is not None and self.graders is not None and plan.generation.response_format is None
 
     # -- after generation ------------------------------------------------------------------------
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import httpx
 
+from rayrag.config import RootConfig
 from tests.conftest import write_corpus
+from tests.integration.conftest import job_config, run_job
 
 CORPUS = {
     "volcanoes.md": "# Volcanoes\n\nA volcano is a rupture in the crust of a planet through which lava, volcanic ash "
@@ -34,6 +36,13 @@ def free_port() -> int:
 
 def make_corpus(root: Path) -> Path:
     return write_corpus(root / "corpus", CORPUS)
+
+
+def indexed_corpus(root: Path) -> RootConfig:
+    """The small corpus indexed into `root` by the real job; its index root is `config.indexes.root`."""
+    config = job_config(root)
+    run_job(config, make_corpus(root))
+    return config
 
 
 def app_args(index_root: Path | str, serve_section: dict) -> dict:

@@ -13,8 +13,7 @@ import pytest
 from ray import serve
 
 from serving.app import build_app
-from tests.integration.conftest import job_config, run_job
-from tests.integration.serving_support import app_args, free_port, make_corpus, serve_settings, wait_for
+from tests.integration.serving_support import app_args, free_port, indexed_corpus, serve_settings, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 APP = "scaling"
@@ -37,8 +36,7 @@ def until(predicate, timeout_s: float, what: str) -> None:
 @pytest.fixture(scope="module")
 def scaling_app(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("scaling")
-    config = job_config(root)
-    run_job(config, make_corpus(root))
+    config = indexed_corpus(root)
     port = free_port()
     settings = serve_settings(config.indexes.root, port, primary=None, fallback=None)
     settings["router"] |= {"chain": [{"backend": "extractive"}]}

@@ -18,12 +18,11 @@ from ray import serve
 from serving.app import build_app
 from serving.stores.keys import KeyLimits, KeyStore
 from tests.conftest import REPO
-from tests.integration.conftest import job_config, run_job
 from tests.integration.serving_support import (
     app_args,
     free_port,
     generators_ready,
-    make_corpus,
+    indexed_corpus,
     serve_settings,
     wait_for,
 )
@@ -36,8 +35,7 @@ DONE = ".turn:last-child .feedback"  # a turn gets its feedback buttons when its
 @pytest.fixture(scope="module")
 def chat_app(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("page")
-    config = job_config(root)
-    run_job(config, make_corpus(root))
+    config = indexed_corpus(root)
     port = free_port()
     stores = root / "stores"
     serve.start(http_options={"host": "127.0.0.1", "port": port})
