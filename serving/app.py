@@ -71,7 +71,7 @@ def bind(settings: ServingSettings) -> Application:
     return gateway.bind(
         config.gateway,
         retriever.bind(config.retriever, settings.indexes),
-        router.bind(config.router, primary, fallback),
+        router.bind(config.router, primary, fallback, cold=config.cold_generators()),
         indexes=config.retriever.indexes,
         max_top_k=config.retriever.max_top_k,
         embedder=settings.indexes.embedder,  # the cache and the graders embed in the gateway itself

@@ -27,6 +27,8 @@ from indexes.config import IndexesConfig
 from indexes.layout import validate_index_name
 from serving import scaling
 
+SERVE_NAMES = {role: name for name, role in scaling.ROLE_OF.items()}  # chain role -> Serve deployment name
+
 
 class AutoscalingConfig(StrictModel):
     """Ray Serve's autoscaling knobs; the defaults keep one replica on one machine."""
@@ -439,10 +441,14 @@ class ServeConfig(StrictModel):
         named = {step.backend for step in self.router.steps()}
         return {n: c for n, c in (("primary", self.primary), ("fallback", self.fallback)) if c and n in named}
 
+    def cold_generators(self) -> dict[str, tuple[str, str]]:
+        """Chain role -> (Serve deployment, model name) of each generator that may scale to zero."""
+        chain = self.generators_in_chain().items()
+        return {role: (SERVE_NAMES[role], g.name) for role, g in chain if g.deployment.autoscaling.min_replicas == 0}
+
     def deployments(self) -> dict[str, DeploymentConfig]:
         """Each deployment the app binds, by its Serve name, with its resources."""
-        serve_names = {"primary": "vllm", "fallback": "llama_cpp"}
-        bound = {serve_names[role]: g.deployment for role, g in self.generators_in_chain().items()}
+        bound = {SERVE_NAMES[role]: g.deployment for role, g in self.generators_in_chain().items()}
         return {"gateway": self.gateway.deployment, "retriever": self.retriever.deployment,
                 "router": self.router.deployment, **bound}  # fmt: skip
 

@@ -281,7 +281,8 @@ class FlowSupport:
     # -- readiness -------------------------------------------------------------------------------
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when every configured index is loaded and the chain's first model generator is ready;
+        """Ready when every configured index is loaded and the chain's first model generator (of those
+        not scaled to zero) is ready;
         a chain that is extractive by configuration is ready with its indexes. The body says what is missing."""
         missing: list[str] = []
         try:
@@ -297,7 +298,8 @@ class FlowSupport:
         generators = [
             s.model_dump() | {"error": "unavailable" if s.error else None} for s in await self.router.models()
         ]
-        models = [g for g in generators if g["backend"] != "extractive"]
+        # a generator scaled to zero by configuration is not waited for: a later step answers meanwhile
+        models = [g for g in generators if g["backend"] != "extractive" and not g["scaled_to_zero"]]
         if models and not models[0]["ready"]:
             missing.append(f"generator {models[0]['backend']} ({models[0]['model']}) is not ready")
         body = {"ready": not missing, "missing": missing, "indexes": indexes, "generators": generators,

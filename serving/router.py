@@ -106,18 +106,42 @@ class Slot:
     status: GeneratorStatus | None = None
     in_flight: int = 0
     log: list[str] = field(default_factory=list)
+    waking: asyncio.Task | None = None  # the call that makes Serve start a scaled-to-zero generator
 
     @property
     def role(self) -> str:
         return self.step.backend
 
 
+async def serve_replicas(deployment: str) -> int:
+    """Running replicas of `deployment` in this replica's application, as Serve's controller has them."""
+
+    def count() -> int:
+        from ray import serve
+
+        app = serve.get_replica_context().app_name
+        return serve.status().applications[app].deployments[deployment].replica_states.get("RUNNING", 0)
+
+    return await asyncio.to_thread(count)  # a blocking call to the controller: off the event loop
+
+
 class Router:
-    def __init__(self, config: RouterConfig, primary: Any = None, fallback: Any = None) -> None:
+    """`cold` maps a chain role to (its Serve deployment, its model's name) when that generator may
+    scale to zero: its
+    readiness is then read from Serve's replica count, never by calling it (a call to a deployment
+    at zero replicas is what makes Serve start one), and the first request that finds it at zero
+    wakes it with one call in the background while the next step answers."""
+
+    def __init__(
+        self, config: RouterConfig, primary: Any = None, fallback: Any = None,
+        cold: dict[str, tuple[str, str]] | None = None,
+        replicas: Callable[[str], Awaitable[int]] = serve_replicas,
+    ) -> None:  # fmt: skip
         self.config = config
         backends = {"primary": primary, "fallback": fallback, "extractive": ExtractiveGenerator()}
         self.slots = [self._slot(step, backends[step.backend]) for step in config.steps()]
         self.slots = [slot for slot in self.slots if slot.backend is not None]
+        self.cold, self._replicas = cold or {}, replicas
         quiet_polls()
         self._poller: asyncio.Task | None = None
 
@@ -135,11 +159,29 @@ class Router:
     # -- what the backends can do ----------------------------------------------------------------
 
     async def _refresh(self, slot: Slot) -> None:
+        if slot.role in self.cold and await self._scaled_to_zero(slot):
+            deployment, model = self.cold[slot.role]
+            slot.status = GeneratorStatus(backend=deployment, model=model, ready=False, scaled_to_zero=True)
+            return
         try:
             slot.status = await asyncio.wait_for(slot.backend.status(), self.config.status_interval_s * 2)
         except Exception as exc:  # noqa: BLE001 - an unreachable backend is simply not ready
             name = slot.status.model if slot.status else "?"
             slot.status = GeneratorStatus(backend=slot.role, model=name, ready=False, error=f"status: {exc!r}")
+
+    async def _scaled_to_zero(self, slot: Slot) -> bool:
+        try:
+            return await self._replicas(self.cold[slot.role][0]) == 0
+        except Exception as exc:  # noqa: BLE001 - no count from Serve: read its status as for any step
+            log.warning("replicas of %s unknown: %r", self.cold[slot.role][0], exc)
+            return False
+
+    def _wake(self, slot: Slot) -> None:
+        """One call to a generator at zero replicas, in the background: Serve starts a replica for it."""
+        if slot.waking is None or slot.waking.done():
+            wait = max(slot.timeout_s, 600.0)  # a model's start takes minutes; the call only has to be queued
+            slot.waking = asyncio.get_running_loop().create_task(asyncio.wait_for(slot.backend.status(), wait))
+            slot.waking.add_done_callback(lambda task: task.cancelled() or task.exception())  # seen, not logged
 
     async def _poll(self) -> None:
         while True:
@@ -162,6 +204,9 @@ class Router:
     def _skip_reason(self, slot: Slot, last: Slot) -> str | None:
         if slot is last:
             return None  # the last step that applies is always tried: its own error is the answer
+        if slot.status is not None and slot.status.scaled_to_zero:
+            self._wake(slot)
+            return "scaled to zero: starting it"
         if slot.status is None or not slot.status.ready:
             # a category only: the engine's own error text is in the log, never in a response
             return f"not ready: {'failed' if slot.status and slot.status.error else 'starting'}"

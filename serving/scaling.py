@@ -6,9 +6,8 @@ it is the callers' queue, not the replica's load). The router sends a generator 
 `router.max_queue_depth` requests per router replica and then moves on down the chain (it spills, it
 does not queue), so a generator whose target is that many or more never scales out. And a deployment
 at `min_replicas: 0` is cold when the first request comes: only a generator with a later chain step
-that is always up (the extractive step, or a generator kept at one replica or more) could afford it,
-and not yet even that one: the router's readiness polls reach it every `status_interval_s` and would
-start it again at once (reading replica counts from Serve instead is the missing piece).
+that is always up (the extractive step, or a generator kept at one replica or more) can afford it:
+the router then reads its replica count from Serve instead of polling it (serving/router.py).
 `ServeConfig` runs these checks (it hands them plain values: this module imports no config), so `rayrag serve`, `serve run`/`deploy` (the app builder) and
 `rayrag deploy check` all refuse such a config, naming the keys.
 """
@@ -37,19 +36,18 @@ def problems(deployments: Mapping[str, Any], chain: list[str], router_reach: int
             found.append(f"{key}.autoscaling.target_ongoing_requests ({target:g}) is at or over what the router ever "
                          f"sends it ({router_reach}: serve.router.max_queue_depth x the router's max_replicas), so "
                          "it never scales out: raise serve.router.max_queue_depth")  # fmt: skip
-        if scaling.min_replicas == 0:
-            found.append(f"{key}.autoscaling.min_replicas is 0: " + _why_not_zero(deployments, chain, name))
+        if scaling.min_replicas == 0 and (why := _why_not_zero(deployments, chain, name)):
+            found.append(f"{key}.autoscaling.min_replicas is 0: {why}")
     return found
 
 
-def _why_not_zero(deployments: Mapping[str, Any], chain: list[str], name: str) -> str:
-    """Why this deployment cannot scale to zero: nothing stands in for it while it starts, or (a
-    generator with a later step that is always up) the router's readiness polls would start it again."""
+def _why_not_zero(deployments: Mapping[str, Any], chain: list[str], name: str) -> str | None:
+    """Why this deployment cannot scale to zero (None: it can): nothing stands in for it while it
+    starts, unless it is a generator with a later chain step that is always up."""
     if name not in ROLE_OF or ROLE_OF[name] not in chain:
-        return "nothing answers in its place while it starts (only a generator with a later chain step could)"
+        return "nothing answers in its place while it starts (only a generator with a later chain step can)"
     later = chain[chain.index(ROLE_OF[name]) + 1 :]
     warm = {ROLE_OF[n] for n, d in deployments.items() if n in ROLE_OF and d.autoscaling.min_replicas > 0}
     if "extractive" not in later and not warm & set(later):
         return "nothing answers in its place while it starts (no later chain step is always up)"
-    return ("the router polls each generator's readiness every serve.router.status_interval_s, which would start "
-            "it again at once: scaling a generator to zero is not supported yet")  # fmt: skip
+    return None

@@ -135,6 +135,7 @@ class GeneratorStatus(BaseModel):
     error: str | None = None
     running: int = 0
     cancelled: int = 0  # streams stopped by their consumer (disconnect, content filter) and aborted
+    scaled_to_zero: bool = False  # no replica now (min_replicas 0): a later step answers while it starts
 
 
 class Generator(Protocol):

@@ -1,6 +1,7 @@
-"""Autoscaling you can watch: a bounded load ramp on `/v1/search` scales the retriever out, and it
-scales back in after; read from Serve's own status, never inferred from latency, and no request
-fails while replicas start or drain."""
+"""Autoscaling you can watch, read from Serve's own status and the answers' `steps`, never inferred
+from latency: a bounded load ramp on `/v1/search` scales the retriever out and back in with no
+request failing, and a vLLM primary at zero replicas is started by the first request while the
+llama.cpp fallback answers it."""
 
 from __future__ import annotations
 
@@ -19,9 +20,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 APP = "scaling"
 
 
-def running_retrievers() -> int:
-    states = serve.status().applications[APP].deployments["retriever"].replica_states
-    return states.get("RUNNING", 0)
+def running(deployment: str = "retriever", app: str = APP) -> int:
+    return serve.status().applications[app].deployments[deployment].replica_states.get("RUNNING", 0)
 
 
 def until(predicate, timeout_s: float, what: str) -> None:
@@ -54,7 +54,7 @@ def scaling_app(ray_cluster, tmp_path_factory):
 
 
 def test_a_load_ramp_scales_the_retriever_out_and_back_in_without_a_failed_request(scaling_app):
-    assert running_retrievers() == 1
+    assert running() == 1
     stop, outcomes, seen = threading.Event(), Counter(), [1]
 
     def client() -> None:
@@ -70,12 +70,45 @@ def test_a_load_ramp_scales_the_retriever_out_and_back_in_without_a_failed_reque
     for thread in clients:
         thread.start()
     try:
-        until(lambda: seen.append(running_retrievers()) or seen[-1] >= 2, 180, "a second retriever replica running")
+        until(lambda: seen.append(running()) or seen[-1] >= 2, 180, "a second retriever replica running")
     finally:
         stop.set()
         for thread in clients:
             thread.join(60)
-    until(lambda: running_retrievers() == 1, 180, "the retriever back at one replica after the ramp")
+    until(lambda: running() == 1, 180, "the retriever back at one replica after the ramp")
     reply = httpx.post(f"{scaling_app}/v1/search", json={"query": "What is a volcano?", "index": "test"}, timeout=60)
     assert reply.status_code == 200 and reply.json()["chunks"][0]["source"].endswith("volcanoes.md")
     assert max(seen) >= 2 and set(outcomes) == {200}, outcomes  # every request of the ramp answered
+
+
+@pytest.fixture(scope="module")
+def cold_primary(scaling_app, tmp_path_factory):
+    """A second app on the same Serve instance: vLLM (CPU) may scale to zero and starts there, the
+    llama.cpp fallback is kept at one replica."""
+    root = tmp_path_factory.mktemp("cold")
+    config = indexed_corpus(root)
+    settings = serve_settings(config.indexes.root, 0)
+    settings["primary"]["deployment"] = {"num_cpus": 0, "autoscaling": {"min_replicas": 0, "max_replicas": 1}}
+    settings["router"] |= {"chain": [{"backend": "primary"}, {"backend": "fallback"}]}
+    settings["gateway"] |= {"cache": {"enabled": False}}
+    serve.run(build_app(app_args(config.indexes.root, settings)), name="cold", route_prefix="/cold", blocking=False)
+    url = f"{scaling_app}/cold"
+    wait_for(f"{url}/readyz", lambda r: r.status_code == 200)  # the fallback is up; the primary is not waited for
+    yield url
+    serve.delete("cold")
+
+
+def test_a_primary_at_zero_is_started_by_the_first_request_which_the_fallback_answers(cold_primary):
+    query = {"query": "What is a volcano?", "index": "test", "max_tokens": 8}
+    assert running("vllm", "cold") == 0
+    first = httpx.post(f"{cold_primary}/v1/query", json=query, timeout=120).json()
+    assert first["backend"] == "llama_cpp" and first["steps"][0] == "primary: skipped (scaled to zero: starting it)"
+    until(lambda: running("vllm", "cold") == 1, 300, "Serve starting the vLLM replica the first request woke")
+
+    def primary_ready() -> bool:
+        generators = httpx.get(f"{cold_primary}/readyz", timeout=30).json()["generators"]
+        return any(g["backend"] == "vllm" and g["ready"] for g in generators)
+
+    until(primary_ready, 300, "the router seeing the started vLLM replica ready")
+    later = httpx.post(f"{cold_primary}/v1/query", json=query, timeout=120).json()
+    assert later["backend"] == "vllm" and later["steps"] == ["primary: answered"]

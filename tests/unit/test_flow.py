@@ -18,6 +18,7 @@ from serving.config import RouterConfig
 from serving.flow import AnswerFlow
 from serving.flow_support import LocalRouter
 from serving.router import Router
+from tests.fakes import FakeGenerator
 from tests.flow_env import QUESTION, Env
 
 pytestmark = pytest.mark.unit
@@ -237,6 +238,18 @@ def test_an_extractive_chain_is_ready_by_configuration(env):
     flow = AnswerFlow(env.config, env.retriever, LocalRouter(router), indexes=["test"], max_top_k=50)
     ready, body = asyncio.run(flow.readiness())
     assert ready and body["extractive_only"] is True
+
+
+def test_a_primary_scaled_to_zero_is_not_waited_for_when_a_later_step_is_up(env):
+    async def none_running(_deployment: str) -> int:
+        return 0
+
+    chain = RouterConfig.model_validate({"chain": [{"backend": "primary"}, {"backend": "fallback"}]})
+    router = Router(chain, FakeGenerator("vllm"), FakeGenerator("llama_cpp"), cold={"primary": ("vllm", "m")},
+                    replicas=none_running)  # fmt: skip
+    flow = AnswerFlow(env.config, env.retriever, LocalRouter(router), indexes=["test"], max_top_k=50)
+    ready, body = asyncio.run(flow.readiness())
+    assert ready and [g["scaled_to_zero"] for g in body["generators"]] == [True, False]
 
 
 def _turn(env: Env, who=None):

@@ -167,3 +167,37 @@ def test_extractive_step_does_not_apply_without_passages_or_in_json_mode():
     json_mode = GROUNDED.model_copy(update={"response_format": {"type": "json_object"}})
     with pytest.raises(EngineDead):
         run(router.generate(GenerationRequest.model_validate(json_mode.model_dump(by_alias=True))))
+
+
+def test_a_generator_scaled_to_zero_is_woken_once_while_the_next_step_answers():
+    """Its readiness comes from Serve's replica count, never from calling it (a call to a deployment
+    at zero replicas is what starts one); the first request that finds it at zero wakes it once."""
+    primary, fallback = FakeGenerator("vllm"), FakeGenerator("llama_cpp")
+    woken, replicas, started = [], {"vllm": 0}, None
+
+    async def status():  # as a Serve handle's call: answered once a replica has started
+        woken.append(True)
+        await started.wait()
+        return await FakeGenerator.status(primary)
+
+    async def running(deployment: str) -> int:
+        return replicas[deployment]
+
+    primary.status = status
+    router = Router(RouterConfig(), primary, fallback, cold={"primary": ("vllm", "m")}, replicas=running)
+
+    async def scenario():
+        nonlocal started
+        started = asyncio.Event()
+        await router.models()  # the first poll: at zero, so not called
+        assert woken == []
+        first = [await router.generate(REQUEST) for _ in range(3)]
+        await asyncio.sleep(0)  # the wake call runs
+        assert len(woken) == 1 and {r.backend for r in first} == {"llama_cpp"}
+        assert first[0].steps == ["primary: skipped (scaled to zero: starting it)", "fallback: answered"]
+        replicas["vllm"] = 1  # Serve has started it
+        started.set()
+        await router._refresh(router.slots[0])
+        return await router.generate(REQUEST)
+
+    assert run(scenario()).backend == "vllm"

@@ -74,8 +74,6 @@ SCALING = {"min_replicas": 1, "max_replicas": 4}
         ({"fallback": {"deployment": {"autoscaling": {"min_replicas": 0}}},
           "router": {"chain": [{"backend": "primary"}, {"backend": "fallback"}]}},
          "serve.fallback.deployment.autoscaling.min_replicas is 0: nothing answers in its place"),
-        ({"primary": {"deployment": {"autoscaling": {"min_replicas": 0}}}},  # the fallback would stand in, but
-         "serve.primary.deployment.autoscaling.min_replicas is 0: the router polls"),  # its polls would wake it
     ],
 )  # fmt: skip
 def test_autoscaling_that_cannot_work_is_refused_naming_its_keys(args, named):
@@ -86,6 +84,8 @@ def test_autoscaling_that_cannot_work_is_refused_naming_its_keys(args, named):
 @pytest.mark.parametrize(
     "args",
     [
+        {"primary": {"deployment": {"autoscaling": {"min_replicas": 0}}}},  # the fallback stands in
+        {"fallback": {"deployment": {"autoscaling": {"min_replicas": 0}}}},  # the extractive step stands in
         {"primary": {"deployment": {"max_ongoing_requests": 64, "autoscaling": SCALING | {"target_ongoing_requests": 16}}},
          "router": {"max_queue_depth": 64}},
         {"retriever": {"deployment": {"max_ongoing_requests": 8, "autoscaling": {"target_ongoing_requests": 9}}}},  # one replica
