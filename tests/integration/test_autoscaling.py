@@ -87,7 +87,7 @@ def cold_primary(scaling_app, tmp_path_factory):
     llama.cpp fallback is kept at one replica."""
     root = tmp_path_factory.mktemp("cold")
     config = indexed_corpus(root)
-    settings = serve_settings(config.indexes.root, 0)
+    settings = serve_settings(config.indexes.root, free_port())  # the gateway section names a port; Serve's is shared
     settings["primary"]["deployment"] = {"num_cpus": 0, "autoscaling": {"min_replicas": 0, "max_replicas": 1}}
     settings["router"] |= {"chain": [{"backend": "primary"}, {"backend": "fallback"}]}
     settings["gateway"] |= {"cache": {"enabled": False}}
