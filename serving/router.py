@@ -127,10 +127,9 @@ async def serve_replicas(deployment: str) -> int:
 
 class Router:
     """`cold` maps a chain role to (its Serve deployment, its model's name) when that generator may
-    scale to zero: its
-    readiness is then read from Serve's replica count, never by calling it (a call to a deployment
-    at zero replicas is what makes Serve start one), and the first request that finds it at zero
-    wakes it with one call in the background while the next step answers."""
+    scale to zero: its readiness is then read from Serve's replica count, never by calling it (a call
+    to a deployment at zero replicas is what makes Serve start one), and the first request that finds
+    it at zero wakes it with one call in the background while the next step answers."""
 
     def __init__(
         self, config: RouterConfig, primary: Any = None, fallback: Any = None,
