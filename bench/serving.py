@@ -65,10 +65,11 @@ SERVE_YAML = Path(__file__).resolve().parents[1] / "configs" / "serve.yaml"
 MODEL_BACKENDS = {"vllm", "llama_cpp"}
 
 
-def serve_yaml(path: Path, index_root: Path, index: str, port: int, primary: bool) -> Path:
+def serve_yaml(path: Path, index_root: Path, index: str, port: int, primary: bool, extra: dict | None = None) -> Path:
     """configs/serve.yaml as shipped, pointed at the benchmark's index and port; without `primary` the
     vLLM deployment is left out, so the fallback serves alone, with the semantic cache on (with the
-    primary it stays off: a cached early answer would hide which backend answers once vLLM is up)."""
+    primary it stays off: a cached early answer would hide which backend answers once vLLM is up);
+    `extra` sets more keys the same way (bench/autoscaling.py's autoscaling)."""
     spec = yaml.safe_load(SERVE_YAML.read_text())
     spec["http_options"] |= {"host": "127.0.0.1", "port": port}
     app = spec["applications"][0]
@@ -78,15 +79,16 @@ def serve_yaml(path: Path, index_root: Path, index: str, port: int, primary: boo
     if not primary:
         overrides["serve.primary"] = None
         app["args"]["set"] = {k: v for k, v in app["args"]["set"].items() if not k.startswith("serve.primary.")}
-    app["args"]["set"] = app["args"]["set"] | overrides
+    app["args"]["set"] = app["args"]["set"] | overrides | (extra or {})
     path.write_text(yaml.safe_dump(spec))
     return path
 
 
 @contextmanager
-def serve_run(config: Path):
-    """`serve run config` in a subprocess (a fresh local Ray), stopped afterwards."""
-    server = subprocess.Popen(["serve", "run", str(config)], env=os.environ | {"HF_HUB_OFFLINE": "1"},
+def serve_run(config: Path, env: dict[str, str] | None = None):
+    """`serve run config` in a subprocess (a fresh local Ray, with `env` added), stopped afterwards."""
+    environment = os.environ | {"HF_HUB_OFFLINE": "1"} | (env or {})
+    server = subprocess.Popen(["serve", "run", str(config)], env=environment,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         yield

@@ -176,11 +176,14 @@ ChainBackend = Literal["primary", "fallback", "extractive"]
 
 
 class ChainStep(StrictModel):
-    """One step of the fallback chain: which generator, how long to wait, how often to retry it."""
+    """One step of the fallback chain: which generator, how long to wait, how often to retry it, and
+    how many requests it may hold before the next step takes new ones (a small depth on an expensive
+    primary sends a burst's overflow to the fallback instead of queueing it there)."""
 
     backend: ChainBackend
     timeout_s: PositiveFloat | None = None  # whole answer or first token; null = router.timeout_s
     retries: NonNegativeInt = 1  # further attempts on a server-side error (never on a 4xx or a timeout)
+    max_queue_depth: PositiveInt | None = None  # in flight from one router replica; null = router.max_queue_depth
 
 
 class RetryConfig(StrictModel):
@@ -431,7 +434,8 @@ class ServeConfig(StrictModel):
     @model_validator(mode="after")
     def _scaling_that_can_work(self) -> ServeConfig:
         router = self.router
-        reach = router.max_queue_depth * router.deployment.autoscaling.max_replicas
+        replicas = router.deployment.autoscaling.max_replicas
+        reach = {s.backend: (s.max_queue_depth or router.max_queue_depth) * replicas for s in router.steps()}
         if found := scaling.problems(self.deployments(), [s.backend for s in router.steps()], reach):
             raise ValueError("autoscaling that cannot work:\n  " + "\n  ".join(found))
         return self

@@ -1,13 +1,14 @@
 """The router: the configured fallback chain, e.g. vLLM -> quantized llama.cpp -> extractive answer.
 
 Each step is tried in order. A step is skipped when it is not ready (cold start, failed start),
-overloaded (this router already has `max_queue_depth` requests in flight to it), its circuit is
-open (it failed `breaker.failures` times in a row; pybreaker lets one trial through after
-`breaker.reset_s`), or it cannot answer this request (the extractive step needs retrieved
-passages). A server-side failure is retried on the same step with exponential backoff and jitter
-(tenacity, `retries` times), then the next step is tried; a timeout (no answer, or no first
-token, within the step's `timeout_s`) moves on at once. A client error (a 4xx: prompt too long,
-bad parameters) is raised at once and never retried: another attempt would be refused too.
+overloaded (this router already has the step's `max_queue_depth`, else the router's, in flight to
+it: a burst spills down the chain instead of queueing on one step), its circuit is open (it failed
+`breaker.failures` times in a row; pybreaker lets one trial through after `breaker.reset_s`), or it
+cannot answer this request (the extractive step needs retrieved passages). A server-side failure
+is retried on the same step with exponential backoff and jitter (tenacity, `retries` times), then
+the next step is tried; a timeout (no answer, or no first token, within the step's `timeout_s`)
+moves on at once. A client error (a 4xx: prompt too long, bad parameters) is raised at once and
+never retried: another attempt would be refused too.
 Every result names its backend and the steps taken to reach it.
 """
 
@@ -209,7 +210,7 @@ class Router:
         if slot.status is None or not slot.status.ready:
             # a category only: the engine's own error text is in the log, never in a response
             return f"not ready: {'failed' if slot.status and slot.status.error else 'starting'}"
-        if slot.in_flight >= self.config.max_queue_depth:
+        if slot.in_flight >= (slot.step.max_queue_depth or self.config.max_queue_depth):
             return f"overloaded: {slot.in_flight} in flight"
         if _still_open(slot.breaker):
             return "circuit open"

@@ -2,14 +2,15 @@
 
 Ray Serve accepts any `autoscaling_config`; some of ours could never do what they say. A replica
 holds at most `max_ongoing_requests`, and Serve's guide sets that above the target (a target above
-it is the callers' queue, not the replica's load). The router sends a generator at most
-`router.max_queue_depth` requests per router replica and then moves on down the chain (it spills, it
-does not queue), so a generator whose target is that many or more never scales out. And a deployment
+it is the callers' queue, not the replica's load). The router sends a generator at most its chain
+step's `max_queue_depth` (else `router.max_queue_depth`) requests per router replica and then moves
+on down the chain (it spills, it does not queue), so a generator whose target is that many or more never scales out. And a deployment
 at `min_replicas: 0` is cold when the first request comes: only a generator with a later chain step
 that is always up (the extractive step, or a generator kept at one replica or more) can afford it:
 the router then reads its replica count from Serve instead of polling it (serving/router.py).
-`ServeConfig` runs these checks (it hands them plain values: this module imports no config), so `rayrag serve`, `serve run`/`deploy` (the app builder) and
-`rayrag deploy check` all refuse such a config, naming the keys.
+`ServeConfig` runs these checks (it hands them plain values: this module imports no config), so
+`rayrag serve`, `serve run`/`deploy` (the app builder) and `rayrag deploy check` all refuse such a
+config, naming the keys.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import Any
 ROLE_OF = {"vllm": "primary", "llama_cpp": "fallback"}  # Serve deployment name -> config section
 
 
-def problems(deployments: Mapping[str, Any], chain: list[str], router_reach: int) -> list[str]:
+def problems(deployments: Mapping[str, Any], chain: list[str], reach: Mapping[str, int]) -> list[str]:
     """What cannot work in the autoscaling of `deployments` (Serve name -> its `DeploymentConfig`),
-    given the chain's steps in order and what the router sends one generator at most; one sentence
-    per problem, each naming its keys (empty: all can work)."""
+    given the chain's steps in order and what the router sends each step's generator at most (chain
+    role -> requests); one sentence per problem, each naming its keys (empty: all can work)."""
     found = []
     for name, deployment in deployments.items():
         key = f"serve.{ROLE_OF.get(name, name)}.deployment"
@@ -32,10 +33,11 @@ def problems(deployments: Mapping[str, Any], chain: list[str], router_reach: int
         if scaling.max_replicas > 1 and target > deployment.max_ongoing_requests:
             found.append(f"{key}.autoscaling.target_ongoing_requests ({target:g}) is over {key}.max_ongoing_requests "
                          f"({deployment.max_ongoing_requests}): a replica never holds that many")  # fmt: skip
-        if name in ROLE_OF and scaling.max_replicas > 1 and target >= router_reach:
+        sent = reach.get(ROLE_OF.get(name, ""))
+        if sent is not None and scaling.max_replicas > 1 and target >= sent:
             found.append(f"{key}.autoscaling.target_ongoing_requests ({target:g}) is at or over what the router ever "
-                         f"sends it ({router_reach}: serve.router.max_queue_depth x the router's max_replicas), so "
-                         "it never scales out: raise serve.router.max_queue_depth")  # fmt: skip
+                         f"sends it ({sent}: the chain step's max_queue_depth, or serve.router.max_queue_depth, x the "
+                         "router's max_replicas), so it never scales out: raise that max_queue_depth")  # fmt: skip
         if scaling.min_replicas == 0 and (why := _why_not_zero(deployments, chain, name)):
             found.append(f"{key}.autoscaling.min_replicas is 0: {why}")
     return found

@@ -1,7 +1,7 @@
 """Autoscaling you can watch, read from Serve's own status and the answers' `steps`, never inferred
 from latency: a bounded load ramp on `/v1/search` scales the retriever out and back in with no
-request failing, and a vLLM primary at zero replicas is started by the first request while the
-llama.cpp fallback answers it."""
+request failing; a vLLM primary at zero replicas is started by the first request while the
+llama.cpp fallback answers it; and a burst over the primary's queue spills to llama.cpp."""
 
 from __future__ import annotations
 
@@ -84,12 +84,13 @@ def test_a_load_ramp_scales_the_retriever_out_and_back_in_without_a_failed_reque
 @pytest.fixture(scope="module")
 def cold_primary(scaling_app, tmp_path_factory):
     """A second app on the same Serve instance: vLLM (CPU) may scale to zero and starts there, the
-    llama.cpp fallback is kept at one replica."""
+    llama.cpp fallback is kept at one replica, and the router sends vLLM two requests at most."""
     root = tmp_path_factory.mktemp("cold")
     config = indexed_corpus(root)
     settings = serve_settings(config.indexes.root, free_port())  # the gateway section names a port; Serve's is shared
     settings["primary"]["deployment"] = {"num_cpus": 0, "autoscaling": {"min_replicas": 0, "max_replicas": 1}}
-    settings["router"] |= {"chain": [{"backend": "primary"}, {"backend": "fallback"}]}
+    # two requests in flight to vLLM from the (one) router, then it spills to llama.cpp, the last step
+    settings["router"] |= {"chain": [{"backend": "primary", "max_queue_depth": 2}, {"backend": "fallback"}]}
     settings["gateway"] |= {"cache": {"enabled": False}}
     serve.run(build_app(app_args(config.indexes.root, settings)), name="cold", route_prefix="/cold", blocking=False)
     url = f"{scaling_app}/cold"
@@ -104,11 +105,41 @@ def test_a_primary_at_zero_is_started_by_the_first_request_which_the_fallback_an
     first = httpx.post(f"{cold_primary}/v1/query", json=query, timeout=120).json()
     assert first["backend"] == "llama_cpp" and first["steps"][0] == "primary: skipped (scaled to zero: starting it)"
     until(lambda: running("vllm", "cold") == 1, 300, "Serve starting the vLLM replica the first request woke")
-
-    def primary_ready() -> bool:
-        generators = httpx.get(f"{cold_primary}/readyz", timeout=30).json()["generators"]
-        return any(g["backend"] == "vllm" and g["ready"] for g in generators)
-
-    until(primary_ready, 300, "the router seeing the started vLLM replica ready")
+    until(lambda: primary_ready(cold_primary), 300, "the router seeing the started vLLM replica ready")
     later = httpx.post(f"{cold_primary}/v1/query", json=query, timeout=120).json()
     assert later["backend"] == "vllm" and later["steps"] == ["primary: answered"]
+
+
+def primary_ready(url: str) -> bool:
+    generators = httpx.get(f"{url}/readyz", timeout=30).json()["generators"]
+    return any(g["backend"] == "vllm" and g["ready"] for g in generators)
+
+
+def test_a_burst_over_the_primarys_queue_spills_to_the_fallback_and_none_fails(cold_primary):
+    """Eight RAG questions at once against a router that sends vLLM two at most: vLLM answers some,
+    llama.cpp the overflow (its steps say why vLLM was skipped), every one is answered; then a lone
+    question goes back to vLLM. Red when the router queues on the primary instead of spilling."""
+    httpx.post(f"{cold_primary}/v1/query", json={"query": "wake", "index": "test", "max_tokens": 1}, timeout=120)
+    until(lambda: primary_ready(cold_primary), 300, "vLLM started and ready")  # at once after the cold-start test
+    questions = ["What is a volcano?", "How does lava form?", "Where are volcanoes found?", "What is magma?",
+                 "Why do volcanoes erupt?", "What is a caldera?", "What is an ash cloud?", "What is a hot spot?"]  # fmt: skip
+    start, answers = threading.Barrier(len(questions)), {}
+
+    def ask(question: str) -> None:
+        start.wait()  # all eight leave together: the burst
+        body = {"query": question, "index": "test", "max_tokens": 48}
+        reply = httpx.post(f"{cold_primary}/v1/query", json=body, timeout=300)
+        answers[question] = (reply.status_code, reply.json())
+
+    burst = [threading.Thread(target=ask, args=(q,)) for q in questions]
+    for thread in burst:
+        thread.start()
+    for thread in burst:
+        thread.join(300)
+    assert [status for status, _ in answers.values()] == [200] * len(questions), answers
+    by = Counter(body["backend"] for _, body in answers.values())
+    assert by["vllm"] >= 1 and by["llama_cpp"] >= 1 and by.total() == len(questions), by
+    spilled = [body["steps"] for _, body in answers.values() if body["backend"] == "llama_cpp"]
+    assert all(steps == ["primary: skipped (overloaded: 2 in flight)", "fallback: answered"] for steps in spilled)
+    after = httpx.post(f"{cold_primary}/v1/query", json={"query": "What is a volcano?", "index": "test"}, timeout=120)
+    assert after.json()["backend"] == "vllm" and after.json()["steps"] == ["primary: answered"]

@@ -74,6 +74,21 @@ def test_overloaded_primary_sends_new_work_to_fallback():
     assert backends.count("vllm") == 2 and backends.count("llama_cpp") == 3
 
 
+def test_a_steps_own_queue_depth_spills_its_burst_before_the_routers_would():
+    """The primary's step holds two; the router's default (8) would have queued all five there."""
+    primary, fallback = FakeGenerator("vllm", delay_s=0.3), FakeGenerator("llama_cpp")
+    chain = [{"backend": "primary", "max_queue_depth": 2}, {"backend": "fallback"}]
+    router = Router(RouterConfig(chain=chain), primary, fallback)
+
+    async def burst():
+        return await asyncio.gather(*(router.generate(REQUEST) for _ in range(5)))
+
+    results = run(burst())
+    assert [r.backend for r in results].count("vllm") == 2
+    spilled = [r.steps for r in results if r.backend == "llama_cpp"]
+    assert spilled == [["primary: skipped (overloaded: 2 in flight)", "fallback: answered"]] * 3
+
+
 def test_unknown_model_is_404_and_the_last_backend_is_tried_even_if_unready():
     router = Router(RouterConfig(), FakeGenerator("vllm", model="big"), FakeGenerator("llama_cpp", model="small"))
     with pytest.raises(ModelNotFound):
