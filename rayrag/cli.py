@@ -195,6 +195,27 @@ def query_command(
     )
 
 
+@app.command("mcp")
+def mcp_command(
+    url: Annotated[str | None, typer.Option(help="Gateway URL (default: from the config's gateway host/port).")] = None,
+    key_env: Annotated[str, typer.Option(help="Environment variable holding the API key (none: no key sent).")] = (
+        "RAYRAG_API_KEY"
+    ),
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Serve the MCP tools (list_indexes, search, answer) on stdin/stdout for a desktop MCP client.
+
+    The tools call the running gateway's REST API with the key from $RAYRAG_API_KEY, so its keys,
+    quotas, screens and records apply; the gateway also serves them itself at /mcp (streamable HTTP).
+    """
+    import os
+
+    from serving.mcp import run_stdio
+
+    gateway = load_settings(config).serve.gateway
+    run_stdio(url or f"http://{gateway.host}:{gateway.port}", os.environ.get(key_env) or None)
+
+
 @app.command("readme")
 def readme_command(
     check: Annotated[bool, typer.Option("--check", help="Only say which blocks are stale; exit 1 if any.")] = False,

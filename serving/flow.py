@@ -25,7 +25,7 @@ from serving.errors import InvalidRequest, LimitExceeded, ModelNotFound
 from serving.flow_support import ALLOWED_MODELS, FlowSupport
 from serving.generator.protocol import Delta, GenerationRequest, GenerationResult, Message, Usage
 from serving.openai_protocol import RAG_PREFIX
-from serving.protocol import SearchRequest
+from serving.protocol import SearchRequest, SearchResult
 from serving.rag import question_of
 from serving.stores.keys import Principal
 from serving.telemetry.tracing import stage
@@ -39,6 +39,17 @@ class AnswerFlow(FlowSupport):
     def admit(self, headers: Mapping[str, str]) -> Principal:
         """Key and quota: the first stage of every door (a `Turn` needs the `Principal` it returns)."""
         return self.guard.admit(headers)
+
+    async def search(self, who: Principal, body: SearchRequest) -> SearchResult:
+        """Retrieval alone (`/v1/search`, MCP's `search`): index scope, bounds, the query screened."""
+        self.guard.check_index(who, body.index)
+        self.guard.check_search(body)
+        body = body.model_copy(update={"query": self.guard.screen(body.query, "query")})
+        return await self.retriever.search(body)
+
+    async def indexes_for(self, who: Principal) -> dict[str, dict]:
+        """The served indexes this key may use, with their versions (`/v1/models`, MCP's `list_indexes`)."""
+        return {n: info for n, info in (await self.retriever.describe()).items() if who.may_use_index(n)}
 
     # -- before generation -----------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ test builds the very same routes over a flow with fake collaborators. Errors are
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, WebSocket
@@ -19,7 +21,7 @@ from ray import serve
 from sse_starlette.sse import EventSourceResponse
 
 from indexes.embedder import EmbedderConfig
-from serving import edge, page, transports
+from serving import edge, mcp, page, transports
 from serving.answers import answer_headers
 from serving.config import GatewayConfig
 from serving.flow import AnswerFlow
@@ -63,7 +65,8 @@ def _ids(request: Request) -> tuple[str, str | None]:
 
 def create_app(flow: AnswerFlow) -> FastAPI:
     """The gateway's routes over `flow`."""
-    app = FastAPI(title="rayrag", version="0.1.0", description="OpenAI-compatible RAG serving on Ray Serve.")
+    app = FastAPI(title="rayrag", version="0.1.0", description="OpenAI-compatible RAG serving on Ray Serve.",
+                  lifespan=_lifespan)  # fmt: skip
     app.state.flow = flow
     app.state.sockets = transports.SocketGate(flow.config.websocket.max_connections_per_key)
     edge.install(app, flow.config.limits.max_body_bytes)
@@ -72,7 +75,15 @@ def create_app(flow: AnswerFlow) -> FastAPI:
     _answer_routes(app)
     _retrieval_routes(app)
     _record_routes(app)
+    app.state.mcp_sessions = mcp.install(app, flow)  # `/mcp`: the same flow as MCP tools
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """What runs beside the routes while the app serves: the MCP SDK's session manager."""
+    async with app.state.mcp_sessions:
+        yield
 
 
 def _health_routes(app: FastAPI) -> None:
@@ -89,7 +100,7 @@ def _health_routes(app: FastAPI) -> None:
     @app.get("/v1/models", tags=["openai"])
     async def models(request: Request, flow: AnswerFlow = Flow) -> dict:
         who = flow.admit(request.headers)
-        indexes = {n: i for n, i in (await flow.retriever.describe()).items() if who.may_use_index(n)}
+        indexes = await flow.indexes_for(who)
         generators: dict[str, list] = {}
         for status in await flow.router.models():
             if status.backend == "extractive" or not who.may_use_model(status.model):
@@ -99,7 +110,10 @@ def _health_routes(app: FastAPI) -> None:
             model_card(name, backends=[s.backend for s in group], ready=any(s.ready for s in group))
             for name, group in generators.items()
         ]
-        data += [model_card(f"{RAG_PREFIX}{name}", index_version=info["version"]) for name, info in indexes.items()]
+        data += [
+            model_card(f"{RAG_PREFIX}{name}", index_version=info["version"], chunks=info["chunks"])
+            for name, info in indexes.items()
+        ]
         return {"object": "list", "data": data}
 
 
@@ -137,10 +151,7 @@ def _answer_routes(app: FastAPI) -> None:
 def _retrieval_routes(app: FastAPI) -> None:
     @app.post("/v1/search", tags=["rag"], response_model=SearchResult)
     async def search(body: SearchRequest, request: Request, flow: AnswerFlow = Flow) -> SearchResult:
-        flow.guard.check_index(flow.admit(request.headers), body.index)
-        flow.guard.check_search(body)
-        body = body.model_copy(update={"query": flow.guard.screen(body.query, "query")})
-        return await flow.retriever.search(body)
+        return await flow.search(flow.admit(request.headers), body)
 
     @app.get("/v1/indexes/{index}/chunks/{chunk_id}", tags=["rag"], response_model=PassageResult)
     async def passage(

@@ -228,3 +228,45 @@ def json_bytes(value) -> bytes:
     import json
 
     return json.dumps(value).encode()
+
+
+def test_mcp_tools_over_http_and_stdio_behind_the_same_keys(secure):
+    """The SDK's own client: at the gateway's /mcp (streamable HTTP) and through `rayrag mcp` (stdio,
+    calling the gateway's REST API); the tools list, search and answer with citations, the answer is
+    recorded under the key's tenant, and a bad key is refused at the door."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    import httpx2
+    from mcp import Client, StdioServerParameters
+    from mcp.client.streamable_http import streamable_http_client
+
+    base, key = f"{secure['url']}/sqlite", secure["keys"]["acme"]
+    question = {"index": "test", "question": "What is a volcano?", "max_tokens": 16}
+
+    async def over_http():
+        http = httpx2.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=120)
+        async with http, Client(streamable_http_client(f"{base}/mcp", http_client=http)) as mcp:
+            tools = {tool.name for tool in (await mcp.list_tools()).tools}
+            indexes = (await mcp.call_tool("list_indexes", {})).structured_content["result"]
+            found = await mcp.call_tool("search", {"index": "test", "query": "What is a volcano?", "top_k": 2})
+            return tools, indexes, found.structured_content, (await mcp.call_tool("answer", question))
+
+    async def over_stdio():
+        rayrag = str(Path(sys.executable).parent / "rayrag")
+        server = StdioServerParameters(command=rayrag, args=["mcp", "--url", base], env={"RAYRAG_API_KEY": key})
+        async with Client(server) as mcp:
+            return (await mcp.call_tool("search", {"index": "test", "query": "What is a volcano?"})).structured_content
+
+    tools, indexes, found, answered = asyncio.run(over_http())
+    assert tools == {"list_indexes", "search", "answer"} and [i["index"] for i in indexes] == ["test"]
+    assert found["chunks"][0]["source"].endswith("volcanoes.md")
+    answer = answered.structured_content
+    assert not answered.is_error and answer["citations"] and answer["backend"] == "llama_cpp"
+    record = httpx.get(f"{base}/v1/records/{answer['id']}", headers=bearer(secure, "acme"), timeout=30).json()
+    assert record["tenant"] == "acme"
+    assert asyncio.run(over_stdio())["chunks"][0]["source"].endswith("volcanoes.md")
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    refused = httpx.post(f"{base}/mcp", json=hello, headers={"authorization": "Bearer rr_bad_key"}, timeout=30)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
