@@ -54,6 +54,27 @@ def is_uri(root: str | Path) -> bool:
     return "://" in str(root)
 
 
+def join_uri(root: str, *parts: str) -> str:
+    """`root`/parts for a path or a URI, keeping a URI's options (`?endpoint_override=...`) at the end."""
+    head, _, options = str(root).partition("?")
+    joined = "/".join([head.rstrip("/"), *parts])
+    return f"{joined}?{options}" if options else joined
+
+
+def write_text(location: str | Path, text: str) -> None:
+    """Write a small file at a path or a URI (its folder made first)."""
+    from pyarrow import fs
+
+    if not is_uri(location):
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+        Path(location).write_text(text)
+        return
+    filesystem, path = fs.FileSystem.from_uri(str(location))
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(path) as out:
+        out.write(text.encode())
+
+
 def anchor(root: str | Path, base: Path) -> str:
     """A root every process can use: URIs unchanged, relative paths made absolute against `base`."""
     return str(root) if is_uri(root) else str((base / root).resolve())

@@ -17,7 +17,7 @@ from indexes.embedder import ModelNotFoundError
 from indexes.faiss_index import TrainingDataError
 from indexes.layout import IndexLockedError, IndexNotFoundError
 from indexes.manifest import Manifest
-from indexes.storage import locate
+from indexes.storage import locate, write_text
 from pipelines.report import JobReport
 from pipelines.sources import SourceError
 from rayrag.config import ConfigError
@@ -65,6 +65,9 @@ def index(
         str | None, typer.Option("--index", help="Index name (default: config index_job.name).")
     ] = None,
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything instead of updating.")] = False,
+    report_out: Annotated[
+        str | None, typer.Option(help="Also write the job report as JSON here (a path or a URI).")
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Build or update an index: only new or changed documents are embedded."""
@@ -77,6 +80,8 @@ def index(
     settings = load_settings(config, overrides, updates)
     connect_ray(settings.ray)
     report = run_index_job(settings.indexes, settings.index_job, source=source, rebuild=rebuild)
+    if report_out:  # for whoever started the job elsewhere (the gateway's index jobs read it)
+        write_text(report_out, report.model_dump_json(indent=1))
     typer.echo(report.summary())
 
 

@@ -26,6 +26,10 @@ def create(
     model: Annotated[
         list[str] | None, typer.Option(help="Generator model the key may use (repeat; default: all).")
     ] = None,
+    ingest: Annotated[
+        list[str] | None,
+        typer.Option(help="Index the key may upload documents to and re-index (repeat; default: none)."),
+    ] = None,
     rpm: Annotated[int | None, typer.Option(help="Requests per minute (default: the config's).")] = None,
     tpm: Annotated[int | None, typer.Option(help="Tokens per minute (default: the config's).")] = None,
     budget: Annotated[int | None, typer.Option(help="Credit budget in tokens (default: the config's).")] = None,
@@ -33,10 +37,11 @@ def create(
 ) -> None:
     """Issue a key; print it once."""
     limits = KeyLimits(requests_per_minute=rpm, tokens_per_minute=tpm, credit_budget=budget)
-    key, principal = _store(config).create(tenant, index or [ANY], model or [ANY], limits)
+    key, principal = _store(config).create(tenant, index or [ANY], model or [ANY], limits, ingest)
     typer.echo(key)
     typer.echo(
-        f"key id {principal.key_id} for tenant {tenant!r}: indexes {principal.indexes}, models {principal.models}",
+        f"key id {principal.key_id} for tenant {tenant!r}: indexes {principal.indexes}, models {principal.models}, "
+        f"ingest {principal.ingest}",
         err=True,
     )
 
@@ -50,7 +55,10 @@ def list_keys(config: ConfigOption = DEFAULT_CONFIG, as_json: Annotated[bool, ty
         return
     for p in principals:
         state = "revoked" if p.revoked else "active"
-        typer.echo(f"{p.key_id}  {p.tenant:<16} {state:<8} indexes={','.join(p.indexes)} models={','.join(p.models)}")
+        typer.echo(
+            f"{p.key_id}  {p.tenant:<16} {state:<8} indexes={','.join(p.indexes)} models={','.join(p.models)}"
+            f" ingest={','.join(p.ingest) or '-'}"
+        )
 
 
 @keys_app.command("revoke")

@@ -75,6 +75,7 @@ def bind(settings: ServingSettings) -> Application:
         indexes=config.retriever.indexes,
         max_top_k=config.retriever.max_top_k,
         embedder=settings.indexes.embedder,  # the cache and the graders embed in the gateway itself
+        index_settings=settings.indexes,  # what an index job started over HTTP writes with
     )
 
 

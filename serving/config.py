@@ -350,6 +350,18 @@ class RequestLimits(StrictModel):
     max_filter_chars: PositiveInt = 512  # /v1/search and /v1/query `source` and `section`
 
 
+class IngestConfig(StrictModel):
+    """Documents in over HTTP (`/v1/files`, `/v1/indexes/{index}/jobs`): where uploads and each index's
+    source area live, and how much one key may send. Off by default: it lets keys write."""
+
+    enabled: bool = False
+    root: str = ".rayrag/ingest"  # a directory, or a URI (s3://...) every node of a cluster can read
+    max_file_bytes: PositiveInt = 20 * 2**20  # a larger upload is refused with 413 before it is read whole
+    max_bytes_per_key: PositiveInt = 200 * 2**20  # stored uploads of one key; over it, 429
+    max_files_per_key: PositiveInt = 1000
+    jobs_address: str = "auto"  # Ray's job API (the dashboard's address); auto: this cluster's
+
+
 class WebsocketLimits(StrictModel):
     """The chat websocket: checked at the handshake (key, Origin, connections per key) and per frame."""
 
@@ -383,6 +395,7 @@ class GatewayConfig(StrictModel):
     json_retries: NonNegativeInt = 2  # JSON mode: regenerations after an invalid answer
     limits: RequestLimits = RequestLimits()
     websocket: WebsocketLimits = WebsocketLimits()
+    ingest: IngestConfig = IngestConfig()
     # serving on a non-loopback address with auth off must be asked for in so many words
     allow_unauthenticated: bool = False
     telemetry: TelemetryConfig = TelemetryConfig()

@@ -82,24 +82,25 @@ class BodyLimit:
     the limit (the app would read it whole anyway), answers 413 as soon as it is exceeded, whether
     the client sent a `content-length` or chunks, and else replays what it read to the app."""
 
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, larger: dict[str, int] | None = None) -> None:
+        self.app, self.max_bytes, self.larger = app, max_bytes, larger or {}  # path suffix -> its own limit
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = next((n for suffix, n in self.larger.items() if scope["path"].endswith(suffix)), self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         messages, size = [], int(declared) if declared.isdigit() else 0
-        if size <= self.max_bytes:
+        if size <= limit:
             size = 0
             while True:
                 message = await receive()
                 messages.append(message)
                 size += len(message.get("body", b""))
-                if size > self.max_bytes or not message.get("more_body"):
+                if size > limit or not message.get("more_body"):
                     break
-        if size > self.max_bytes:
-            refusal = PayloadTooLarge(f"request body is over the limit of {self.max_bytes} bytes", param="body")
+        if size > limit:
+            refusal = PayloadTooLarge(f"request body is over the limit of {limit} bytes", param="body")
             return await error_response(refusal, new_request_id())(scope, receive, send)
 
         async def replay():
@@ -146,10 +147,11 @@ class RequestContext:
                 observe_request(request, status[0], time.perf_counter() - started)
 
 
-def install(app: FastAPI, max_body_bytes: int) -> None:
-    """Add the body limit, the request context (ids, span, metrics) and the exception handlers."""
+def install(app: FastAPI, max_body_bytes: int, larger: dict[str, int] | None = None) -> None:
+    """Add the body limit (`larger`: routes, by path suffix, with their own: uploads), the request
+    context (ids, span, metrics) and the exception handlers."""
     app.add_middleware(RequestContext)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: before anything reads the body
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, larger=larger)  # outermost: before anything reads it
 
     @app.exception_handler(ServingError)
     async def _serving(request: Request, exc: ServingError) -> JSONResponse:

@@ -20,13 +20,15 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from sse_starlette.sse import EventSourceResponse
 
+from indexes.config import IndexesConfig
 from indexes.embedder import EmbedderConfig
-from serving import edge, mcp, page, transports
+from serving import edge, files_api, mcp, page, transports
 from serving.answers import answer_headers
 from serving.config import GatewayConfig
 from serving.flow import AnswerFlow
 from serving.flow_support import ALLOWED_MODELS, HandleRetriever, HandleRouter
 from serving.generator.protocol import Message, Usage
+from serving.ingest import Ingest
 from serving.openai_protocol import (
     RAG_PREFIX,
     ChatCompletionRequest,
@@ -63,18 +65,20 @@ def _ids(request: Request) -> tuple[str, str | None]:
     return edge.request_id(request), edge.client_request_id(request)
 
 
-def create_app(flow: AnswerFlow) -> FastAPI:
-    """The gateway's routes over `flow`."""
+def create_app(flow: AnswerFlow, ingest: Ingest | None = None) -> FastAPI:
+    """The gateway's routes over `flow`, and the ingest routes over `ingest` (off unless configured)."""
+    ingest = ingest or Ingest(flow.config.ingest, IndexesConfig())
     app = FastAPI(title="rayrag", version="0.1.0", description="OpenAI-compatible RAG serving on Ray Serve.",
                   lifespan=_lifespan)  # fmt: skip
     app.state.flow = flow
     app.state.sockets = transports.SocketGate(flow.config.websocket.max_connections_per_key)
-    edge.install(app, flow.config.limits.max_body_bytes)
+    edge.install(app, flow.config.limits.max_body_bytes, files_api.body_limits(ingest))
     _health_routes(app)
     page.install(app)
     _answer_routes(app)
     _retrieval_routes(app)
     _record_routes(app)
+    files_api.install(app, ingest)
     app.state.mcp_sessions = mcp.install(app, flow)  # `/mcp`: the same flow as MCP tools
     return app
 
@@ -243,13 +247,15 @@ class Gateway:
 
     def __init__(
         self, config: GatewayConfig, retriever: Any, router: Any, *, indexes: list[str], max_top_k: int,
-        embedder: EmbedderConfig | None = None,
+        embedder: EmbedderConfig | None = None, index_settings: IndexesConfig | None = None,
     ) -> None:  # fmt: skip
         setup_tracing(config.telemetry, "rayrag-gateway")  # the replica process's tracer provider, once
         self.flow = AnswerFlow(
             config, HandleRetriever(retriever), HandleRouter(router), indexes=indexes, max_top_k=max_top_k,
             embedder=embedder,
         )  # fmt: skip
+        # uploads and index jobs write with the served indexes' own settings (root, embedder)
+        self.ingest = Ingest(config.ingest, index_settings or IndexesConfig())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.flow)
+        return create_app(self.flow, self.ingest)

@@ -135,3 +135,31 @@ class KeywordReranker:
 
     def predict(self, pairs, batch_size: int = 32, show_progress_bar: bool = False) -> list[float]:
         return [float(sum(word in text.lower() for word in query.lower().split())) for query, text in pairs]
+
+
+class FakeJobs:
+    """Ray's job API for the ingest unit tier: jobs stay RUNNING until `finish` writes their report
+    where `rayrag index --report-out` would."""
+
+    def __init__(self) -> None:
+        self.submitted: dict[str, tuple[str, dict[str, str]]] = {}  # job id -> (entrypoint, metadata)
+        self.states: dict[str, str] = {}
+
+    def submit(self, job_id: str, entrypoint: str, metadata: dict[str, str]) -> None:
+        self.submitted[job_id] = (entrypoint, metadata)
+        self.states[job_id] = "RUNNING"
+
+    def status(self, job_id: str) -> tuple[str, str | None, dict[str, str]] | None:
+        return (self.states[job_id], None, self.submitted[job_id][1]) if job_id in self.states else None
+
+    def active(self, metadata: dict[str, str]) -> str | None:
+        running = (j for j, s in self.states.items() if s == "RUNNING" and self.submitted[j][1] == metadata)
+        return next(running, None)
+
+    def finish(self, job_id: str, report_at: str, report: dict) -> None:
+        import json
+        from pathlib import Path
+
+        Path(report_at).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_at).write_text(json.dumps(report))
+        self.states[job_id] = "SUCCEEDED"

@@ -24,7 +24,7 @@ class Forbidden(ServingError):
     status, type, code = 403, "invalid_request_error", "permission_denied"
 
 
-ANONYMOUS = Principal(key_id="anonymous", tenant="default")
+ANONYMOUS = Principal(key_id="anonymous", tenant="default", ingest=["*"])  # auth off: the one local user
 
 
 class Authenticator:
@@ -41,7 +41,7 @@ class Authenticator:
             raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
         token = token.strip()
         if self._env_key and hmac.compare_digest(token, self._env_key):
-            return Principal(key_id="env", tenant="default")
+            return Principal(key_id="env", tenant="default", ingest=["*"])  # the single user's own key
         principal = self.store.lookup(token) if self.store else None
         if principal is None:
             raise Unauthorized("invalid or revoked API key")

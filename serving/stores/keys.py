@@ -1,4 +1,5 @@
-"""API keys: issued once, stored hashed, owned by a tenant, scoped to indexes and models.
+"""API keys: issued once, stored hashed, owned by a tenant, scoped to indexes and models, and
+allowed to write (upload documents, start index jobs) only to the indexes of their `ingest` scope.
 
 A key is `rr_<key_id>_<secret>`; only sha256(secret) is stored. A fast hash is right here (and is
 what GitHub and Stripe do) because the secret is 256 random bits, not a password: there is nothing
@@ -43,12 +44,16 @@ class Principal(BaseModel):
     tenant: str
     indexes: list[str] = Field(default_factory=lambda: [ANY])
     models: list[str] = Field(default_factory=lambda: [ANY])
+    ingest: list[str] = Field(default_factory=list)  # indexes it may write to; none unless granted
     limits: KeyLimits = KeyLimits()
     created: float = 0.0
     revoked: float | None = None
 
     def may_use_index(self, index: str) -> bool:
         return ANY in self.indexes or index in self.indexes
+
+    def may_ingest(self, index: str) -> bool:
+        return ANY in self.ingest or index in self.ingest
 
     def may_use_model(self, model: str) -> bool:
         return ANY in self.models or model in self.models
@@ -73,8 +78,9 @@ class KeyStore:
         self._db = open_db(path, _SCHEMA)
 
     def create(
-        self, tenant: str, indexes: list[str], models: list[str], limits: KeyLimits | None = None
-    ) -> tuple[str, Principal]:
+        self, tenant: str, indexes: list[str], models: list[str], limits: KeyLimits | None = None,
+        ingest: list[str] | None = None,
+    ) -> tuple[str, Principal]:  # fmt: skip
         """A new key; the plaintext is returned here and never stored."""
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32).replace("_", "-")
         principal = Principal(
@@ -82,10 +88,11 @@ class KeyStore:
             tenant=tenant,
             indexes=indexes,
             models=models,
+            ingest=ingest or [],
             limits=limits or KeyLimits(),
             created=time.time(),
         )
-        record = principal.model_dump_json(include={"indexes", "models", "limits"})
+        record = principal.model_dump_json(include={"indexes", "models", "ingest", "limits"})
         self._db.execute(
             "INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)",
             (key_id, _digest(secret), tenant, record, principal.created),

@@ -27,11 +27,20 @@ def ray_cluster():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = METRICS_PORT or s.getsockname()[1]
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
-             _metrics_export_port=port)  # fmt: skip
+    with socket.socket() as s:  # the dashboard serves Ray's job API (documents over HTTP start jobs with it)
+        s.bind(("127.0.0.1", 0))
+        dashboard = s.getsockname()[1]
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=dashboard,
+             logging_level="WARNING", log_to_driver=False, _metrics_export_port=port)  # fmt: skip
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def jobs_address(ray_cluster) -> str:
+    """Ray's job API on the test cluster (its dashboard)."""
+    return f"http://{ray._private.worker._global_node.address_info['webui_url']}"
 
 
 @pytest.fixture(scope="session")

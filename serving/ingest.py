@@ -1,0 +1,205 @@
+"""Documents in over HTTP: uploads (`/v1/files`), an index's documents, and its jobs (issue 21).
+
+An upload is stored as the tenant's file (serving/stores/files.py); attaching it to an index copies
+it into that index's source area; a job is `rayrag index` on that area, submitted through Ray's
+job API (the same command the CLI runs, on the cluster, not a second pipeline), incremental by
+content hash like every run: a detached or deleted file's chunks are gone from the next version.
+The retriever's hot reload serves the new version once it is published. Writes need the key's
+`ingest` scope for the index; uploads count against a per-key byte and file quota; one job per
+index at a time (a second gets 409 naming the running one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import uuid
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from indexes.config import IndexesConfig
+from indexes.layout import validate_index_name
+from serving.checks.auth import Forbidden
+from serving.config import IngestConfig
+from serving.errors import NotFound, ServingError
+from serving.stores.files import FILE_ID, FileObject, FileStore
+from serving.stores.keys import Principal
+
+ACTIVE = {"PENDING", "RUNNING"}
+STATUS = {"PENDING": "queued", "RUNNING": "in_progress", "SUCCEEDED": "completed", "FAILED": "failed",
+          "STOPPED": "cancelled"}  # fmt: skip
+
+
+class Conflict(ServingError):
+    status, type, code = 409, "invalid_request_error", "job_running"
+
+
+class UploadQuotaExceeded(ServingError):
+    status, type, code = 429, "insufficient_quota", "upload_quota_exceeded"
+
+
+class IndexJob(BaseModel):
+    """An index job as the API shows it: Ray's state, and the job report once the job wrote it."""
+
+    id: str
+    object: str = "index.job"
+    index: str
+    status: str  # queued | in_progress | completed | failed | cancelled
+    version: str | None = None
+    documents: dict[str, int] | None = None  # listed, parsed, unchanged, skipped, deleted
+    chunks: dict[str, int] | None = None  # added, removed, total
+    bad_files: list[dict[str, str]] = []  # {file_id, filename, reason}: files the job refused, by name
+    message: str | None = None
+
+
+class Jobs(Protocol):
+    """Ray's job API as the ingest service needs it (a fake in the unit tier)."""
+
+    def submit(self, job_id: str, entrypoint: str, metadata: dict[str, str]) -> None: ...
+    def status(self, job_id: str) -> tuple[str, str | None, dict[str, str]] | None: ...  # (state, message, metadata)
+    def active(self, metadata: dict[str, str]) -> str | None: ...  # a running job's id with this metadata
+
+
+class RayJobs:
+    """`ray.job_submission.JobSubmissionClient` at `address` (auto: the cluster this replica is in)."""
+
+    def __init__(self, address: str) -> None:
+        self.address, self._client = address, None
+
+    def _jobs(self) -> Any:
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            self._client = JobSubmissionClient(self.address)
+        return self._client
+
+    def submit(self, job_id: str, entrypoint: str, metadata: dict[str, str]) -> None:
+        self._jobs().submit_job(entrypoint=entrypoint, submission_id=job_id, metadata=metadata)
+
+    def status(self, job_id: str) -> tuple[str, str | None, dict[str, str]] | None:
+        try:
+            info = self._jobs().get_job_info(job_id)
+        except RuntimeError:  # the job API's "does not exist"
+            return None
+        return (
+            str(info.status.value if hasattr(info.status, "value") else info.status),
+            info.message,
+            info.metadata or {},
+        )
+
+    def active(self, metadata: dict[str, str]) -> str | None:
+        for job in self._jobs().list_jobs():
+            state = str(job.status.value if hasattr(job.status, "value") else job.status)
+            if state in ACTIVE and metadata.items() <= (job.metadata or {}).items():
+                return job.submission_id
+        return None
+
+
+class Ingest:
+    """The ingest routes' service: scope and quota checks, files, an index's documents, its jobs."""
+
+    def __init__(self, config: IngestConfig, indexes: IndexesConfig, jobs: Jobs | None = None) -> None:
+        self.config, self.indexes = config, indexes
+        self.files = FileStore(config.root)
+        self.jobs = jobs or RayJobs(config.jobs_address)
+
+    def _enabled(self) -> None:
+        if not self.config.enabled:
+            raise NotFound("documents over HTTP are off: set serve.gateway.ingest.enabled")
+
+    def may_write(self, who: Principal, index: str) -> str:
+        self._enabled()
+        validate_index_name(index)
+        if not who.may_ingest(index):
+            raise Forbidden(f"this key may not add documents to index {index!r}", param="index")
+        return index
+
+    # -- files -------------------------------------------------------------------------------------
+
+    async def upload(self, who: Principal, filename: str, data: bytes, purpose: str) -> FileObject:
+        self._enabled()
+        if not who.ingest:
+            raise Forbidden("this key may not upload documents (no ingest scope)")
+        used, count = await asyncio.to_thread(self.files.bytes_used, who.tenant)
+        if used + len(data) > self.config.max_bytes_per_key or count >= self.config.max_files_per_key:
+            raise UploadQuotaExceeded(
+                f"uploads of this tenant would hold {used + len(data)} bytes in {count + 1} files; the limits are "
+                f"{self.config.max_bytes_per_key} bytes and {self.config.max_files_per_key} files: delete some first"
+            )  # fmt: skip
+        return await asyncio.to_thread(self.files.save, who.tenant, filename, data, purpose)
+
+    async def file(self, who: Principal, file_id: str) -> FileObject:
+        self._enabled()
+        return await asyncio.to_thread(self.files.get, who.tenant, file_id)
+
+    async def list_files(self, who: Principal) -> list[FileObject]:
+        self._enabled()
+        return await asyncio.to_thread(self.files.list, who.tenant)
+
+    async def delete(self, who: Principal, file_id: str) -> FileObject:
+        self._enabled()
+        return await asyncio.to_thread(self.files.delete, who.tenant, file_id)
+
+    # -- an index's documents and jobs -----------------------------------------------------------
+
+    async def attached(self, index: str) -> dict[str, str]:
+        return await asyncio.to_thread(self.files.attached, index)
+
+    async def attach(self, who: Principal, index: str, file_id: str) -> FileObject:
+        return await asyncio.to_thread(self.files.attach, who.tenant, self.may_write(who, index), file_id)
+
+    async def detach(self, who: Principal, index: str, file_id: str) -> bool:
+        if not await asyncio.to_thread(self.files.detach, self.may_write(who, index), file_id):
+            raise NotFound(f"file {file_id!r} is not in index {index!r}", param="file_id")
+        return True
+
+    async def start(self, who: Principal, index: str) -> IndexJob:
+        """Submit `rayrag index` on the index's source area; 409 while another job of it runs."""
+        self.may_write(who, index)
+        metadata = {"rayrag_index": index}
+        running = await asyncio.to_thread(self.jobs.active, metadata)
+        if running is not None:
+            raise Conflict(f"index {index!r} already has a job running: {running}", param="index")
+        job_id = f"ingest-{index}-{uuid.uuid4().hex[:12]}"
+        await asyncio.to_thread(self.jobs.submit, job_id, self.entrypoint(index, job_id), metadata)
+        return IndexJob(id=job_id, index=index, status="queued")
+
+    def entrypoint(self, index: str, job_id: str) -> str:
+        """The CLI's own command, with the served indexes' settings (root, embedder) so the job's
+        version is one the retriever serves."""
+        indexes = json.dumps(self.indexes.model_dump(mode="json"))
+        return " ".join([
+            sys.executable, "-m", "rayrag", "index", "--source", _quote(self.files.source(index)),
+            "--index", index, "--report-out", _quote(self.files.report_location(job_id)),
+            "--set", _quote(f"indexes={indexes}"),
+        ])  # fmt: skip
+
+    async def job(self, who: Principal, index: str, job_id: str) -> IndexJob:
+        self.may_write(who, index)
+        found = await asyncio.to_thread(self.jobs.status, job_id)
+        if found is None or found[2].get("rayrag_index") != index:
+            raise NotFound(f"index {index!r} has no job {job_id!r}", param="job_id")
+        state, message, _ = found
+        job = IndexJob(id=job_id, index=index, status=STATUS.get(state, state.lower()), message=message)
+        report = await asyncio.to_thread(self.files.report, job_id)
+        if report is None:
+            return job
+        bad = [_named(note) for note in report.get("skipped", [])]
+        return job.model_copy(update={"version": report["version"], "documents": report["documents"],
+                                      "chunks": report["chunks"], "bad_files": bad})  # fmt: skip
+
+
+def _named(note: dict[str, str]) -> dict[str, str]:
+    """A refused file as the client knows it: a source key is `<file_id>/<filename>`."""
+    *_, folder, filename = ["", *note["path"].split("/")]
+    file_id = folder if re.match(FILE_ID, folder) else ""
+    return {"file_id": file_id, "filename": filename, "reason": note["reason"]}
+
+
+def _quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value)

@@ -1,0 +1,103 @@
+"""Documents in over HTTP on the real app and Ray's real job API: three files uploaded with the
+official `openai` client (one corrupt), added to the index, indexed by a job the gateway starts
+(`rayrag index` on the cluster), searched once the retriever reloads; then one deleted and the index
+re-run: its chunks are gone, the report named the corrupt file, CURRENT moved twice."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+from ray import serve
+
+from indexes.storage import locate
+from serving.app import build_app
+from serving.stores.keys import KeyStore
+from tests.integration.serving_support import app_args, free_port, indexed_corpus, serve_settings, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+FILES = {
+    "geysers.md": b"# Geysers\n\nA geyser is a hot spring that erupts water and steam at intervals. "
+    b"Old Faithful in Yellowstone erupts about every ninety minutes.\n",
+    "glaciers.md": b"# Glaciers\n\nA glacier is a mass of ice that moves slowly downhill under its own weight. "
+    b"Glaciers carve U-shaped valleys and fjords.\n",
+    "broken.pdf": b"%PDF-1.7 this is not really a pdf",
+}
+
+
+@pytest.fixture(scope="module")
+def ingesting(ray_cluster, jobs_address, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ingest")
+    config = indexed_corpus(root)
+    key = KeyStore(root / "keys.sqlite").create("acme", ["test"], ["*"], ingest=["test"])[0]
+    port = free_port()
+    settings = serve_settings(config.indexes.root, port, primary=None, fallback=None)
+    settings["router"] |= {"chain": [{"backend": "extractive"}]}
+    settings["gateway"] |= {
+        "auth": {"enabled": True, "store": str(root / "keys.sqlite")},
+        "ingest": {"enabled": True, "root": str(root / "uploads"), "jobs_address": jobs_address},
+    }
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(app_args(config.indexes.root, settings)), name="ingest", route_prefix="/", blocking=False)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/readyz", lambda r: r.status_code == 200)
+    yield {"url": url, "key": key, "index_root": config.indexes.root}
+    serve.shutdown()
+
+
+def finished(http: httpx.Client, job_id: str) -> dict:
+    """Poll the job until Ray reports it ended (bounded); its last state."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        job = http.get(f"/v1/indexes/test/jobs/{job_id}").raise_for_status().json()
+        if job["status"] in {"completed", "failed", "cancelled"}:
+            return job
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} never ended: {job}")
+
+
+def sources_found(http: httpx.Client, query: str) -> list[str]:
+    reply = http.post("/v1/search", json={"query": query, "index": "test", "top_k": 3, "mode": "dense"})
+    return [chunk["source"].rsplit("/", 1)[-1] for chunk in reply.raise_for_status().json()["chunks"]]
+
+
+def until_served(http: httpx.Client, version: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if http.get("/v1/models").json()["data"][-1].get("index_version") == version:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"version {version} never served")
+
+
+def test_upload_index_search_delete_and_reindex(ingesting):
+    client = openai.OpenAI(base_url=f"{ingesting['url']}/v1", api_key=ingesting["key"], max_retries=0)
+    http = httpx.Client(base_url=ingesting["url"], headers={"authorization": f"Bearer {ingesting['key']}"}, timeout=60)
+    location = locate(ingesting["index_root"], "test")
+    versions = [location.current_version()]
+    uploaded = {name: client.files.create(file=(name, data), purpose="assistants") for name, data in FILES.items()}
+    assert {f.filename for f in uploaded.values()} == set(FILES) and uploaded["geysers.md"].bytes == len(
+        FILES["geysers.md"]
+    )
+    for file in uploaded.values():
+        http.post("/v1/indexes/test/files", json={"file_id": file.id}).raise_for_status()
+
+    job = http.post("/v1/indexes/test/jobs").raise_for_status().json()
+    assert http.post("/v1/indexes/test/jobs").status_code in (200, 409)  # 409 while it runs; it may be done
+    done = finished(http, job["id"])
+    assert done["status"] == "completed", done
+    assert [(b["file_id"], b["filename"]) for b in done["bad_files"]] == [(uploaded["broken.pdf"].id, "broken.pdf")]
+    versions.append(location.current_version())
+    until_served(http, done["version"])
+    assert sources_found(http, "Old Faithful geyser eruptions")[0] == "geysers.md"
+    assert "glaciers.md" in sources_found(http, "glacier ice carving valleys")
+
+    assert client.files.delete(uploaded["glaciers.md"].id).deleted
+    again = finished(http, http.post("/v1/indexes/test/jobs").raise_for_status().json()["id"])
+    assert again["status"] == "completed" and again["documents"]["deleted"] == 1, again
+    versions.append(location.current_version())
+    until_served(http, again["version"])
+    assert "glaciers.md" not in sources_found(http, "glacier ice carving valleys")
+    assert len(set(versions)) == 3 and versions[-1] == again["version"]  # CURRENT moved twice
