@@ -24,7 +24,7 @@ from indexes.config import IndexesConfig
 from indexes.layout import validate_index_name
 from serving.checks.auth import Forbidden
 from serving.config import IngestConfig
-from serving.errors import NotFound, ServingError
+from serving.errors import InvalidRequest, NotFound, ServingError
 from serving.stores.files import FILE_ID, FileObject, FileStore
 from serving.stores.keys import Principal
 
@@ -112,7 +112,10 @@ class Ingest:
 
     def may_write(self, who: Principal, index: str) -> str:
         self._enabled()
-        validate_index_name(index)
+        try:
+            validate_index_name(index)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="index") from None
         if not who.may_ingest(index):
             raise Forbidden(f"this key may not add documents to index {index!r}", param="index")
         return index
