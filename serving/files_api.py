@@ -1,4 +1,5 @@
-"""The ingest routes: OpenAI's `/v1/files`, and an index's documents and jobs (serving/ingest.py).
+"""The ingest routes: OpenAI's `/v1/files`, an index's documents and jobs (serving/ingest.py), and
+OpenAI's vector stores and `file_search` responses over them (serving/vector_stores.py).
 
     POST   /v1/files                          multipart `file` + `purpose` -> file object
     GET    /v1/files, /v1/files/{id}          the tenant's uploads
@@ -8,6 +9,9 @@
     DELETE /v1/indexes/{index}/files/{id}     take it out (its chunks go with the next job)
     POST   /v1/indexes/{index}/jobs           start `rayrag index` on the cluster (409 while one runs)
     GET    /v1/indexes/{index}/jobs/{job_id}  its state, counts, version and the files it refused
+
+    /v1/vector_stores[...]                    create, list, retrieve; files, file batches, search
+    POST   /v1/responses                      a RAG answer with the `file_search` tool
 
 Every route is admitted like any other (key, quota); writes need the key's `ingest` scope for the
 index. An upload's body is bounded by `ingest.max_file_bytes` (413) before it is parsed.
@@ -21,11 +25,24 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
+from serving import edge
 from serving.edge import PayloadTooLarge
+from serving.errors import InvalidRequest
 from serving.ingest import IndexJob, Ingest
 from serving.stores.files import FILE_ID, FileObject
+from serving.vector_stores import (
+    AddBatch,
+    AddFile,
+    CreateStore,
+    ResponsesRequest,
+    StoreSearch,
+    VectorStores,
+    response_json,
+    response_turn,
+)
 
 FileId = Annotated[str, PathParam(pattern=FILE_ID)]
+StoreId = Annotated[str, PathParam(max_length=80)]
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file itself
 
 
@@ -92,3 +109,67 @@ def install(app: FastAPI, ingest: Ingest) -> None:
         index: str, job_id: Annotated[str, PathParam(max_length=128)], request: Request
     ) -> IndexJob:  # fmt: skip
         return await ingest.job(who(request), index, job_id)
+
+
+def install_vector_stores(app: FastAPI, stores: VectorStores) -> None:
+    def who(request: Request):
+        return request.app.state.flow.admit(request.headers)
+
+    def page(data: list[dict]) -> dict:
+        ids = [d["id"] for d in data]
+        return {"object": "list", "data": data, "first_id": ids[0] if ids else None,
+                "last_id": ids[-1] if ids else None, "has_more": False}  # fmt: skip
+
+    @app.post("/v1/vector_stores", tags=["vector stores"])
+    async def create_store(body: CreateStore, request: Request) -> dict:
+        return await stores.create(who(request), body)
+
+    @app.get("/v1/vector_stores", tags=["vector stores"])
+    async def list_stores(request: Request) -> dict:
+        return page(await stores.list(who(request)))
+
+    @app.get("/v1/vector_stores/{vector_store_id}", tags=["vector stores"])
+    async def get_store(vector_store_id: StoreId, request: Request) -> dict:
+        return await stores.retrieve(who(request), vector_store_id)
+
+    @app.delete("/v1/vector_stores/{vector_store_id}", tags=["vector stores"])
+    async def delete_store(vector_store_id: StoreId, request: Request) -> dict:
+        await stores.retrieve(who(request), vector_store_id)
+        raise InvalidRequest("a vector store is a served index: remove its files, or the index from "
+                             "serve.retriever.indexes", param="vector_store_id")  # fmt: skip
+
+    @app.post("/v1/vector_stores/{vector_store_id}/files", tags=["vector stores"])
+    async def add_file(vector_store_id: StoreId, body: AddFile, request: Request) -> dict:
+        return (await stores.add(who(request), vector_store_id, [body.file_id]))[0]
+
+    @app.post("/v1/vector_stores/{vector_store_id}/file_batches", tags=["vector stores"])
+    async def add_batch(vector_store_id: StoreId, body: AddBatch, request: Request) -> dict:
+        files = await stores.add(who(request), vector_store_id, body.file_ids)
+        counts = {state: sum(f["status"] == state for f in files) for state in ("in_progress", "completed", "failed")}
+        return {"id": f"vsfb_{edge.request_id(request)}", "object": "vector_store.files_batch", "created_at": 0,
+                "vector_store_id": vector_store_id, "status": "in_progress" if counts["in_progress"] else "completed",
+                "file_counts": counts | {"cancelled": 0, "total": len(files)}}  # fmt: skip
+
+    @app.get("/v1/vector_stores/{vector_store_id}/files", tags=["vector stores"])
+    async def list_store_files(vector_store_id: StoreId, request: Request) -> dict:
+        return page(await stores.files(who(request), vector_store_id))
+
+    @app.get("/v1/vector_stores/{vector_store_id}/files/{file_id}", tags=["vector stores"])
+    async def get_store_file(vector_store_id: StoreId, file_id: FileId, request: Request) -> dict:
+        return await stores.file(who(request), vector_store_id, file_id)
+
+    @app.delete("/v1/vector_stores/{vector_store_id}/files/{file_id}", tags=["vector stores"])
+    async def remove_store_file(vector_store_id: StoreId, file_id: FileId, request: Request) -> dict:
+        await stores.remove(who(request), vector_store_id, file_id)
+        return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
+
+    @app.post("/v1/vector_stores/{vector_store_id}/search", tags=["vector stores"])
+    async def search_store(vector_store_id: StoreId, body: StoreSearch, request: Request) -> dict:
+        return await stores.search(who(request), vector_store_id, body)
+
+    @app.post("/v1/responses", tags=["openai"])
+    async def responses(body: ResponsesRequest, request: Request) -> dict:
+        turn, tool, question = response_turn(
+            who(request), edge.request_id(request), edge.client_request_id(request), body
+        )
+        return response_json(await stores.flow.answer(turn), question, tool)

@@ -51,6 +51,7 @@ from serving.protocol import (
 from serving.stores.records import Feedback
 from serving.telemetry import metrics
 from serving.telemetry.tracing import setup_tracing
+from serving.vector_stores import VectorStores
 
 
 async def flow_of(request: Request) -> AnswerFlow:
@@ -79,6 +80,7 @@ def create_app(flow: AnswerFlow, ingest: Ingest | None = None) -> FastAPI:
     _retrieval_routes(app)
     _record_routes(app)
     files_api.install(app, ingest)
+    files_api.install_vector_stores(app, VectorStores(flow, ingest))
     app.state.mcp_sessions = mcp.install(app, flow)  # `/mcp`: the same flow as MCP tools
     return app
 

@@ -168,7 +168,35 @@ class Ingest:
             raise Conflict(f"index {index!r} already has a job running: {running}", param="index")
         job_id = f"ingest-{index}-{uuid.uuid4().hex[:12]}"
         await asyncio.to_thread(self.jobs.submit, job_id, self.entrypoint(index, job_id), metadata)
+        await asyncio.to_thread(self.files.note, index, "latest", job_id)
         return IndexJob(id=job_id, index=index, status="queued")
+
+    async def refresh(self, who: Principal, index: str) -> None:
+        """Index what changed: start a job now, or, while one runs, mark the index so that the next
+        read (`follow_up`) starts it once that one has ended. What vector stores do on every write."""
+        try:
+            await self.start(who, index)
+        except Conflict:
+            await asyncio.to_thread(self.files.note, index, "pending", "1")
+
+    async def follow_up(self, who: Principal, index: str) -> None:
+        """Start the job a write left pending, once no job of the index runs (keys that may write only)."""
+        if not who.may_ingest(index) or await asyncio.to_thread(self.files.noted, index, "pending") is None:
+            return
+        if await asyncio.to_thread(self.jobs.active, {"rayrag_index": index}) is None:
+            await asyncio.to_thread(self.files.note, index, "pending", None)
+            await self.start(who, index)
+
+    async def latest(self, index: str) -> IndexJob | None:
+        """The index's last job started over HTTP (None: none yet), with its report once written."""
+        job_id = await asyncio.to_thread(self.files.noted, index, "latest")
+        return None if job_id is None else await self._state(index, job_id)
+
+    async def busy(self, index: str) -> bool:
+        """A job runs, or files wait for one."""
+        if await asyncio.to_thread(self.files.noted, index, "pending") is not None:
+            return True
+        return await asyncio.to_thread(self.jobs.active, {"rayrag_index": index}) is not None
 
     def entrypoint(self, index: str, job_id: str) -> str:
         """The CLI's own command, with the served indexes' settings (root, embedder) so the job's
@@ -182,6 +210,9 @@ class Ingest:
 
     async def job(self, who: Principal, index: str, job_id: str) -> IndexJob:
         self.may_write(who, index)
+        return await self._state(index, job_id)
+
+    async def _state(self, index: str, job_id: str) -> IndexJob:
         found = await asyncio.to_thread(self.jobs.status, job_id)
         if found is None or found[2].get("rayrag_index") != index:
             raise NotFound(f"index {index!r} has no job {job_id!r}", param="job_id")

@@ -11,13 +11,16 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from evaluation.answering import RagAnswerer
+from indexes.config import IndexesConfig
 from serving.config import GatewayConfig, RouterConfig, ServeConfig, ServingSettings
 from serving.flow import AnswerFlow
 from serving.flow_support import LocalRouter
 from serving.gateway import create_app
+from serving.ingest import Ingest
 from serving.router import Router
+from serving.stores.keys import KeyStore
 from tests.conftest import REPO
-from tests.fakes import FakeGenerator, FakeRetriever
+from tests.fakes import FakeGenerator, FakeJobs, FakeRetriever
 
 QUESTION = "What is a volcano?"
 
@@ -137,3 +140,27 @@ def _sse_reply(http: TestClient, path: str, body: dict, key: str) -> Reply:
                 text += choice["delta"].get("content", "") if key == "delta" else choice["text"]
                 finish = choice["finish_reason"] or finish
     return Reply(200, text, finish, rid)
+
+
+class Ingesting:
+    """An `Env` (auth on) whose app has the ingest routes on, over fake jobs, and three keys."""
+
+    def __init__(self, tmp_path, **limits) -> None:
+        self.root = tmp_path / "ingest"
+        self.env = Env(tmp_path, auth=True, ingest={"enabled": True, "root": str(self.root)} | limits)
+        self.jobs = FakeJobs()
+        self.ingest = Ingest(self.env.config.ingest, IndexesConfig(root=str(tmp_path / "indexes")), self.jobs)
+        self.env.http = TestClient(create_app(self.env.flow, self.ingest))
+        store = KeyStore(tmp_path / "keys.sqlite")
+        self.keys = {
+            "writer": store.create("acme", ["test"], ["*"], ingest=["test"])[0],
+            "reader": store.create("acme", ["test"], ["*"])[0],
+            "rival": store.create("rival", ["*"], ["*"], ingest=["*"])[0],
+        }
+
+    def call(self, method: str, path: str, key: str = "writer", **kwargs):
+        headers = {"authorization": f"Bearer {self.keys[key]}"}
+        return self.env.http.request(method, path, headers=headers, **kwargs)
+
+    def upload(self, name: str, data: bytes, key: str = "writer"):
+        return self.call("POST", "/v1/files", key, files={"file": (name, data)}, data={"purpose": "assistants"})

@@ -145,7 +145,21 @@ class FileStore:
         found = self.fs.get_file_info(pafs.FileSelector(self._path("sources"), allow_not_found=True))
         return [PurePosixPath(info.path).name for info in found if info.type == pafs.FileType.Directory]
 
-    # -- job reports -----------------------------------------------------------------------------
+    # -- job reports and an index's job state ---------------------------------------------------
+
+    def note(self, index: str, name: str, value: str | None) -> None:
+        """A small per-index marker under jobs/ (`latest`: the last job's id; `pending`: files wait for a job)."""
+        path = self._path("jobs", f"{validate_index_name(index)}.{name}")
+        if value is None:
+            if self.fs.get_file_info(path).type == pafs.FileType.File:
+                self.fs.delete_file(path)
+            return
+        self.fs.create_dir(self._path("jobs"), recursive=True)
+        self._write(path, value.encode())
+
+    def noted(self, index: str, name: str) -> str | None:
+        path = self._path("jobs", f"{validate_index_name(index)}.{name}")
+        return self._read(path).decode() if self.fs.get_file_info(path).type == pafs.FileType.File else None
 
     def report(self, job_id: str) -> dict | None:
         path = self._path("jobs", f"{job_id}.json")

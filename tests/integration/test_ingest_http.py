@@ -101,3 +101,42 @@ def test_upload_index_search_delete_and_reindex(ingesting):
     until_served(http, again["version"])
     assert "glaciers.md" not in sources_found(http, "glacier ice carving valleys")
     assert len(set(versions)) == 3 and versions[-1] == again["version"]  # CURRENT moved twice
+
+
+def settled(client: openai.OpenAI) -> openai.types.VectorStore:
+    """The store once no job runs or waits (each read may start a pending one), bounded."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        store = client.vector_stores.retrieve("vs_test")
+        if store.status == "completed":
+            return store
+        time.sleep(1)
+    raise AssertionError(f"vs_test never settled: {store}")
+
+
+def test_the_openai_clients_vector_stores_and_file_search_on_an_index(ingesting):
+    """The official client unchanged: a file batch indexes two uploads (one corrupt) into vs_test, the
+    files report their status, search and a file_search response find the good one, removing it
+    re-indexes without it."""
+    client = openai.OpenAI(base_url=f"{ingesting['url']}/v1", api_key=ingesting["key"], max_retries=0, timeout=120)
+    tides = client.files.create(file=("springs.md", b"# Hot springs\n\nA hot spring is water heated by magma "
+                                      b"deep underground, such as the springs at Pamukkale.\n"), purpose="assistants")  # fmt: skip
+    broken = client.files.create(file=("broken.docx", b"PK not really a docx"), purpose="assistants")
+    assert "vs_test" in [store.id for store in client.vector_stores.list()]
+    client.vector_stores.file_batches.create("vs_test", file_ids=[tides.id, broken.id])
+    store = settled(client)
+    statuses = {f.id: (f.status, f.last_error) for f in client.vector_stores.files.list("vs_test")}
+    assert statuses[tides.id] == ("completed", None) and statuses[broken.id][0] == "failed", statuses
+    assert store.file_counts.failed >= 1 and store.file_counts.completed >= 1
+    hits = client.vector_stores.search("vs_test", query="water heated by magma at Pamukkale", max_num_results=3)
+    assert (hits.data[0].filename, hits.data[0].file_id) == ("springs.md", tides.id)
+    tool = {"type": "file_search", "vector_store_ids": ["vs_test"]}
+    response = client.responses.create(
+        model="rag", input="What heats a hot spring?", tools=[tool], max_output_tokens=32
+    )
+    cited = [a.file_id for item in response.output if item.type == "message" for a in item.content[0].annotations]
+    assert response.output_text and tides.id in cited
+    client.vector_stores.files.delete(tides.id, vector_store_id="vs_test")
+    settled(client)
+    hits = client.vector_stores.search("vs_test", query="water heated by magma at Pamukkale", max_num_results=3)
+    assert tides.id not in [hit.file_id for hit in hits.data]

@@ -5,40 +5,11 @@ ingest scope, and one index job at a time whose report names the files it refuse
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from indexes.config import IndexesConfig
-from serving.gateway import create_app
-from serving.ingest import Ingest
 from serving.stores.keys import KeyStore
-from tests.fakes import FakeJobs
-from tests.flow_env import Env
+from tests.flow_env import Env, Ingesting
 
 pytestmark = pytest.mark.unit
-
-
-class Ingesting:
-    """An `Env` (auth on) whose app has the ingest routes on, over fake jobs, and three keys."""
-
-    def __init__(self, tmp_path, **limits) -> None:
-        self.root = tmp_path / "ingest"
-        self.env = Env(tmp_path, auth=True, ingest={"enabled": True, "root": str(self.root)} | limits)
-        self.jobs = FakeJobs()
-        self.ingest = Ingest(self.env.config.ingest, IndexesConfig(root=str(tmp_path / "indexes")), self.jobs)
-        self.env.http = TestClient(create_app(self.env.flow, self.ingest))
-        store = KeyStore(tmp_path / "keys.sqlite")
-        self.keys = {
-            "writer": store.create("acme", ["test"], ["*"], ingest=["test"])[0],
-            "reader": store.create("acme", ["test"], ["*"])[0],
-            "rival": store.create("rival", ["*"], ["*"], ingest=["*"])[0],
-        }
-
-    def call(self, method: str, path: str, key: str = "writer", **kwargs):
-        headers = {"authorization": f"Bearer {self.keys[key]}"}
-        return self.env.http.request(method, path, headers=headers, **kwargs)
-
-    def upload(self, name: str, data: bytes, key: str = "writer"):
-        return self.call("POST", "/v1/files", key, files={"file": (name, data)}, data={"purpose": "assistants"})
 
 
 def test_an_upload_is_a_file_object_its_tenant_alone_sees(tmp_path):
