@@ -208,7 +208,7 @@ def mcp_command(
     ),
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
-    """Serve the MCP tools (list_indexes, search, answer) on stdin/stdout for a desktop MCP client.
+    """Serve the MCP tools (list_indexes, search, answer, add_documents) on stdin/stdout for an MCP client.
 
     The tools call the running gateway's REST API with the key from $RAYRAG_API_KEY, so its keys,
     quotas, screens and records apply; the gateway also serves them itself at /mcp (streamable HTTP).

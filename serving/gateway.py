@@ -80,8 +80,9 @@ def create_app(flow: AnswerFlow, ingest: Ingest | None = None) -> FastAPI:
     _retrieval_routes(app)
     _record_routes(app)
     files_api.install(app, ingest)
-    files_api.install_vector_stores(app, VectorStores(flow, ingest))
-    app.state.mcp_sessions = mcp.install(app, flow)  # `/mcp`: the same flow as MCP tools
+    stores = VectorStores(flow, ingest)
+    files_api.install_vector_stores(app, stores)
+    app.state.mcp_sessions = mcp.install(app, flow, stores)  # `/mcp`: the same flow as MCP tools
     return app
 
 

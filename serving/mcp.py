@@ -13,7 +13,9 @@ One tool set (`build_server`), two doors, so a tool cannot behave differently on
 
 A refused call (a 4xx from the flow) is a tool error whose text gives the status and code
 (`403 permission_denied: ...`), what an agent can read and act on. The SDK is `mcp` 2.x
-(`MCPServer`, formerly FastMCP); `add_documents` waits for the ingest API (issue 21).
+(`MCPServer`, formerly FastMCP). `add_documents` (a key with an ingest scope) uploads and adds
+documents as a vector-store file batch (serving/vector_stores.py): the index job starts, and each
+file's status says when it is searchable.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 
 from serving import edge, transports
+from serving.edge import PayloadTooLarge
 from serving.errors import ServingError, unwrap
 from serving.protocol import QueryRequest, QueryResponse, SearchRequest, SearchResult
 
 PATH = "/mcp"
+MAX_DOCUMENTS = 20  # per add_documents call; each is also bounded as an upload (ingest.max_file_bytes)
 INSTRUCTIONS = (
     "rayrag serves versioned document indexes. Call list_indexes first; search returns passages with their "
     "source, section and score; answer returns a generated answer whose [n] markers cite its passages."
@@ -59,6 +63,14 @@ class Calls(Protocol):
     async def indexes(self, ctx: Context) -> dict[str, dict]: ...
     async def search(self, ctx: Context, body: SearchRequest) -> SearchResult: ...
     async def answer(self, ctx: Context, body: QueryRequest) -> QueryResponse: ...
+    async def add(self, ctx: Context, index: str, documents: list[Document]) -> list[dict]: ...
+
+
+class Document(BaseModel):
+    """A document `add_documents` uploads: its name (the extension picks the parser) and its text."""
+
+    filename: str = Field(min_length=1, max_length=128)
+    content: str = Field(min_length=1)
 
 
 def build_server(calls: Calls) -> MCPServer:
@@ -84,6 +96,15 @@ def build_server(calls: Calls) -> MCPServer:
         body = _body(QueryRequest, index=index, query=question, max_tokens=max_tokens)
         return await _refusals_as_tool_errors(calls.answer(ctx, body))
 
+    @server.tool(
+        description="Add text documents to an index (a key with an ingest scope for it): they are "
+        "uploaded, the index job starts, and each file's status says when it is searchable."
+    )
+    async def add_documents(index: str, documents: list[Document], ctx: Context) -> list[dict]:
+        if not 1 <= len(documents) <= MAX_DOCUMENTS:
+            raise ToolError(f"400 invalid_request: documents: send 1 to {MAX_DOCUMENTS} documents")
+        return await _refusals_as_tool_errors(calls.add(ctx, index, documents))
+
     return server
 
 
@@ -108,10 +129,11 @@ async def _refusals_as_tool_errors(call: Any) -> Any:
 
 
 class FlowCalls:
-    """The tools over the gateway's flow; the caller is the one `McpDoor` admitted for this request."""
+    """The tools over the gateway's flow and vector stores (uploads, jobs); the caller is the one
+    `McpDoor` admitted for this request."""
 
-    def __init__(self, flow: Any) -> None:
-        self.flow = flow
+    def __init__(self, flow: Any, stores: Any) -> None:
+        self.flow, self.stores = flow, stores
 
     @staticmethod
     def _request(ctx: Context) -> Request:
@@ -130,6 +152,17 @@ class FlowCalls:
         request = self._request(ctx)
         turn = transports.query_turn(self._who(ctx), edge.request_id(request), edge.client_request_id(request), body)
         return transports.query_json(await self.flow.answer(turn))
+
+    async def add(self, ctx: Context, index: str, documents: list[Document]) -> list[dict]:
+        """Upload each document, then add them to the index as one vector-store file batch."""
+        who, ingest = self._who(ctx), self.stores.ingest
+        ingest.may_write(who, index)
+        limit = ingest.config.max_file_bytes
+        data = [(d.filename, d.content.encode()) for d in documents]
+        if too_big := [name for name, content in data if len(content) > limit]:
+            raise PayloadTooLarge(f"documents over the limit of {limit} bytes: {', '.join(too_big)}", param="documents")
+        files = [await ingest.upload(who, name, content, "assistants") for name, content in data]
+        return await self.stores.add(who, f"vs_{index}", [f.id for f in files])
 
 
 class McpDoor:
@@ -150,12 +183,12 @@ class McpDoor:
         await self.app(scope, receive, send)
 
 
-def install(app: Any, flow: Any) -> contextlib.AbstractAsyncContextManager:
+def install(app: Any, flow: Any, stores: Any) -> contextlib.AbstractAsyncContextManager:
     """Route `/mcp` to the MCP app behind `McpDoor`; returns what the app's lifespan must enter (the
     SDK's session manager runs a task group for the requests it serves)."""
     from starlette.routing import Route
 
-    server = build_server(FlowCalls(flow))
+    server = build_server(FlowCalls(flow, stores))
     mcp_app = server.streamable_http_app(
         streamable_http_path=PATH, stateless_http=True, json_response=True, host=flow.config.host
     )
@@ -174,16 +207,10 @@ class HttpCalls:
         headers = {"authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s)
 
-    async def _call(self, method: str, path: str, body: BaseModel | None = None) -> dict:
-        reply = await self.http.request(method, path, json=None if body is None else body.model_dump(exclude_none=True))
-        if reply.status_code != 200:
-            error: Mapping[str, Any] = {}
-            with contextlib.suppress(ValueError):
-                error = reply.json().get("error") or {}
-            raise ToolError(
-                f"{reply.status_code} {error.get('code') or 'error'}: {error.get('message') or reply.text[:200]}"
-            )
-        return reply.json()
+    async def _call(self, method: str, path: str, body: BaseModel | dict | None = None) -> dict:
+        payload = body.model_dump(exclude_none=True) if isinstance(body, BaseModel) else body
+        reply = await self.http.request(method, path, json=payload)
+        return _checked(reply)
 
     async def indexes(self, ctx: Context) -> dict[str, dict]:
         models = (await self._call("GET", "/v1/models"))["data"]
@@ -197,6 +224,27 @@ class HttpCalls:
 
     async def answer(self, ctx: Context, body: QueryRequest) -> QueryResponse:
         return QueryResponse(**await self._call("POST", "/v1/query", body))
+
+    async def add(self, ctx: Context, index: str, documents: list[Document]) -> list[dict]:
+        file_ids = []
+        for document in documents:
+            upload = {"file": (document.filename, document.content.encode())}
+            reply = await self.http.post("/v1/files", files=upload, data={"purpose": "assistants"})
+            file_ids.append(_checked(reply)["id"])
+        await self._call("POST", f"/v1/vector_stores/vs_{index}/file_batches", {"file_ids": file_ids})
+        return [await self._call("GET", f"/v1/vector_stores/vs_{index}/files/{f}") for f in file_ids]
+
+
+def _checked(reply: httpx.Response) -> dict:
+    """The gateway's JSON, or its refusal as a tool error with the same status and code."""
+    if reply.status_code != 200:
+        error: Mapping[str, Any] = {}
+        with contextlib.suppress(ValueError):
+            error = reply.json().get("error") or {}
+        raise ToolError(
+            f"{reply.status_code} {error.get('code') or 'error'}: {error.get('message') or reply.text[:200]}"
+        )
+    return reply.json()
 
 
 def run_stdio(url: str, key: str | None) -> None:

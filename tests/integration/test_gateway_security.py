@@ -260,7 +260,7 @@ def test_mcp_tools_over_http_and_stdio_behind_the_same_keys(secure):
             return (await mcp.call_tool("search", {"index": "test", "query": "What is a volcano?"})).structured_content
 
     tools, indexes, found, answered = asyncio.run(over_http())
-    assert tools == {"list_indexes", "search", "answer"} and [i["index"] for i in indexes] == ["test"]
+    assert tools == {"list_indexes", "search", "answer", "add_documents"} and [i["index"] for i in indexes] == ["test"]
     assert found["chunks"][0]["source"].endswith("volcanoes.md")
     answer = answered.structured_content
     assert not answered.is_error and answer["citations"] and answer["backend"] == "llama_cpp"

@@ -140,3 +140,30 @@ def test_the_openai_clients_vector_stores_and_file_search_on_an_index(ingesting)
     settled(client)
     hits = client.vector_stores.search("vs_test", query="water heated by magma at Pamukkale", max_num_results=3)
     assert tides.id not in [hit.file_id for hit in hits.data]
+
+
+def test_an_agent_adds_documents_through_rayrag_mcp(ingesting):
+    """`rayrag mcp` (stdio) with an ingest key: add_documents uploads and indexes, search then finds it."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from mcp import Client, StdioServerParameters
+
+    rayrag = str(Path(sys.executable).parent / "rayrag")
+    server = StdioServerParameters(command=rayrag, args=["mcp", "--url", ingesting["url"]],
+                                   env={"RAYRAG_API_KEY": ingesting["key"]})  # fmt: skip
+    document = {"filename": "mudpots.md", "content": "# Mud pots\n\nA mud pot is an acidic hot spring that "
+                "bubbles with grey clay, found at Hverir in Iceland.\n"}  # fmt: skip
+
+    async def add():
+        async with Client(server) as mcp:
+            return await mcp.call_tool("add_documents", {"index": "test", "documents": [document]})
+
+    added = asyncio.run(add())
+    assert not added.is_error, added.content
+    file_id = added.structured_content["result"][0]["id"]
+    client = openai.OpenAI(base_url=f"{ingesting['url']}/v1", api_key=ingesting["key"], max_retries=0, timeout=120)
+    settled(client)
+    hits = client.vector_stores.search("vs_test", query="acidic hot spring with grey clay at Hverir", max_num_results=3)
+    assert hits.data[0].file_id == file_id

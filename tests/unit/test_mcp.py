@@ -12,7 +12,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from serving.stores.keys import KeyStore
-from tests.flow_env import Env
+from tests.flow_env import Env, Ingesting
 
 pytestmark = pytest.mark.unit
 URL = "http://127.0.0.1:8000"  # the Host the SDK's DNS-rebinding check allows for a loopback gateway
@@ -44,7 +44,7 @@ def test_the_tools_search_and_answer_through_the_gateways_flow(tmp_path):
         return tools, indexes, found, answered
 
     tools, indexes, found, answered = with_client(env, work)
-    assert tools == {"list_indexes", "search", "answer"}
+    assert tools == {"list_indexes", "search", "answer", "add_documents"}
     assert indexes.structured_content["result"] == [
         {"index": "test", "version": "v1", "chunks": 2, "model": "rag:test"}
     ]
@@ -83,3 +83,19 @@ def test_a_bad_argument_is_a_tool_error_naming_it(tmp_path):
 
     result = with_client(env, work)
     assert result.is_error and "400 invalid_request: top_k" in result.content[0].text
+
+
+def test_add_documents_uploads_and_starts_the_index_job_for_an_ingest_key_only(tmp_path):
+    app = Ingesting(tmp_path)
+    documents = [{"filename": "notes.md", "content": "# Notes\n\nLava is molten rock."}]
+
+    async def add(client):
+        return await client.call_tool("add_documents", {"index": "test", "documents": documents})
+
+    added = with_client(app.env, add, key=app.keys["writer"])
+    files = added.structured_content["result"]
+    assert not added.is_error and [f["status"] for f in files] == ["in_progress"] and len(app.jobs.submitted) == 1
+    assert list(app.ingest.files.attached("test").values()) == [f"{files[0]['id']}/notes.md"]
+    app = Ingesting(tmp_path / "again")
+    refused = with_client(app.env, add, key=app.keys["reader"])
+    assert refused.is_error and "403 permission_denied" in refused.content[0].text and not app.jobs.submitted
