@@ -76,6 +76,7 @@ bench: setup
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/serving.py
 	$(PY) bench/ann.py --n $(ANN_N)
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/autoscaling.py
+	PATH=$(VENV)/bin:$$PATH $(PY) bench/ingest.py
 	$(VENV)/bin/rayrag readme
 
 # A fresh clone's `make run` to its first answer (minutes; needs port 8000 and no other Ray here).

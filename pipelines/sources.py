@@ -58,11 +58,16 @@ def split_source(source: str) -> tuple[str | None, str, str | None]:
 
 
 def filesystem_for(source: str) -> tuple[pafs.FileSystem, str, str | None]:
-    """The pyarrow filesystem, the base path inside it and the glob pattern (if any)."""
+    """The pyarrow filesystem, the base path inside it and the glob pattern (if any). A URI's
+    options (`s3://b/docs?endpoint_override=host:port`) configure the filesystem; their `?` is not
+    a glob."""
+    options = ""
+    if "://" in source and "?" in source:
+        source, options = source.split("?", 1)
     scheme, base, pattern = split_source(source)
     if scheme is None:
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(base)), pattern
-    filesystem, path = pafs.FileSystem.from_uri(f"{scheme}://{base}")
+    filesystem, path = pafs.FileSystem.from_uri(f"{scheme}://{base}" + (f"?{options}" if options else ""))
     return filesystem, path, pattern
 
 

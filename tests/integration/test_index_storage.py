@@ -100,3 +100,26 @@ def test_two_writers_of_one_s3_index_cannot_race_on_current(ray_cluster, s3_root
         pass
     with remote_lease(s3_root, "leased", ttl_s=-1), remote_lease(s3_root, "leased", ttl_s=3600):
         pass  # the second took over the expired one
+
+
+def test_uploads_on_s3_land_where_the_index_job_lists_them(s3_root):
+    """Documents over HTTP with `serve.gateway.ingest.root` on an object store: an upload added to an
+    index lands in that index's source area on S3, the index job's listing finds it at that URI (its
+    options, here the endpoint, kept: a `?` in a source URI is not a glob), the job's report is
+    written and read back beside it, and deleting the upload empties the source area. (Parsing from
+    S3 needs credentials on the workers, which a real cluster's nodes have and this test's do not.)"""
+    from indexes.storage import write_text
+    from pipelines.config import SourceConfig
+    from pipelines.sources import list_source
+    from serving.stores.files import FileStore
+
+    files = FileStore(s3_root.replace("/indexes?", "/ingest?"))
+    upload = files.save("acme", "../geysers.md", b"# Geysers\n\nOld Faithful erupts about every ninety minutes.\n", "x")
+    files.attach("acme", "uploads", upload.id)
+    assert files.attached("uploads") == {upload.id: f"{upload.id}/geysers.md"} and files.list("acme") == [upload]
+    listing = list_source(files.source("uploads"), SourceConfig())
+    assert [(f.key, f.size) for f in listing.files] == [(f"{upload.id}/geysers.md", upload.bytes)]
+    write_text(files.report_location("job-1"), '{"version": "v1", "chunks": {"total": 1}}')  # as --report-out does
+    assert files.report("job-1")["chunks"]["total"] == 1
+    files.delete("acme", upload.id)
+    assert files.attached("uploads") == {} and files.list("acme") == []
