@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
 import sys
 import uuid
 from typing import Any, Protocol
@@ -234,6 +235,4 @@ def _named(note: dict[str, str]) -> dict[str, str]:
 
 
 def _quote(value: str) -> str:
-    import shlex
-
     return shlex.quote(value)

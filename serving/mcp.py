@@ -29,6 +29,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
+from starlette.routing import Route
 
 from serving import edge, transports
 from serving.edge import PayloadTooLarge
@@ -186,8 +187,6 @@ class McpDoor:
 def install(app: Any, flow: Any, stores: Any) -> contextlib.AbstractAsyncContextManager:
     """Route `/mcp` to the MCP app behind `McpDoor`; returns what the app's lifespan must enter (the
     SDK's session manager runs a task group for the requests it serves)."""
-    from starlette.routing import Route
-
     server = build_server(FlowCalls(flow, stores))
     mcp_app = server.streamable_http_app(
         streamable_http_path=PATH, stateless_http=True, json_response=True, host=flow.config.host

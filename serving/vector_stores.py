@@ -23,9 +23,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from serving import transports
 from serving.errors import InvalidRequest, NotFound
 from serving.ingest import Ingest
-from serving.openai_protocol import _Lenient
+from serving.openai_protocol import ChatCompletionRequest, _Lenient
+from serving.protocol import SearchRequest
+from serving.rag import citations_of
 from serving.stores.files import FILE_ID
 from serving.stores.keys import Principal
 
@@ -153,8 +156,6 @@ class VectorStores:
         await self.ingest.refresh(who, index)
 
     async def search(self, who: Principal, vector_store_id: str, body: StoreSearch) -> dict:
-        from serving.protocol import SearchRequest
-
         if body.filters is not None:
             raise InvalidRequest("attribute filters are not supported; /v1/search filters by source and section",
                                  param="filters")  # fmt: skip
@@ -202,9 +203,6 @@ def _text(content: Any) -> str:
 def response_turn(who: Principal, rid: str, client_rid: str | None, body: ResponsesRequest) -> tuple[Any, dict, str]:
     """The chat turn a file_search response is (a RAG chat on the one vector store's index), the
     tool, and the question (the last message)."""
-    from serving import transports
-    from serving.openai_protocol import ChatCompletionRequest
-
     if body.stream:
         raise InvalidRequest("streamed responses are not supported; /v1/chat/completions streams", param="stream")
     searches = [t for t in body.tools if t.get("type") == "file_search"]
@@ -222,8 +220,6 @@ def response_turn(who: Principal, rid: str, client_rid: str | None, body: Respon
 
 def response_json(outcome: Any, question: str, tool: dict) -> dict:
     """OpenAI's response object: the file_search call, then the message whose citations are annotations."""
-    from serving.rag import citations_of
-
     text, rid = outcome.text, outcome.rid
     annotations = []
     for citation in citations_of(outcome.extra):

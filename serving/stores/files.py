@@ -19,7 +19,7 @@ import json
 import re
 import time
 import uuid
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pyarrow.fs as pafs
 from pydantic import BaseModel
@@ -175,6 +175,4 @@ class FileStore:
 
 
 def _absolute(root: str) -> str:
-    from pathlib import Path
-
     return str(Path(root).resolve())
