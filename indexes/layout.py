@@ -131,6 +131,20 @@ class IndexDirectory:
             removed.append(leftover.name)
         return removed
 
+    def drop(self, qdrant=None) -> list[str]:
+        """Remove the whole index under its writer lock: CURRENT first (readers then see no index,
+        never half of one), then every version (and its Qdrant collection); returns their ids."""
+        if not self.path.exists():
+            return []
+        with self.writer_lock():
+            (self.path / CURRENT_FILE).unlink(missing_ok=True)
+            dropped = self.versions()
+            for version in dropped:
+                _drop_version(self.versions_path / version, qdrant)
+            self.remove_partials()
+        shutil.rmtree(self.path, ignore_errors=True)
+        return dropped
+
     def prune(self, keep: int, qdrant=None) -> list[str]:
         """Keep the newest `keep` versions (and always CURRENT); returns the ids removed. `qdrant` is the
         config's Qdrant server, whose old collections are dropped too."""

@@ -200,6 +200,23 @@ class RemoteIndexes:
         with self.fs.open_output_stream(self._path(name, CURRENT_FILE)) as stream:
             stream.write(f"{version}\n".encode())
 
+    def names(self) -> list[str]:
+        """The indexes under this root that have a CURRENT (valid names only), sorted."""
+        from pyarrow import fs
+
+        found = self.fs.get_file_info(fs.FileSelector(self.base, allow_not_found=True))
+        names = [Path(i.path).name for i in found if i.type == fs.FileType.Directory]
+        return sorted(n for n in names if _valid_name(n) and self.current_version(n) is not None)
+
+    def drop(self, name: str, *parts: str) -> None:
+        """Remove the index (or `parts` of it): CURRENT first, so readers see no index, never half of one."""
+        from pyarrow import fs
+
+        if self.fs.get_file_info(self._path(name, CURRENT_FILE)).type == fs.FileType.File:
+            self.fs.delete_file(self._path(name, CURRENT_FILE))
+        if self.fs.get_file_info(self._path(name, *parts)).type == fs.FileType.Directory:
+            self.fs.delete_dir(self._path(name, *parts))
+
     def prune(self, name: str, keep: int) -> list[str]:
         current = self.current_version(name)
         doomed = [v for v in self.versions(name)[:-keep] if v != current]
@@ -262,6 +279,24 @@ def locate(root: str | Path, name: str, cache: Path | None = None) -> IndexLocat
     if is_uri(root):
         return RemoteLocation(RemoteIndexes(str(root)), name, Path(cache or DEFAULT_CACHE))
     return LocalLocation(Path(root), name)
+
+
+def index_names(root: str | Path) -> list[str]:
+    """The published indexes under `root` (a path or a URI): what a discovering retriever serves."""
+    if is_uri(root):
+        return RemoteIndexes(str(root)).names()
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if _valid_name(p.name) and (p / CURRENT_FILE).is_file())
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        validate_index_name(name)
+        return True
+    except ValueError:
+        return False
 
 
 def check_readable(root: str | Path, name: str) -> str:

@@ -125,6 +125,21 @@ def run_index_job(
     return report
 
 
+def drop_index(indexes: IndexesConfig, config: IndexJobConfig) -> list[str]:
+    """Remove index `config.name` from `indexes.root` (CURRENT, then every version and its Qdrant
+    collection) under the writer lock or lease, as an index job does: the store stays written by
+    jobs only (`rayrag index drop`, and a vector store deleted over HTTP). Returns the versions removed."""
+    if not is_uri(indexes.root):
+        qdrant = config.backend if config.backend.kind == "qdrant" else None
+        return IndexDirectory(Path(indexes.root), config.name).drop(qdrant)
+    remote = RemoteIndexes(indexes.root)
+    versions = remote.versions(config.name)
+    with remote_lease(indexes.root, config.name, config.lease_s, config.single_writer):
+        remote.drop(config.name, "versions")
+    remote.drop(config.name)  # the lease's own object went with the lease
+    return versions
+
+
 def check_stage_placement(config: IndexJobConfig) -> None:
     """Parse and embed actors that no node can host would wait forever: say so before starting."""
     if not ray.is_initialized() or placement.skipped():
@@ -157,7 +172,11 @@ def embed_chunks(documents: Dataset, config: IndexJobConfig, embedder: EmbedderC
     return documents.map_batches(
         ChunkEmbedder,
         fn_constructor_kwargs={
-            "embedder": embedder, "stage": stage, "spec": spec, "chunker": config.chunker, "probe": _probe(),
+            "embedder": embedder,
+            "stage": stage,
+            "spec": spec,
+            "chunker": config.chunker,
+            "probe": _probe(),
         },
         batch_size=stage.batch_size,
         batch_format="numpy",

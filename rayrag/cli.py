@@ -85,6 +85,23 @@ def index(
     typer.echo(report.summary())
 
 
+@index_app.command("drop")
+def drop(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: every version is deleted, for good.")] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+    overrides: SetOption = None,
+) -> None:
+    """Delete an index: CURRENT first (readers then see no index), then every version and its vectors."""
+    if not yes:
+        raise typer.BadParameter("deleting an index cannot be undone: add --yes", param_hint="--yes")
+    from pipelines.index_job import drop_index
+
+    settings = load_settings(config, overrides, {"index_job.name": name})
+    dropped = drop_index(settings.indexes, settings.index_job)
+    typer.echo(f"index {name!r}: removed {len(dropped)} version(s)")
+
+
 @index_app.command("status")
 def status(
     name: Annotated[str, typer.Argument(help="Index name.")],

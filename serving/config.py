@@ -108,6 +108,10 @@ class RetrieverConfig(StrictModel):
 
     cache_dir: Path | None = None  # where a URI root's versions are downloaded; null = ~/.cache/rayrag/indexes
     indexes: list[str] = Field(default_factory=lambda: ["pydocs"], min_length=1)
+    # also serve every index published under the root later (vector stores created over HTTP), up to
+    # max_indexes in all; only `indexes` count for readiness and keep serving when a version is refused
+    discover: bool = False
+    max_indexes: PositiveInt = 64
     top_k: PositiveInt = 5
     max_top_k: PositiveInt = 50
     # hybrid at dense_weight 0.8 over chunks embedded with their leads: the best configuration on
@@ -360,6 +364,8 @@ class IngestConfig(StrictModel):
     max_bytes_per_key: PositiveInt = 200 * 2**20  # stored uploads of one key; over it, 429
     max_files_per_key: PositiveInt = 1000
     jobs_address: str = "auto"  # Ray's job API (the dashboard's address); auto: this cluster's
+    # vector_stores.create/delete may create and drop indexes (needs serve.retriever.discover)
+    create_indexes: bool = False
 
 
 class WebsocketLimits(StrictModel):
@@ -442,6 +448,13 @@ class ServeConfig(StrictModel):
                 f"gateway.host {gateway.host!r} is reachable from the network while gateway.auth is off: "
                 "turn gateway.auth.enabled on, or set gateway.allow_unauthenticated: true to serve without keys"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _created_indexes_are_served(self) -> ServeConfig:
+        if self.gateway.ingest.create_indexes and not self.retriever.discover:
+            raise ValueError("gateway.ingest.create_indexes needs retriever.discover: true, or an index created "
+                             "over HTTP would never be served")  # fmt: skip
         return self
 
     @model_validator(mode="after")

@@ -27,7 +27,6 @@ from pydantic import BaseModel, Field
 
 from serving import edge
 from serving.edge import PayloadTooLarge
-from serving.errors import InvalidRequest
 from serving.ingest import IndexJob, Ingest
 from serving.stores.files import FILE_ID, FileObject
 from serving.vector_stores import (
@@ -134,9 +133,8 @@ def install_vector_stores(app: FastAPI, stores: VectorStores) -> None:
 
     @app.delete("/v1/vector_stores/{vector_store_id}", tags=["vector stores"])
     async def delete_store(vector_store_id: StoreId, request: Request) -> dict:
-        await stores.retrieve(who(request), vector_store_id)
-        raise InvalidRequest("a vector store is a served index: remove its files, or the index from "
-                             "serve.retriever.indexes", param="vector_store_id")  # fmt: skip
+        await stores.delete(who(request), vector_store_id)
+        return {"id": vector_store_id, "object": "vector_store.deleted", "deleted": True}
 
     @app.post("/v1/vector_stores/{vector_store_id}/files", tags=["vector stores"])
     async def add_file(vector_store_id: StoreId, body: AddFile, request: Request) -> dict:

@@ -199,15 +199,28 @@ class Ingest:
             return True
         return await asyncio.to_thread(self.jobs.active, {"rayrag_index": index}) is not None
 
+    async def drop(self, who: Principal, index: str) -> IndexJob:
+        """Submit `rayrag index drop` for an index a vector store created; 409 while a job of it runs."""
+        self.may_write(who, index)
+        running = await asyncio.to_thread(self.jobs.active, {"rayrag_index": index})
+        if running is not None:
+            raise Conflict(f"index {index!r} has a job running: {running}", param="index")
+        job_id = f"drop-{index}-{uuid.uuid4().hex[:12]}"
+        command = self._command("drop", index, "--yes")
+        await asyncio.to_thread(self.jobs.submit, job_id, command, {"rayrag_index": index})
+        await asyncio.to_thread(self.files.note, index, "pending", None)
+        return IndexJob(id=job_id, index=index, status="queued")
+
     def entrypoint(self, index: str, job_id: str) -> str:
-        """The CLI's own command, with the served indexes' settings (root, embedder) so the job's
-        version is one the retriever serves."""
+        """The CLI's own command on the index's source area, writing its report where `job` reads it."""
+        source, report = _quote(self.files.source(index)), _quote(self.files.report_location(job_id))
+        return self._command("--source", source, "--index", index, "--report-out", report)
+
+    def _command(self, *args: str) -> str:
+        """`rayrag index ...` with the served indexes' settings (root, embedder), so what the job
+        writes is what the retriever serves."""
         indexes = json.dumps(self.indexes.model_dump(mode="json"))
-        return " ".join([
-            sys.executable, "-m", "rayrag", "index", "--source", _quote(self.files.source(index)),
-            "--index", index, "--report-out", _quote(self.files.report_location(job_id)),
-            "--set", _quote(f"indexes={indexes}"),
-        ])  # fmt: skip
+        return " ".join([sys.executable, "-m", "rayrag", "index", *args, "--set", _quote(f"indexes={indexes}")])
 
     async def job(self, who: Principal, index: str, job_id: str) -> IndexJob:
         self.may_write(who, index)

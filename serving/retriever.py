@@ -28,7 +28,7 @@ from indexes.embedder import Embedder, load_embedder
 from indexes.layout import IndexNotFoundError, TamperedIndexError
 from indexes.manifest import Manifest, verify_files
 from indexes.reader import Hit, IndexVersion
-from indexes.storage import IndexLocation, locate
+from indexes.storage import IndexLocation, index_names, locate
 from indexes.store import indexed_text, sections
 from serving.config import LexicalConfig, RetrieverConfig
 from serving.errors import InvalidRequest, NotFound, ServingError
@@ -87,6 +87,7 @@ class Retriever:
             self._encode_queries.set_max_batch_size(config.batch.max_size)
             self._encode_queries.set_batch_wait_timeout_s(config.batch.wait_s)
         self.errors: dict[str, str] = {}
+        self._refused: dict[str, str] = {}  # discovered index -> the version it could not be served at
         self.loaded: dict[str, Loaded] = {name: self._open(name) for name in config.indexes}
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="index-watcher", daemon=True)
@@ -118,8 +119,41 @@ class Retriever:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.config.reload_interval_s):
-            for name in self.config.indexes:
+            for name in list(self.loaded):
                 self.reload_if_changed(name)
+            if self.config.discover:
+                self.discover()
+
+    def discover(self) -> None:
+        """Serve indexes published under the root since start (created over HTTP), up to
+        `max_indexes` in all, and stop serving a discovered one whose CURRENT is gone (dropped).
+        `loaded` is replaced, never resized in place: requests read it while this thread writes."""
+        try:
+            found = set(index_names(self.store.root))
+        except Exception as exc:  # noqa: BLE001 - an unlistable root keeps what is served
+            log.warning("index discovery under %s failed: %r", self.store.root, exc)
+            return
+        for name in sorted(found - set(self.loaded)):
+            if len(self.loaded) >= self.config.max_indexes:
+                log.warning("not serving index %s: serve.retriever.max_indexes (%d) reached", name, len(self.loaded))
+                break
+            current = self._location(name).current_version()
+            if current is None or self._refused.get(name) == current:
+                continue  # dropped meanwhile, or this version was already refused
+            try:
+                self.loaded = {**self.loaded, name: self._open(name)}
+                log.info("index %s: discovered, serving version %s", name, current)
+            except Exception as exc:  # noqa: BLE001 - one bad index must not stop the others
+                self._refused[name] = current
+                self.errors[name] = f"version {current} not served: {exc}"
+                log.error("index %s: %s", name, self.errors[name])
+        for name in set(self.loaded) - found - set(self.config.indexes):
+            gone = self.loaded[name]
+            self.loaded = {n: lo for n, lo in self.loaded.items() if n != name}
+            closer = threading.Timer(self.config.close_grace_s, gone.index.close)
+            closer.daemon = True
+            closer.start()
+            log.info("index %s: dropped from the root, no longer served", name)
 
     def reload_if_changed(self, name: str) -> bool:
         """Swap in a newly published version of `name`; keep serving the old one if it cannot be used."""

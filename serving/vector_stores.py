@@ -9,14 +9,18 @@ leaves it pending while one runs: the next read of the store starts it (serving/
 is a RAG chat on that index, its citations as `file_citation` annotations. Both go through the
 gateway's flow, so admission, scopes, screens, quotas and records hold as on every door.
 
-Not supported, refused with a 400 naming the parameter rather than ignored: creating a store for an
-index the retriever is not configured to serve (indexes are declared in `serve.retriever.indexes`),
-deleting a store (remove its files instead), attribute `filters` and `rewrite_query` on a search,
-more than one vector store per `file_search`, other tools, and streamed responses.
+A store for a new index needs `serve.gateway.ingest.create_indexes` (and a discovering retriever,
+`serve.retriever.discover`): its first job publishes the index, the retriever then serves it, and
+deleting the store drops the index with `rayrag index drop` as a job, so the index root stays
+written by jobs only. An index declared in `serve.retriever.indexes` is never dropped over HTTP.
+Not supported, refused with a 400 naming the parameter rather than ignored: attribute `filters` and
+`rewrite_query` on a search, more than one vector store per `file_search`, other tools, and
+streamed responses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -79,10 +83,16 @@ class VectorStores:
     def __init__(self, flow: Any, ingest: Ingest) -> None:
         self.flow, self.ingest = flow, ingest
 
+    async def _known(self, who: Principal) -> list[str]:
+        """Served indexes the key may read, and those a vector store created that wait for a version."""
+        served = set(await self.flow.indexes_for(who))
+        created = await asyncio.to_thread(self.ingest.files.created) if self.ingest.config.create_indexes else []
+        return sorted(served | {name for name in created if who.may_use_index(name)})
+
     async def _readable(self, who: Principal, vector_store_id: str) -> str:
         index = index_of(vector_store_id)
         self.flow.guard.check_index(who, index)
-        if index not in await self.flow.indexes_for(who):
+        if index not in await self._known(who):
             raise NotFound(f"no vector store {vector_store_id!r}", param="vector_store_id")
         return index
 
@@ -100,10 +110,14 @@ class VectorStores:
                 "metadata": {}, "expires_after": None, "expires_at": None}  # fmt: skip
 
     async def create(self, who: Principal, body: CreateStore) -> dict:
-        index = body.name
-        self.ingest.may_write(who, index)
-        if index not in self.flow.indexes:
-            raise InvalidRequest(f"index {index!r} is not served: declare it in serve.retriever.indexes", param="name")
+        """A store for a served index, or (with `ingest.create_indexes`) a new index that its first
+        job publishes and the discovering retriever then serves."""
+        index = self.ingest.may_write(who, body.name)
+        if index not in await self._known(who):
+            if not self.ingest.config.create_indexes:
+                raise InvalidRequest(f"index {index!r} is not served: declare it in serve.retriever.indexes, or set "
+                                     "serve.gateway.ingest.create_indexes", param="name")  # fmt: skip
+            await asyncio.to_thread(self.ingest.files.mark_created, index, True)
         for file_id in body.file_ids:
             await self.ingest.attach(who, index, file_id)
         if body.file_ids:
@@ -111,7 +125,19 @@ class VectorStores:
         return await self.card(who, index)
 
     async def list(self, who: Principal) -> list[dict]:
-        return [await self.card(who, index) for index in await self.flow.indexes_for(who)]
+        return [await self.card(who, index) for index in await self._known(who)]
+
+    async def delete(self, who: Principal, vector_store_id: str) -> None:
+        """Drop an index a vector store created: its files are taken out (the uploads stay) and
+        `rayrag index drop` runs as a job; the retriever stops serving it once it is gone."""
+        index = self.ingest.may_write(who, await self._readable(who, vector_store_id))
+        if index not in await asyncio.to_thread(self.ingest.files.created):
+            raise InvalidRequest(f"index {index!r} was not created over HTTP: remove its files, or remove it from "
+                                 "serve.retriever.indexes", param="vector_store_id")  # fmt: skip
+        await self.ingest.drop(who, index)
+        for file_id in await self.ingest.attached(index):
+            await asyncio.to_thread(self.ingest.files.detach, index, file_id)
+        await asyncio.to_thread(self.ingest.files.mark_created, index, False)
 
     async def retrieve(self, who: Principal, vector_store_id: str) -> dict:
         return await self.card(who, await self._readable(who, vector_store_id))

@@ -5,6 +5,7 @@ as the index job reads them), so one layout serves a single machine and an `s3:/
     files/<tenant>/<file_id>/data         the bytes as uploaded
     sources/<index>/<file_id>/<filename>  what `rayrag index` reads for that index
     jobs/<job_id>.json                    an index job's report, written by the job itself
+    stores/<index>                        an index a vector store created (and may drop)
 
 Nothing a client sends becomes a path: file ids are made here (`file-` + 24 hex), a tenant's
 folder is a digest of its name, an index name is checked as the index layout checks it, and a
@@ -144,6 +145,21 @@ class FileStore:
     def _indexes(self) -> list[str]:
         found = self.fs.get_file_info(pafs.FileSelector(self._path("sources"), allow_not_found=True))
         return [PurePosixPath(info.path).name for info in found if info.type == pafs.FileType.Directory]
+
+    # -- indexes created over HTTP ---------------------------------------------------------------
+
+    def created(self) -> list[str]:
+        """Indexes a vector store created (`stores/<index>`), served or still waiting for a version."""
+        found = self.fs.get_file_info(pafs.FileSelector(self._path("stores"), allow_not_found=True))
+        return sorted(PurePosixPath(i.path).name for i in found if i.type == pafs.FileType.File)
+
+    def mark_created(self, index: str, created: bool) -> None:
+        path = self._path("stores", validate_index_name(index))
+        if created:
+            self.fs.create_dir(self._path("stores"), recursive=True)
+            self._write(path, b"")
+        elif self.fs.get_file_info(path).type == pafs.FileType.File:
+            self.fs.delete_file(path)
 
     # -- job reports and an index's job state ---------------------------------------------------
 

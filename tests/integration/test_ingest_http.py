@@ -31,19 +31,27 @@ FILES = {
 def ingesting(ray_cluster, jobs_address, tmp_path_factory):
     root = tmp_path_factory.mktemp("ingest")
     config = indexed_corpus(root)
-    key = KeyStore(root / "keys.sqlite").create("acme", ["test"], ["*"], ingest=["test"])[0]
+    keys = KeyStore(root / "keys.sqlite")
+    key = keys.create("acme", ["test"], ["*"], ingest=["test"])[0]
+    admin = keys.create("acme", ["*"], ["*"], ingest=["*"])[0]  # may create (and drop) new indexes
     port = free_port()
     settings = serve_settings(config.indexes.root, port, primary=None, fallback=None)
     settings["router"] |= {"chain": [{"backend": "extractive"}]}
     settings["gateway"] |= {
         "auth": {"enabled": True, "store": str(root / "keys.sqlite")},
-        "ingest": {"enabled": True, "root": str(root / "uploads"), "jobs_address": jobs_address},
+        "ingest": {
+            "enabled": True,
+            "root": str(root / "uploads"),
+            "jobs_address": jobs_address,
+            "create_indexes": True,
+        },
     }
+    settings["retriever"] |= {"discover": True}
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(app_args(config.indexes.root, settings)), name="ingest", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
     wait_for(f"{url}/readyz", lambda r: r.status_code == 200)
-    yield {"url": url, "key": key, "index_root": config.indexes.root}
+    yield {"url": url, "key": key, "admin": admin, "index_root": config.indexes.root}
     serve.shutdown()
 
 
@@ -103,15 +111,23 @@ def test_upload_index_search_delete_and_reindex(ingesting):
     assert len(set(versions)) == 3 and versions[-1] == again["version"]  # CURRENT moved twice
 
 
-def settled(client: openai.OpenAI) -> openai.types.VectorStore:
+def settled(client: openai.OpenAI, store_id: str = "vs_test") -> openai.types.VectorStore:
     """The store once no job runs or waits (each read may start a pending one), bounded."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        store = client.vector_stores.retrieve("vs_test")
+        store = client.vector_stores.retrieve(store_id)
         if store.status == "completed":
             return store
         time.sleep(1)
-    raise AssertionError(f"vs_test never settled: {store}")
+    raise AssertionError(f"{store_id} never settled: {store}")
+
+
+def until(predicate, what: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened within {timeout_s:.0f} s: {what}")
+        time.sleep(0.5)
 
 
 def test_the_openai_clients_vector_stores_and_file_search_on_an_index(ingesting):
@@ -167,3 +183,28 @@ def test_an_agent_adds_documents_through_rayrag_mcp(ingesting):
     settled(client)
     hits = client.vector_stores.search("vs_test", query="acidic hot spring with grey clay at Hverir", max_num_results=3)
     assert hits.data[0].file_id == file_id
+
+
+def test_a_vector_store_for_a_new_index_is_served_then_dropped(ingesting):
+    """With `ingest.create_indexes` and a discovering retriever: `vector_stores.create` makes a new
+    index from its files (its first job publishes it, the retriever then serves it), and deleting the
+    store drops the index (`rayrag index drop` as a job): no longer served, gone from the root."""
+    from pathlib import Path
+
+    client = openai.OpenAI(base_url=f"{ingesting['url']}/v1", api_key=ingesting["admin"], max_retries=0, timeout=120)
+    upload = client.files.create(file=("lagoons.md", b"# Lagoons\n\nA lagoon is shallow water cut off from the "
+                                       b"sea by a reef or a sandbar, like the lagoon of Venice.\n"), purpose="assistants")  # fmt: skip
+    store = client.vector_stores.create(name="fresh", file_ids=[upload.id])
+    assert store.id == "vs_fresh" and store.file_counts.total == 1
+    until(lambda: client.vector_stores.files.retrieve(upload.id, vector_store_id="vs_fresh").status == "completed",
+          "the new index served with the upload in it")  # fmt: skip
+    hits = client.vector_stores.search("vs_fresh", query="shallow water behind a reef", max_num_results=2)
+    assert hits.data[0].file_id == upload.id and "rag:fresh" in [m.id for m in client.models.list()]
+    settled(client, "vs_fresh")  # the job ended (Ray reports it a moment after the version is served)
+    assert client.vector_stores.delete("vs_fresh").deleted
+    until(lambda: "rag:fresh" not in [m.id for m in client.models.list()], "the dropped index no longer served")
+    assert not (Path(ingesting["index_root"]) / "fresh").exists()
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.retrieve("vs_fresh")
+    with pytest.raises(openai.BadRequestError):  # an index the config declares is never dropped over HTTP
+        client.vector_stores.delete("vs_test")

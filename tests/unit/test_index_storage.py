@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from indexes.layout import IndexDirectory, IndexNotFoundError
-from indexes.storage import RemoteIndexes, anchor, check_readable, is_uri, locate, mirror_current, push_version
+from indexes.storage import (
+    RemoteIndexes,
+    anchor,
+    check_readable,
+    index_names,
+    is_uri,
+    locate,
+    mirror_current,
+    push_version,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -70,3 +79,29 @@ def test_roots_are_anchored_unless_they_are_uris(tmp_path):
     assert is_uri("s3://bucket/x") and not is_uri("relative/dir")
     assert anchor("s3://bucket/x?region=eu", tmp_path) == "s3://bucket/x?region=eu"
     assert anchor("idx", tmp_path) == str(tmp_path / "idx")
+
+
+def test_published_indexes_are_listed_and_dropped_locally_and_under_a_uri(tmp_path):
+    """What a discovering retriever serves (indexes with a CURRENT, valid names only), and what
+    `rayrag index drop` leaves: nothing, CURRENT gone first."""
+    from indexes.config import IndexesConfig
+    from pipelines.config import IndexJobConfig
+    from pipelines.index_job import drop_index
+
+    root = tmp_path / "local"
+    local_version(root, "docs", "one")
+    local_version(root, "more", "two")
+    (root / "half").mkdir()  # no CURRENT: nothing published yet
+    (root / ".hidden").mkdir()
+    assert index_names(root) == ["docs", "more"] and index_names(tmp_path / "absent") == []
+    assert len(drop_index(IndexesConfig(root=str(root)), IndexJobConfig(name="docs"))) == 1
+    assert index_names(root) == ["more"] and not (root / "docs").exists()
+
+    uri = f"file://{tmp_path / 'bucket'}"
+    remote = RemoteIndexes(uri)
+    for name in ("docs", "more"):
+        directory, version = local_version(tmp_path / "staging", name, name)
+        push_version(remote, directory, version, keep=2)
+    assert index_names(uri) == ["docs", "more"]
+    assert len(drop_index(IndexesConfig(root=uri), IndexJobConfig(name="docs"))) == 1
+    assert index_names(uri) == ["more"] and not (tmp_path / "bucket" / "docs").exists()

@@ -71,6 +71,7 @@ SCALING = {"min_replicas": 1, "max_replicas": 4}
         ({"retriever": {"deployment": {"autoscaling": {"min_replicas": 0}}}},
          "serve.retriever.deployment.autoscaling.min_replicas is 0: nothing answers in its place"),
         ({"gateway": {"deployment": {"autoscaling": {"min_replicas": 0}}}}, "serve.gateway.deployment.autoscaling.min_replicas"),
+        ({"gateway": {"ingest": {"create_indexes": True}}}, "gateway.ingest.create_indexes needs retriever.discover"),
         ({"fallback": None, "primary": {"deployment": {"autoscaling": {"min_replicas": 0}}},
           "router": {"chain": [{"backend": "primary"}]}},
          "serve.primary.deployment.autoscaling.min_replicas is 0"),

@@ -85,3 +85,22 @@ def test_a_file_search_response_cites_with_file_citations_and_is_recorded(tmp_pa
     for bad, param in (({"tools": []}, "tools"), ({"stream": True}, "stream")):
         reply = app.call("POST", "/v1/responses", json=body | bad)
         assert reply.status_code == 400 and reply.json()["error"]["param"] == param
+
+
+def test_a_new_store_creates_an_index_and_deleting_it_drops_that_index_only(tmp_path):
+    app = Ingesting(tmp_path, create_indexes=True)
+    file_id = app.upload("notes.md", b"# Notes\n\nLava.", key="rival").json()["id"]
+    made = app.call("POST", "/v1/vector_stores", "rival", json={"name": "fresh", "file_ids": [file_id]}).json()
+    assert made["id"] == "vs_fresh" and made["status"] == "in_progress" and made["file_counts"]["total"] == 1
+    (job_id, (entrypoint, _)), = app.jobs.submitted.items()  # fmt: skip
+    assert "index --source" in entrypoint and "--index fresh" in entrypoint
+    assert "vs_fresh" in [s["id"] for s in app.call("GET", "/v1/vector_stores", "rival").json()["data"]]
+    assert app.call("GET", "/v1/vector_stores/vs_fresh", "writer").status_code == 403  # not in its index scope
+    assert app.call("DELETE", "/v1/vector_stores/vs_test", "rival").status_code == 400  # declared in the config
+    assert app.call("DELETE", "/v1/vector_stores/vs_fresh", "rival").status_code == 409  # its first job runs
+    app.jobs.finish(job_id, app.ingest.files.report_location(job_id), {"version": "v1", "documents": {}, "chunks": {}})
+    assert app.call("DELETE", "/v1/vector_stores/vs_fresh", "rival").json()["deleted"]
+    dropped = [entry for entry, _ in app.jobs.submitted.values() if " index drop fresh --yes " in entry]
+    assert len(dropped) == 1 and app.ingest.files.attached("fresh") == {}
+    assert app.call("GET", "/v1/vector_stores/vs_fresh", "rival").status_code == 404
+    assert app.call("GET", f"/v1/files/{file_id}", "rival").status_code == 200  # the upload itself stays
