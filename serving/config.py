@@ -356,13 +356,14 @@ class RequestLimits(StrictModel):
 
 class IngestConfig(StrictModel):
     """Documents in over HTTP (`/v1/files`, `/v1/indexes/{index}/jobs`): where uploads and each index's
-    source area live, and how much one key may send. Off by default: it lets keys write."""
+    source area live, and how much one tenant may store (its keys share its files, so the bound is
+    the tenant's: several keys cannot multiply it). Off by default: it lets keys write."""
 
     enabled: bool = False
     root: str = ".rayrag/ingest"  # a directory, or a URI (s3://...) every node of a cluster can read
     max_file_bytes: PositiveInt = 20 * 2**20  # a larger upload is refused with 413 before it is read whole
-    max_bytes_per_key: PositiveInt = 200 * 2**20  # stored uploads of one key; over it, 429
-    max_files_per_key: PositiveInt = 1000
+    max_bytes_per_tenant: PositiveInt = 200 * 2**20  # stored uploads of one tenant; over it, 429
+    max_files_per_tenant: PositiveInt = 1000
     jobs_address: str = "auto"  # Ray's job API (the dashboard's address); auto: this cluster's
     # vector_stores.create/delete may create and drop indexes (needs serve.retriever.discover)
     create_indexes: bool = False

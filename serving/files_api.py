@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
@@ -114,10 +114,10 @@ def install_vector_stores(app: FastAPI, stores: VectorStores) -> None:
     def who(request: Request):
         return request.app.state.flow.admit(request.headers)
 
-    def page(data: list[dict]) -> dict:
+    def page(data: list[dict], has_more: bool = False) -> dict:
         ids = [d["id"] for d in data]
         return {"object": "list", "data": data, "first_id": ids[0] if ids else None,
-                "last_id": ids[-1] if ids else None, "has_more": False}  # fmt: skip
+                "last_id": ids[-1] if ids else None, "has_more": has_more}  # fmt: skip
 
     @app.post("/v1/vector_stores", tags=["vector stores"])
     async def create_store(body: CreateStore, request: Request) -> dict:
@@ -149,8 +149,13 @@ def install_vector_stores(app: FastAPI, stores: VectorStores) -> None:
                 "file_counts": counts | {"cancelled": 0, "total": len(files)}}  # fmt: skip
 
     @app.get("/v1/vector_stores/{vector_store_id}/files", tags=["vector stores"])
-    async def list_store_files(vector_store_id: StoreId, request: Request) -> dict:
-        return page(await stores.files(who(request), vector_store_id))
+    async def list_store_files(
+        vector_store_id: StoreId, request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        after: Annotated[str | None, Query(pattern=FILE_ID)] = None,
+    ) -> dict:  # fmt: skip
+        """OpenAI's page: `limit` (at most 100) files by id, after the cursor `after`."""
+        files, more = await stores.files(who(request), vector_store_id, limit, after)
+        return page(files, more)
 
     @app.get("/v1/vector_stores/{vector_store_id}/files/{file_id}", tags=["vector stores"])
     async def get_store_file(vector_store_id: StoreId, file_id: FileId, request: Request) -> dict:

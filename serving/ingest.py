@@ -5,7 +5,7 @@ it into that index's source area; a job is `rayrag index` on that area, submitte
 job API (the same command the CLI runs, on the cluster, not a second pipeline), incremental by
 content hash like every run: a detached or deleted file's chunks are gone from the next version.
 The retriever's hot reload serves the new version once it is published. Writes need the key's
-`ingest` scope for the index; uploads count against a per-key byte and file quota; one job per
+`ingest` scope for the index; uploads count against the tenant's byte and file quota; one job per
 index at a time (a second gets 409 naming the running one).
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shlex
 import sys
 import uuid
@@ -26,7 +25,7 @@ from indexes.layout import validate_index_name
 from serving.checks.auth import Forbidden
 from serving.config import IngestConfig
 from serving.errors import InvalidRequest, NotFound, ServingError
-from serving.stores.files import FILE_ID, FileObject, FileStore
+from serving.stores.files import FileObject, FileStore, file_of
 from serving.stores.keys import Principal
 
 ACTIVE = {"PENDING", "RUNNING"}
@@ -128,10 +127,10 @@ class Ingest:
         if not who.ingest:
             raise Forbidden("this key may not upload documents (no ingest scope)")
         used, count = await asyncio.to_thread(self.files.bytes_used, who.tenant)
-        if used + len(data) > self.config.max_bytes_per_key or count >= self.config.max_files_per_key:
+        if used + len(data) > self.config.max_bytes_per_tenant or count >= self.config.max_files_per_tenant:
             raise UploadQuotaExceeded(
                 f"uploads of this tenant would hold {used + len(data)} bytes in {count + 1} files; the limits are "
-                f"{self.config.max_bytes_per_key} bytes and {self.config.max_files_per_key} files: delete some first"
+                f"{self.config.max_bytes_per_tenant} bytes and {self.config.max_files_per_tenant} files: delete some first"
             )  # fmt: skip
         return await asyncio.to_thread(self.files.save, who.tenant, filename, data, purpose)
 
@@ -241,9 +240,8 @@ class Ingest:
 
 
 def _named(note: dict[str, str]) -> dict[str, str]:
-    """A refused file as the client knows it: a source key is `<file_id>/<filename>`."""
-    *_, folder, filename = ["", *note["path"].split("/")]
-    file_id = folder if re.match(FILE_ID, folder) else ""
+    """A refused file as the client knows it (its file id and name), with the job's reason."""
+    file_id, filename = file_of(note["path"])
     return {"file_id": file_id, "filename": filename, "reason": note["reason"]}
 
 

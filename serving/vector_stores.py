@@ -21,7 +21,6 @@ streamed responses.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import Any
 
@@ -33,7 +32,7 @@ from serving.ingest import Ingest
 from serving.openai_protocol import ChatCompletionRequest, _Lenient
 from serving.protocol import SearchRequest
 from serving.rag import citations_of
-from serving.stores.files import FILE_ID
+from serving.stores.files import FILE_ID, file_of
 from serving.stores.keys import Principal
 
 PREFIX = "vs_"
@@ -47,12 +46,6 @@ def index_of(vector_store_id: str) -> str:
     if not vector_store_id.startswith(PREFIX) or len(vector_store_id) == len(PREFIX):
         raise NotFound(f"no vector store {vector_store_id!r}", param="vector_store_id")
     return vector_store_id.removeprefix(PREFIX)
-
-
-def file_of(source: str) -> tuple[str, str]:
-    """(file id, filename) of a source key; an index's own documents (not uploads) have no file id."""
-    *_, folder, name = ["", *source.split("/")]
-    return (folder if re.match(FILE_ID, folder) else ""), name
 
 
 class CreateStore(BaseModel):
@@ -147,7 +140,8 @@ class VectorStores:
         for file_id in file_ids:
             await self.ingest.attach(who, index, file_id)
         await self.ingest.refresh(who, index)
-        return [await self.file(who, vector_store_id, file_id) for file_id in file_ids]
+        attached = await self.ingest.attached(index)
+        return await self._statuses(index, {file_id: attached[file_id] for file_id in file_ids})
 
     async def file(self, who: Principal, vector_store_id: str, file_id: str) -> dict:
         index = await self._readable(who, vector_store_id)
@@ -155,15 +149,35 @@ class VectorStores:
         source = (await self.ingest.attached(index)).get(file_id)
         if source is None:
             raise NotFound(f"file {file_id!r} is not in vector store {vector_store_id!r}", param="file_id")
-        status, error = "in_progress", None
-        latest = await self.ingest.latest(index)
-        refused = next((b for b in latest.bad_files if b["file_id"] == file_id), None) if latest else None
-        if refused is not None and not await self.ingest.busy(index):
-            status, error = "failed", {"code": "invalid_file", "message": refused["reason"]}
-        elif await self._served(index, source):
-            status = "completed"
-        return {"id": file_id, "object": "vector_store.file", "created_at": 0, "vector_store_id": vector_store_id,
-                "status": status, "usage_bytes": 0, "last_error": error, "attributes": {}}  # fmt: skip
+        return (await self._statuses(index, {file_id: source}))[0]
+
+    async def files(
+        self, who: Principal, vector_store_id: str, limit: int = 20, after: str | None = None
+    ) -> tuple[list[dict], bool]:
+        """One page of the store's files (by id, after `after`), and whether there are more."""
+        index = await self._readable(who, vector_store_id)
+        await self.ingest.follow_up(who, index)
+        attached = [
+            (f, key) for f, key in sorted((await self.ingest.attached(index)).items()) if not after or f > after
+        ]
+        return await self._statuses(index, dict(attached[:limit])), len(attached) > limit
+
+    async def _statuses(self, index: str, sources: dict[str, str]) -> list[dict]:
+        """Each file's status (file id -> source key): `failed` with the last job's reason when it
+        refused the file, `completed` once the served version holds it, else `in_progress`."""
+        latest, busy = await self.ingest.latest(index), await self.ingest.busy(index)
+        refused = {b["file_id"]: b["reason"] for b in latest.bad_files} if latest and not busy else {}
+        statuses = []
+        for file_id, source in sources.items():
+            status, error = "in_progress", None
+            if file_id in refused:
+                status, error = "failed", {"code": "invalid_file", "message": refused[file_id]}
+            elif await self._served(index, source):
+                status = "completed"
+            statuses.append({"id": file_id, "object": "vector_store.file", "created_at": 0, "status": status,
+                             "vector_store_id": store_id(index), "usage_bytes": 0, "last_error": error,
+                             "attributes": {}})  # fmt: skip
+        return statuses
 
     async def _served(self, index: str, source: str) -> bool:
         try:
@@ -171,10 +185,6 @@ class VectorStores:
             return True
         except NotFound:
             return False
-
-    async def files(self, who: Principal, vector_store_id: str) -> list[dict]:
-        index = await self._readable(who, vector_store_id)
-        return [await self.file(who, vector_store_id, f) for f in sorted(await self.ingest.attached(index))]
 
     async def remove(self, who: Principal, vector_store_id: str, file_id: str) -> None:
         index = self.ingest.may_write(who, await self._readable(who, vector_store_id))

@@ -45,6 +45,13 @@ class FileObject(BaseModel):
     status: str = "processed"
 
 
+def file_of(source: str) -> tuple[str, str]:
+    """(file id, filename) of a source key `<file_id>/<filename>`; an index's own documents (not
+    uploads) have no file id."""
+    *_, folder, name = ["", *source.split("/")]
+    return (folder if re.match(FILE_ID, folder) else ""), name
+
+
 def safe_filename(name: str) -> str:
     """The last part of an uploaded name, reduced to safe characters (never empty, never hidden)."""
     last = PurePosixPath(name.replace("\\", "/")).name
@@ -108,7 +115,7 @@ class FileStore:
         return sorted(files, key=lambda f: (f.created_at, f.id))
 
     def bytes_used(self, tenant: str) -> tuple[int, int]:
-        """Stored bytes and files of one tenant (what the per-key upload quota counts)."""
+        """Stored bytes and files of one tenant (what the upload quota counts: a tenant's keys share its files)."""
         files = self.list(tenant)
         return sum(f.bytes for f in files), len(files)
 

@@ -23,8 +23,8 @@ def test_an_upload_is_a_file_object_its_tenant_alone_sees(tmp_path):
     assert not (tmp_path / "etc").exists() and not (app.root.parent / "etc").exists()  # the name is not a path
 
 
-def test_uploads_are_bounded_per_file_and_per_key(tmp_path):
-    app = Ingesting(tmp_path, max_file_bytes=1000, max_bytes_per_key=1500)
+def test_uploads_are_bounded_per_file_and_per_tenant(tmp_path):
+    app = Ingesting(tmp_path, max_file_bytes=1000, max_bytes_per_tenant=1500)
     too_big = app.upload("big.md", b"x" * 1001)
     assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "request_too_large"
     assert app.upload("huge.md", b"x" * 200_000).status_code == 413  # refused by the edge before parsing

@@ -52,6 +52,12 @@ def test_files_added_to_a_store_are_indexed_by_one_job_at_a_time(tmp_path):
     assert files[bad]["status"] == "failed" and files[bad]["last_error"]["message"] == "corrupt PDF"
     store = app.call("GET", "/v1/vector_stores/vs_test").json()
     assert store["status"] == "completed" and store["file_counts"]["failed"] == 1 and store["file_counts"]["total"] == 3
+    first = app.call("GET", "/v1/vector_stores/vs_test/files", params={"limit": 2}).json()
+    rest = app.call("GET", "/v1/vector_stores/vs_test/files", params={"limit": 2, "after": first["last_id"]}).json()
+    assert (
+        first["has_more"] and not rest["has_more"] and [f["id"] for f in first["data"] + rest["data"]] == sorted(files)
+    )
+    assert app.call("GET", "/v1/vector_stores/vs_test/files", params={"limit": 101}).status_code == 400
     removed = app.call("DELETE", f"/v1/vector_stores/vs_test/files/{late}").json()
     assert removed["deleted"] and len(app.jobs.submitted) == 3 and late not in app.ingest.files.attached("test")
     assert app.call("POST", "/v1/vector_stores/vs_test/files", "reader", json={"file_id": good}).status_code == 403
