@@ -54,10 +54,12 @@ def body_limits(ingest: Ingest) -> dict[str, int]:
     return {"/v1/files": ingest.config.max_file_bytes + MULTIPART_OVERHEAD}
 
 
-def install(app: FastAPI, ingest: Ingest) -> None:
-    def who(request: Request):
-        return request.app.state.flow.admit(request.headers)
+def who(request: Request):
+    """The admitted caller (key, quota), as on every route."""
+    return request.app.state.flow.admit(request.headers)
 
+
+def install(app: FastAPI, ingest: Ingest) -> None:
     @app.post("/v1/files", tags=["ingest"], response_model=FileObject)
     async def upload(
         request: Request, file: Annotated[UploadFile, File()],
@@ -111,9 +113,6 @@ def install(app: FastAPI, ingest: Ingest) -> None:
 
 
 def install_vector_stores(app: FastAPI, stores: VectorStores) -> None:
-    def who(request: Request):
-        return request.app.state.flow.admit(request.headers)
-
     def page(data: list[dict], has_more: bool = False) -> dict:
         ids = [d["id"] for d in data]
         return {"object": "list", "data": data, "first_id": ids[0] if ids else None,

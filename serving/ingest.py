@@ -16,6 +16,7 @@ import json
 import shlex
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -161,14 +162,18 @@ class Ingest:
 
     async def start(self, who: Principal, index: str) -> IndexJob:
         """Submit `rayrag index` on the index's source area; 409 while another job of it runs."""
+        job = await self._submit(who, index, "ingest", lambda job_id: self.entrypoint(index, job_id))
+        await asyncio.to_thread(self.files.note, index, "latest", job.id)
+        return job
+
+    async def _submit(self, who: Principal, index: str, kind: str, command: Callable[[str], str]) -> IndexJob:
+        """One job of an index at a time: 409 naming the running one, else submit `command(job_id)`."""
         self.may_write(who, index)
-        metadata = {"rayrag_index": index}
-        running = await asyncio.to_thread(self.jobs.active, metadata)
+        running = await asyncio.to_thread(self.jobs.active, _metadata(index))
         if running is not None:
             raise Conflict(f"index {index!r} already has a job running: {running}", param="index")
-        job_id = f"ingest-{index}-{uuid.uuid4().hex[:12]}"
-        await asyncio.to_thread(self.jobs.submit, job_id, self.entrypoint(index, job_id), metadata)
-        await asyncio.to_thread(self.files.note, index, "latest", job_id)
+        job_id = f"{kind}-{index}-{uuid.uuid4().hex[:12]}"
+        await asyncio.to_thread(self.jobs.submit, job_id, command(job_id), _metadata(index))
         return IndexJob(id=job_id, index=index, status="queued")
 
     async def refresh(self, who: Principal, index: str) -> None:
@@ -183,7 +188,7 @@ class Ingest:
         """Start the job a write left pending, once no job of the index runs (keys that may write only)."""
         if not who.may_ingest(index) or await asyncio.to_thread(self.files.noted, index, "pending") is None:
             return
-        if await asyncio.to_thread(self.jobs.active, {"rayrag_index": index}) is None:
+        if await asyncio.to_thread(self.jobs.active, _metadata(index)) is None:
             await asyncio.to_thread(self.files.note, index, "pending", None)
             await self.start(who, index)
 
@@ -196,19 +201,13 @@ class Ingest:
         """A job runs, or files wait for one."""
         if await asyncio.to_thread(self.files.noted, index, "pending") is not None:
             return True
-        return await asyncio.to_thread(self.jobs.active, {"rayrag_index": index}) is not None
+        return await asyncio.to_thread(self.jobs.active, _metadata(index)) is not None
 
     async def drop(self, who: Principal, index: str) -> IndexJob:
         """Submit `rayrag index drop` for an index a vector store created; 409 while a job of it runs."""
-        self.may_write(who, index)
-        running = await asyncio.to_thread(self.jobs.active, {"rayrag_index": index})
-        if running is not None:
-            raise Conflict(f"index {index!r} has a job running: {running}", param="index")
-        job_id = f"drop-{index}-{uuid.uuid4().hex[:12]}"
-        command = self._command("drop", index, "--yes")
-        await asyncio.to_thread(self.jobs.submit, job_id, command, {"rayrag_index": index})
+        job = await self._submit(who, index, "drop", lambda _: self._command("drop", index, "--yes"))
         await asyncio.to_thread(self.files.note, index, "pending", None)
-        return IndexJob(id=job_id, index=index, status="queued")
+        return job
 
     def entrypoint(self, index: str, job_id: str) -> str:
         """The CLI's own command on the index's source area, writing its report where `job` reads it."""
@@ -227,7 +226,7 @@ class Ingest:
 
     async def _state(self, index: str, job_id: str) -> IndexJob:
         found = await asyncio.to_thread(self.jobs.status, job_id)
-        if found is None or found[2].get("rayrag_index") != index:
+        if found is None or not _metadata(index).items() <= found[2].items():
             raise NotFound(f"index {index!r} has no job {job_id!r}", param="job_id")
         state, message, _ = found
         job = IndexJob(id=job_id, index=index, status=STATUS.get(state, state.lower()), message=message)
@@ -237,6 +236,11 @@ class Ingest:
         bad = [_named(note) for note in report.get("skipped", [])]
         return job.model_copy(update={"version": report["version"], "documents": report["documents"],
                                       "chunks": report["chunks"], "bad_files": bad})  # fmt: skip
+
+
+def _metadata(index: str) -> dict[str, str]:
+    """What marks a Ray job as one of this index's (the 409 check finds running ones by it)."""
+    return {"rayrag_index": index}
 
 
 def _named(note: dict[str, str]) -> dict[str, str]:
