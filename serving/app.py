@@ -74,6 +74,7 @@ def bind(settings: ServingSettings) -> Application:
         router.bind(config.router, primary, fallback, cold=config.cold_generators()),
         indexes=config.retriever.indexes,
         max_top_k=config.retriever.max_top_k,
+        coalesce=config.retriever.coalesce,
         embedder=settings.indexes.embedder,  # the cache and the graders embed in the gateway itself
         index_settings=settings.indexes,  # what an index job started over HTTP writes with
     )

@@ -85,6 +85,19 @@ class QueryBatching(StrictModel):
     wait_s: NonNegativeFloat = 0.0
 
 
+class SearchCoalescing(StrictModel):
+    """A gateway replica's concurrent searches sent to the retriever together, as one handle call
+    (serve.batch): at most `in_flight` calls at once, up to `max_size` searches a call, waiting at most
+    `wait_s` for more once one arrives. On few cores a search's main cost is the actor hop, not the
+    encode: a free slot sends a lone search at once, and searches that come while all slots are busy
+    share the next call. The retriever's autoscaling counts these calls, so its
+    `target_ongoing_requests` must stay under `in_flight` x the gateway's replicas (checked)."""
+
+    max_size: PositiveInt = 16
+    wait_s: NonNegativeFloat = 0.0
+    in_flight: PositiveInt = 8
+
+
 class LexicalConfig(StrictModel):
     """BM25's analyser, applied to chunks and queries alike: a Snowball stemmer (PyStemmer's language
     names, e.g. english, german; null = none) and bm25s' stop words (en: Lucene's 33, en_plus: 179)."""
@@ -133,6 +146,7 @@ class RetrieverConfig(StrictModel):
     reranker: RerankerConfig | None = None
     qdrant: QdrantConfig | None = None  # the Qdrant server of server-backed versions (never taken from the store)
     batch: QueryBatching = QueryBatching()
+    coalesce: SearchCoalescing | None = SearchCoalescing()  # null: each search is its own handle call
     reload_interval_s: PositiveFloat = 2.0
     close_grace_s: NonNegativeFloat = 30.0  # an old version stays open this long for in-flight requests
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.5)
@@ -463,7 +477,9 @@ class ServeConfig(StrictModel):
         router = self.router
         replicas = router.deployment.autoscaling.max_replicas
         reach = {s.backend: (s.max_queue_depth or router.max_queue_depth) * replicas for s in router.steps()}
-        if found := scaling.problems(self.deployments(), [s.backend for s in router.steps()], reach):
+        coalesce = self.retriever.coalesce
+        searches = coalesce.in_flight * self.gateway.deployment.autoscaling.max_replicas if coalesce else None
+        if found := scaling.problems(self.deployments(), [s.backend for s in router.steps()], reach, searches):
             raise ValueError("autoscaling that cannot work:\n  " + "\n  ".join(found))
         return self
 

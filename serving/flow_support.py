@@ -21,6 +21,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
+from ray import serve
 from ray.exceptions import RayActorError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
@@ -28,7 +29,7 @@ from indexes.embedder import EmbedderConfig, load_embedder
 from serving.answers import Grounding, Outcome, Plan, Route, Turn, context_tokens, observe_generation
 from serving.checks.guard import Guard
 from serving.checks.json_mode import generate_json
-from serving.config import GatewayConfig
+from serving.config import GatewayConfig, SearchCoalescing
 from serving.errors import ModelNotFound, NotFound
 from serving.followups import FollowupQueries
 from serving.generator.protocol import Delta, GenerationRequest, GenerationResult, GeneratorStatus, Message, Usage
@@ -37,6 +38,7 @@ from serving.openai_protocol import RAG_PREFIX, usage_dict
 from serving.prompts import PromptRegistry
 from serving.protocol import DocumentResult, PassageResult, SearchRequest, SearchResult
 from serving.rag import fit_context, grounded_messages
+from serving.retriever import in_replica
 from serving.stores.cache import SemanticCache, partition_key
 from serving.stores.history import Conversations
 from serving.stores.keys import Principal
@@ -56,10 +58,22 @@ class HandleRetriever:
 
     A call whose replica dies under it (its node lost, its process killed) is sent once more: Serve
     routes the second try to a live replica, and retrieval reads only, so repeating it is safe. Only
-    the loss of the replica is retried, never an error the retriever answered (a client's 4xx)."""
+    the loss of the replica is retried, never an error the retriever answered (a client's 4xx).
 
-    def __init__(self, handle: Any) -> None:
+    With `coalesce` (in a replica), concurrent searches share handle calls (`search_many`): on few
+    cores the hop between actors costs more than a batched encode, so N searches that wait for a
+    free call slot cost one hop, and each search's own error is raised to its caller alone."""
+
+    def __init__(self, handle: Any, coalesce: SearchCoalescing | None = None) -> None:
         self.handle = handle
+        self._searches = None
+        if coalesce is not None and in_replica():  # serve.batch needs a replica's event loop and context
+            batched = serve.batch(max_batch_size=coalesce.max_size, batch_wait_timeout_s=coalesce.wait_s,
+                                  max_concurrent_batches=coalesce.in_flight)  # fmt: skip
+            self._searches = batched(self._search_many)
+
+    async def _search_many(self, items: list[tuple[SearchRequest, list[float] | None]]) -> list[Any]:
+        return await self._call("search_many", [r for r, _ in items], [v for _, v in items])
 
     async def _call(self, method: str, *args: Any) -> Any:
         async for attempt in AsyncRetrying(retry=retry_if_exception_type(RayActorError), stop=stop_after_attempt(2),
@@ -69,7 +83,12 @@ class HandleRetriever:
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def search(self, request: SearchRequest, vector: list[float] | None = None) -> SearchResult:
-        return await self._call("search", request, vector)
+        if self._searches is None:
+            return await self._call("search", request, vector)
+        found = await self._searches((request, vector))
+        if isinstance(found, Exception):
+            raise found
+        return found
 
     async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         return await self._call("embed", texts)

@@ -24,7 +24,7 @@ from indexes.config import IndexesConfig
 from indexes.embedder import EmbedderConfig
 from serving import edge, files_api, mcp, page, transports
 from serving.answers import answer_headers
-from serving.config import GatewayConfig
+from serving.config import GatewayConfig, SearchCoalescing
 from serving.flow import AnswerFlow
 from serving.flow_support import ALLOWED_MODELS, HandleRetriever, HandleRouter
 from serving.generator.protocol import Message, Usage
@@ -251,10 +251,11 @@ class Gateway:
     def __init__(
         self, config: GatewayConfig, retriever: Any, router: Any, *, indexes: list[str], max_top_k: int,
         embedder: EmbedderConfig | None = None, index_settings: IndexesConfig | None = None,
+        coalesce: SearchCoalescing | None = None,
     ) -> None:  # fmt: skip
         setup_tracing(config.telemetry, "rayrag-gateway")  # the replica process's tracer provider, once
         self.flow = AnswerFlow(
-            config, HandleRetriever(retriever), HandleRouter(router), indexes=indexes, max_top_k=max_top_k,
+            config, HandleRetriever(retriever, coalesce), HandleRouter(router), indexes=indexes, max_top_k=max_top_k,
             embedder=embedder,
         )  # fmt: skip
         # uploads and index jobs write with the served indexes' own settings (root, embedder)

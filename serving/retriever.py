@@ -82,7 +82,7 @@ class Retriever:
         self.config, self.store = config, store
         self.embedder = embedder or load_embedder(store.embedder)
         self.reranker = reranker if reranker is not None else _load_reranker(config, store.embedder.device)
-        self._batched = _in_replica()  # serve.batch needs a replica; in-process users (evaluation) encode alone
+        self._batched = in_replica()  # serve.batch needs a replica; in-process users (evaluation) encode alone
         if self._batched:
             self._encode_queries.set_max_batch_size(config.batch.max_size)
             self._encode_queries.set_batch_wait_timeout_s(config.batch.wait_s)
@@ -272,6 +272,21 @@ class Retriever:
             chunks=[ScoredChunk.from_hit(hit) for hit in hits],
         )
 
+    async def search_many(
+        self, requests: list[SearchRequest], vectors: list[list[float] | None]
+    ) -> list[SearchResult | Exception]:
+        """Several searches in one call: a gateway sends its concurrent searches together, one handle
+        hop for all (`HandleRetriever`), and their queries meet in one batched encode here. Each
+        search's own error takes its place in the list, so one bad request fails only itself."""
+
+        async def one(request: SearchRequest, vector: list[float] | None) -> SearchResult | Exception:
+            try:
+                return await self.search(request, vector)
+            except Exception as exc:  # noqa: BLE001 - handed back to its own caller, raised there
+                return exc
+
+        return list(await asyncio.gather(*map(one, requests, vectors)))
+
     def _rank(
         self, loaded: Loaded, request: SearchRequest, mode: str, top_k: int, rerank: bool, query: np.ndarray | None
     ) -> list[Hit]:
@@ -392,7 +407,8 @@ def _warm(name: str, loaded: Loaded) -> None:
         log.debug("index %s version %s closed before its BM25 was built", name, loaded.version_id)
 
 
-def _in_replica() -> bool:
+def in_replica() -> bool:
+    """Whether this runs in a Serve replica (serve.batch needs one's event loop and context)."""
     try:
         serve.get_replica_context()
     except RayServeException:

@@ -4,7 +4,9 @@ Ray Serve accepts any `autoscaling_config`; some of ours could never do what the
 holds at most `max_ongoing_requests`, and Serve's guide sets that above the target (a target above
 it is the callers' queue, not the replica's load). The router sends a generator at most its chain
 step's `max_queue_depth` (else `router.max_queue_depth`) requests per router replica and then moves
-on down the chain (it spills, it does not queue), so a generator whose target is that many or more never scales out. And a deployment
+on down the chain (it spills, it does not queue), so a generator whose target is that many or more never scales out; the
+same holds for the retriever, which gets at most `serve.retriever.coalesce.in_flight` calls per gateway replica (each a
+batch of searches, see `HandleRetriever`). And a deployment
 at `min_replicas: 0` is cold when the first request comes: only a generator with a later chain step
 that is always up (the extractive step, or a generator kept at one replica or more) can afford it:
 the router then reads its replica count from Serve instead of polling it (serving/router.py).
@@ -21,10 +23,13 @@ from typing import Any
 ROLE_OF = {"vllm": "primary", "llama_cpp": "fallback"}  # Serve deployment name -> config section
 
 
-def problems(deployments: Mapping[str, Any], chain: list[str], reach: Mapping[str, int]) -> list[str]:
+def problems(
+    deployments: Mapping[str, Any], chain: list[str], reach: Mapping[str, int], retriever_reach: int | None = None
+) -> list[str]:
     """What cannot work in the autoscaling of `deployments` (Serve name -> its `DeploymentConfig`),
-    given the chain's steps in order and what the router sends each step's generator at most (chain
-    role -> requests); one sentence per problem, each naming its keys (empty: all can work)."""
+    given the chain's steps in order, what the router sends each step's generator at most (chain
+    role -> requests) and what the gateways send the retriever at most (None: unbounded); one
+    sentence per problem, each naming its keys (empty: all can work)."""
     found = []
     for name, deployment in deployments.items():
         key = f"serve.{ROLE_OF.get(name, name)}.deployment"
@@ -38,6 +43,10 @@ def problems(deployments: Mapping[str, Any], chain: list[str], reach: Mapping[st
             found.append(f"{key}.autoscaling.target_ongoing_requests ({target:g}) is at or over what the router ever "
                          f"sends it ({sent}: the chain step's max_queue_depth, or serve.router.max_queue_depth, x the "
                          "router's max_replicas), so it never scales out: raise that max_queue_depth")  # fmt: skip
+        if name == "retriever" and scaling.max_replicas > 1 and target >= (retriever_reach or float("inf")):
+            found.append(f"{key}.autoscaling.target_ongoing_requests ({target:g}) is at or over what the gateways ever "
+                         f"send it ({retriever_reach}: serve.retriever.coalesce.in_flight x the gateway's max_replicas, "
+                         "each call a batch of searches), so it never scales out: raise that in_flight")  # fmt: skip
         if scaling.min_replicas == 0 and (why := _why_not_zero(deployments, chain, name)):
             found.append(f"{key}.autoscaling.min_replicas is 0: {why}")
     return found

@@ -9,8 +9,9 @@ import pytest
 from indexes.config import IndexesConfig
 from indexes.embedder import EmbedderConfig
 from pipelines.stages import chunk_vectors
-from serving.config import RerankerConfig, RetrieverConfig
-from serving.errors import InvalidRequest
+from serving.config import RerankerConfig, RetrieverConfig, SearchCoalescing
+from serving.errors import InvalidRequest, unwrap
+from serving.flow_support import HandleRetriever
 from serving.protocol import SearchRequest
 from serving.retriever import EmbedderMismatch, Retriever
 from tests.conftest import write_corpus
@@ -141,6 +142,71 @@ def test_concurrent_searches_are_encoded_in_one_batch(built):
         assert sources[:3] == ["volcanoes.md", "sourdough.md", "tides.md"]
     finally:
         serve.delete("batching")
+        serve.shutdown()
+
+
+class CallCountingRetriever(CountingRetriever):
+    """... and the sizes of the `search_many` calls it gets (a gateway's coalesced searches)."""
+
+    def __init__(self, config: RetrieverConfig, store: IndexesConfig) -> None:
+        super().__init__(config, store)
+        self.calls: list[int] = []
+
+    async def search_many(self, requests, vectors):
+        self.calls.append(len(requests))
+        return await super().search_many(requests, vectors)
+
+    async def handle_calls(self) -> tuple[list[int], list[int]]:
+        return self.calls, self.batches
+
+
+class Searcher:
+    """A gateway stand-in: the flow's retriever port over the retriever's handle, in a replica."""
+
+    def __init__(self, retriever, coalesce: SearchCoalescing | None) -> None:
+        self.retriever = HandleRetriever(retriever, coalesce)
+
+    async def search_all(self, requests: list[SearchRequest]) -> list[str]:
+        async def one(request: SearchRequest) -> str:
+            try:
+                return (await self.retriever.search(request)).chunks[0].source
+            except InvalidRequest as exc:
+                return f"InvalidRequest: {unwrap(exc).param}"
+
+        return list(await asyncio.gather(*map(one, requests)))
+
+    async def retriever_calls(self) -> tuple[list[int], list[int]]:
+        return await self.retriever.handle.handle_calls.remote()
+
+
+def test_a_gateways_concurrent_searches_share_one_handle_call(built):
+    """Eight searches in flight at once in a gateway replica reach the retriever as one
+    `search_many` call (one actor hop, one encode); the one bad request among them fails alone."""
+    from ray import serve
+
+    from tests.integration.serving_support import free_port
+
+    config, _ = built
+    settings = RetrieverConfig(indexes=["test"], reload_interval_s=3600, max_top_k=10, deployment={"num_cpus": 0},
+                               batch={"max_size": 7, "wait_s": 30.0})  # fmt: skip
+    coalesce = SearchCoalescing(max_size=8, wait_s=30.0, in_flight=1)  # a full call leaves at once
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+    retriever = serve.deployment(CallCountingRetriever, name="retriever").options(**settings.deployment.serve_options())
+    searcher = serve.deployment(Searcher, name="searcher", ray_actor_options={"num_cpus": 0})
+    handle = serve.run(searcher.bind(retriever.bind(settings, config.indexes), coalesce), name="coalescing",
+                       route_prefix=None)  # fmt: skip
+    try:
+        questions = ["what is lava?", "how is bread leavened?", "what causes tides?", "spring tides", "magma",
+                     "sourdough starter", "neap tides"]  # fmt: skip
+        requests = [SearchRequest(query=q, index="test", top_k=1) for q in questions]
+        requests.insert(3, SearchRequest(query="too many", index="test", top_k=11))
+        sources = handle.search_all.remote(requests).result()
+        assert sources[:4] == ["volcanoes.md", "sourdough.md", "tides.md", "InvalidRequest: top_k"]
+        calls, encodes = handle.retriever_calls.remote().result()
+        assert calls == [8]  # not eight `search` calls (without coalescing: none)
+        assert encodes == [7]  # the bad request is refused before its query is encoded
+    finally:
+        serve.delete("coalescing")
         serve.shutdown()
 
 

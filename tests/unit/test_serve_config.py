@@ -68,6 +68,10 @@ SCALING = {"min_replicas": 1, "max_replicas": 4}
         ({"primary": {"deployment": {"max_ongoing_requests": 64, "autoscaling": SCALING | {"target_ongoing_requests": 16}}},
           "router": {"max_queue_depth": 64, "chain": [{"backend": "primary", "max_queue_depth": 4}, {"backend": "fallback"}]}},
          r"serve.primary.deployment.autoscaling.target_ongoing_requests \(16\) is at or over what the router ever sends it \(4"),
+        ({"retriever": {"coalesce": {"in_flight": 4}, "deployment": {"max_ongoing_requests": 16,
+                                                                     "autoscaling": SCALING | {"target_ongoing_requests": 4}}}},
+         r"serve.retriever.deployment.autoscaling.target_ongoing_requests \(4\) is at or over what the gateways ever send it "
+         r"\(4: serve.retriever.coalesce.in_flight"),
         ({"retriever": {"deployment": {"autoscaling": {"min_replicas": 0}}}},
          "serve.retriever.deployment.autoscaling.min_replicas is 0: nothing answers in its place"),
         ({"gateway": {"deployment": {"autoscaling": {"min_replicas": 0}}}}, "serve.gateway.deployment.autoscaling.min_replicas"),
@@ -93,6 +97,10 @@ def test_autoscaling_that_cannot_work_is_refused_naming_its_keys(args, named):
         {"primary": {"deployment": {"max_ongoing_requests": 64, "autoscaling": SCALING | {"target_ongoing_requests": 16}}},
          "router": {"max_queue_depth": 64}},
         {"retriever": {"deployment": {"max_ongoing_requests": 8, "autoscaling": {"target_ongoing_requests": 9}}}},  # one replica
+        {"retriever": {"coalesce": {"in_flight": 4}, "deployment": {"max_ongoing_requests": 16, "autoscaling": SCALING | {
+            "target_ongoing_requests": 4}}}, "gateway": {"deployment": {"autoscaling": {"max_replicas": 2}}}},  # 4 x 2 gateways
+        {"retriever": {"coalesce": None, "deployment": {"max_ongoing_requests": 16, "autoscaling": SCALING | {
+            "target_ongoing_requests": 8}}}},  # a call per search: no bound
     ],
 )  # fmt: skip
 def test_autoscaling_that_can_work_is_accepted(args):
