@@ -85,7 +85,7 @@ class QueryBatching(StrictModel):
     wait_s: NonNegativeFloat = 0.0
 
 
-class SearchCoalescing(StrictModel):
+class SearchCoalescing(QueryBatching):
     """A gateway replica's concurrent searches sent to the retriever together, as one handle call
     (serve.batch): at most `in_flight` calls at once, up to `max_size` searches a call, waiting at most
     `wait_s` for more once one arrives. On few cores a search's main cost is the actor hop, not the
@@ -93,8 +93,6 @@ class SearchCoalescing(StrictModel):
     share the next call. The retriever's autoscaling counts these calls, so its
     `target_ongoing_requests` must stay under `in_flight` x the gateway's replicas (checked)."""
 
-    max_size: PositiveInt = 16
-    wait_s: NonNegativeFloat = 0.0
     in_flight: PositiveInt = 8
 
 
