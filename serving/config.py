@@ -474,10 +474,16 @@ class ServeConfig(StrictModel):
     def _scaling_that_can_work(self) -> ServeConfig:
         router = self.router
         replicas = router.deployment.autoscaling.max_replicas
-        reach = {s.backend: (s.max_queue_depth or router.max_queue_depth) * replicas for s in router.steps()}
-        coalesce = self.retriever.coalesce
-        searches = coalesce.in_flight * self.gateway.deployment.autoscaling.max_replicas if coalesce else None
-        if found := scaling.problems(self.deployments(), [s.backend for s in router.steps()], reach, searches):
+        reach = {s.backend: scaling.Reach((s.max_queue_depth or router.max_queue_depth) * replicas, "the router ever sends",
+                                          "the chain step's max_queue_depth, or serve.router.max_queue_depth, x the "
+                                          "router's max_replicas", "that max_queue_depth")
+                 for s in router.steps()}  # fmt: skip
+        if coalesce := self.retriever.coalesce:  # the gateways' calls, each a batch of searches
+            reach["retriever"] = scaling.Reach(
+                coalesce.in_flight * self.gateway.deployment.autoscaling.max_replicas, "the gateways ever send",
+                "serve.retriever.coalesce.in_flight x the gateway's max_replicas, each call a batch of searches",
+                "that in_flight")  # fmt: skip
+        if found := scaling.problems(self.deployments(), [s.backend for s in router.steps()], reach):
             raise ValueError("autoscaling that cannot work:\n  " + "\n  ".join(found))
         return self
 

@@ -18,18 +18,26 @@ config, naming the keys.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 ROLE_OF = {"vllm": "primary", "llama_cpp": "fallback"}  # Serve deployment name -> config section
 
 
-def problems(
-    deployments: Mapping[str, Any], chain: list[str], reach: Mapping[str, int], retriever_reach: int | None = None
-) -> list[str]:
+class Reach(NamedTuple):
+    """The most requests a deployment's callers ever have in flight to it, in the words of the
+    refusal: who sends them, which keys bound that, and the key to raise."""
+
+    requests: int
+    sender: str
+    bound: str
+    fix: str
+
+
+def problems(deployments: Mapping[str, Any], chain: list[str], reach: Mapping[str, Reach]) -> list[str]:
     """What cannot work in the autoscaling of `deployments` (Serve name -> its `DeploymentConfig`),
-    given the chain's steps in order, what the router sends each step's generator at most (chain
-    role -> requests) and what the gateways send the retriever at most (None: unbounded); one
-    sentence per problem, each naming its keys (empty: all can work)."""
+    given the chain's steps in order and what the callers send a deployment at most (its chain role,
+    or its name: the retriever; none: unbounded); one sentence per problem, each naming its keys
+    (empty: all can work)."""
     found = []
     for name, deployment in deployments.items():
         key = f"serve.{ROLE_OF.get(name, name)}.deployment"
@@ -38,15 +46,10 @@ def problems(
         if scaling.max_replicas > 1 and target > deployment.max_ongoing_requests:
             found.append(f"{key}.autoscaling.target_ongoing_requests ({target:g}) is over {key}.max_ongoing_requests "
                          f"({deployment.max_ongoing_requests}): a replica never holds that many")  # fmt: skip
-        sent = reach.get(ROLE_OF.get(name, ""))
-        if sent is not None and scaling.max_replicas > 1 and target >= sent:
-            found.append(f"{key}.autoscaling.target_ongoing_requests ({target:g}) is at or over what the router ever "
-                         f"sends it ({sent}: the chain step's max_queue_depth, or serve.router.max_queue_depth, x the "
-                         "router's max_replicas), so it never scales out: raise that max_queue_depth")  # fmt: skip
-        if name == "retriever" and scaling.max_replicas > 1 and target >= (retriever_reach or float("inf")):
-            found.append(f"{key}.autoscaling.target_ongoing_requests ({target:g}) is at or over what the gateways ever "
-                         f"send it ({retriever_reach}: serve.retriever.coalesce.in_flight x the gateway's max_replicas, "
-                         "each call a batch of searches), so it never scales out: raise that in_flight")  # fmt: skip
+        sent = reach.get(ROLE_OF.get(name, name))
+        if sent is not None and scaling.max_replicas > 1 and target >= sent.requests:
+            found.append(f"{key}.autoscaling.target_ongoing_requests ({target:g}) is at or over what {sent.sender} it "
+                         f"({sent.requests}: {sent.bound}), so it never scales out: raise {sent.fix}")  # fmt: skip
         if scaling.min_replicas == 0 and (why := _why_not_zero(deployments, chain, name)):
             found.append(f"{key}.autoscaling.min_replicas is 0: {why}")
     return found
