@@ -89,14 +89,30 @@ class ChunkerConfig(StrictModel):
 
 
 class EmbedStageConfig(StrictModel):
-    """The embed stage's actor pool: one model per actor, sharded over GPUs when num_gpus > 0."""
+    """The embed stage's actor pool: one model per actor, sharded over GPUs when num_gpus > 0.
 
-    batch_size: PositiveInt = 64
+    An actor takes `block_rows` chunk rows at a time and the embedder sorts them by length before
+    cutting model calls of `batch_size` texts, so each call pads only to its own longest text. With a
+    block no larger than the batch (as before), every call padded a random mix of chunks to its longest,
+    about 256 tokens against a mean of 196 on the default corpus: the sorted blocks embedded it 1.25x
+    faster on 2 CPU cores, the same vectors (bench/index_throughput.py measures the job).
+    """
+
+    batch_size: PositiveInt = Field(default=16, description="texts per model call (a GPU wants more: 256)")
+    block_rows: PositiveInt = Field(default=512, description="rows an embed actor sorts by length at once")
     concurrency: PositiveInt = 1
     num_gpus: NonNegativeFloat = 0
     num_cpus: NonNegativeFloat = 1
     resources: CustomResources = Field(default_factory=dict)  # e.g. {embed_node: 1}: GPU workers only
     torch_threads: PositiveInt | None = Field(default=None, description="default: all cores of the node")
+
+    @model_validator(mode="after")
+    def _block_holds_a_batch(self) -> EmbedStageConfig:
+        if self.block_rows < self.batch_size:
+            raise ValueError(
+                f"block_rows ({self.block_rows}) is below batch_size ({self.batch_size}): no model call could be full"
+            )
+        return self
 
     def demand(self) -> dict[str, float]:
         """What one embed actor needs of a node, in Ray's resource names."""

@@ -178,7 +178,7 @@ def embed_chunks(documents: Dataset, config: IndexJobConfig, embedder: EmbedderC
             "chunker": config.chunker,
             "probe": _probe(),
         },
-        batch_size=stage.batch_size,
+        batch_size=stage.block_rows,  # sorted by length together, then cut into model calls of batch_size
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=stage.concurrency),
         num_gpus=stage.num_gpus,

@@ -206,7 +206,11 @@ def test_parse_and_embed_stream_into_each_other(ray_cluster, tmp_path, monkeypat
     (probe / "hold-parse").write_text(last)
     monkeypatch.setenv("RAYRAG_JOB_PROBE", str(probe))
     report = run_job(
-        job_config(tmp_path, **{"index_job.parse.concurrency": 1, "index_job.embed.batch_size": 2}), corpus
+        job_config(
+            tmp_path,
+            **{"index_job.parse.concurrency": 1, "index_job.embed.batch_size": 2, "index_job.embed.block_rows": 2},
+        ),
+        corpus,
     )
     assert (probe / "embedded").exists()
     assert not (probe / "parse-gave-up").exists(), f"{last} was parsed before any chunk was embedded"

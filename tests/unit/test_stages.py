@@ -114,3 +114,38 @@ def test_a_chunks_vector_is_the_mean_of_its_own_and_its_leads():
     contextual = WordEmbedder()
     chunk_vectors(contextual, places[:1], ChunkerConfig(contextual=True, lead_chars=40))
     assert contextual.embedded[1] == "Sorting\n\nPython lists have a sort method."  # the lead knows its place too
+
+
+def test_embed_actors_take_blocks_of_rows_and_cut_them_into_model_calls(tmp_path, monkeypatch):
+    """An embed actor gets `block_rows` rows from Ray Data and hands all of a block's texts to one
+    encode with `batch_size`, so the embedder sorts the whole block by length and each model call pads
+    only to its own longest text; a block of one batch (as before) padded a random mix of chunks."""
+    from pipelines import index_job
+
+    class Plan:
+        def map_batches(self, fn, **kwargs):
+            self.kwargs = kwargs
+            return self
+
+    stage = EmbedStageConfig(batch_size=4, block_rows=32, torch_threads=1)
+    plan = index_job.embed_chunks(Plan(), index_job.IndexJobConfig(embed=stage), EmbedderConfig(), None)
+    assert plan.kwargs["batch_size"] == 32 and plan.kwargs["fn_constructor_kwargs"]["stage"].batch_size == 4
+    calls = []
+
+    class Recording(WordEmbedder):
+        def encode(self, texts, batch_size=64):
+            calls.append((len(texts), batch_size))
+            return np.stack([word_vector(t, 384) for t in texts])
+
+    monkeypatch.setattr("pipelines.stages._load_for_actor", lambda *args: Recording())
+    embed = ChunkEmbedder(EmbedderConfig(), stage, embedder_spec(EmbedderConfig()), ChunkerConfig(lead_chars=None))
+    path = tmp_path / "doc.md"
+    path.write_text(TEXT * 3)
+    rows = processor()(row(path))
+    embed({key: np.array([r[key] for r in rows]) for key in rows[0]})
+    assert len(rows) - 1 > 4 and calls == [(len(rows) - 1, 4)]  # the block's chunks in one encode, calls of 4
+
+
+def test_an_embed_block_smaller_than_a_model_call_is_refused():
+    with pytest.raises(ValueError, match=r"block_rows \(8\) is below batch_size \(16\)"):
+        EmbedStageConfig(batch_size=16, block_rows=8)
