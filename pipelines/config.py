@@ -94,8 +94,8 @@ class EmbedStageConfig(StrictModel):
     An actor takes `block_rows` chunk rows at a time and the embedder sorts them by length before
     cutting model calls of `batch_size` texts, so each call pads only to its own longest text. With a
     block no larger than the batch (as before), every call padded a random mix of chunks to its longest,
-    about 256 tokens against a mean of 196 on the default corpus: the sorted blocks embedded it 1.25x
-    faster on 2 CPU cores, the same vectors (bench/index_throughput.py measures the job).
+    about 256 tokens against a mean of 196 on the default corpus; sorted blocks embed it about 1.2x
+    faster on 2 CPU cores, to the same vectors (bench/index_throughput.py measures the job).
     """
 
     batch_size: PositiveInt = Field(default=16, description="texts per model call (a GPU wants more: 256)")

@@ -132,8 +132,8 @@ def test_embed_actors_take_blocks_of_rows_and_cut_them_into_model_calls(tmp_path
     assert plan.kwargs["batch_size"] == 32 and plan.kwargs["fn_constructor_kwargs"]["stage"].batch_size == 4
     calls = []
 
-    class Recording(WordEmbedder):
-        def encode(self, texts, batch_size=64):
+    class Recording:
+        def encode(self, texts, batch_size):
             calls.append((len(texts), batch_size))
             return np.stack([word_vector(t, 384) for t in texts])
 
