@@ -62,7 +62,7 @@ def main() -> None:
         version.close()
     bare, reference = bare_torch_encode(config, texts)
     accelerated = config.indexes.embedder.model_copy(update={"backend": "openvino"})
-    embedder = load_embedder(accelerated)
+    embedder = load_embedder(accelerated, bulk=True)  # as the index job's embed actors run it
     embedder.encode(texts[:64], config.index_job.embed.batch_size)  # warm-up, as on the bare side
     with Timer() as fast:
         vectors = embedder.encode(texts, config.index_job.embed.batch_size)

@@ -202,10 +202,11 @@ def _pooling_dimension(pooling: dict) -> int | None:
     return width * len(modes) if isinstance(width, int) and modes else None
 
 
-def load_embedder(config: EmbedderConfig, threads: int | None = None) -> Embedder:
+def load_embedder(config: EmbedderConfig, threads: int | None = None, bulk: bool = False) -> Embedder:
     """Load the configured model from its local directory (never from a hub), on the configured
     backend. `threads` bounds OpenVINO's threads; by default it uses as many as torch would (which
-    follows OMP_NUM_THREADS, as Ray sets it for a worker)."""
+    follows OMP_NUM_THREADS, as Ray sets it for a worker). `bulk`: for callers that encode many
+    batches at once (the index job), OpenVINO runs them side by side instead of one on all cores."""
     ensure_offline()
     import torch
     from sentence_transformers import SentenceTransformer
@@ -220,7 +221,7 @@ def load_embedder(config: EmbedderConfig, threads: int | None = None) -> Embedde
     settings = config.openvino
     try:
         encoder = compile_for_cpu(
-            model, model_dir, Path(settings.cache_dir), settings.precision, threads or torch.get_num_threads()
+            model, model_dir, Path(settings.cache_dir), settings.precision, threads or torch.get_num_threads(), bulk
         )
     except OpenVinoUnavailable as exc:
         log.warning("embedder %s: OpenVINO backend unavailable, embedding with torch: %s", config.model, exc)

@@ -6,6 +6,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -70,6 +71,27 @@ def test_batches_are_padded_to_their_own_longest_text(cache_dir):
     long_batch, short_batch = shapes
     assert long_batch[1] == 256  # the long texts, truncated at max_seq_length
     assert short_batch[1] < 10  # the short ones are not padded to the long ones
+
+
+def test_bulk_encoding_runs_model_calls_side_by_side_with_the_same_vectors(cache_dir, torch_embedder):
+    """The index job's embed actors load for bulk: OpenVINO's throughput streams, one batch per
+    stream at once, so a neighbour on one core slows one stream instead of stalling every call."""
+    bulk = load_embedder(openvino_config(cache_dir), threads=2, bulk=True)
+    latency = load_embedder(openvino_config(cache_dir), threads=2)
+    assert (bulk.accelerated.parallel, latency.accelerated.parallel) == (2, 1)
+    together = threading.Barrier(2, timeout=60)  # passes only when two model calls are in flight at once
+    infer = bulk.accelerated._infer
+
+    def in_pairs(inputs):
+        together.wait()
+        return infer(inputs)
+
+    bulk.accelerated._infer = in_pairs
+    texts = [*TEXTS, *(t.upper() for t in TEXTS)]  # four model calls of two: two pairs side by side
+    vectors = bulk.encode(texts, batch_size=2)
+    bulk.accelerated._infer = infer
+    assert (vectors * latency.encode(texts, batch_size=2)).sum(axis=1).min() >= 0.99999  # each row is its own text's
+    assert (vectors * torch_embedder.encode(texts, batch_size=2)).sum(axis=1).min() >= 0.9999
 
 
 def test_a_second_load_reads_the_converted_model_instead_of_converting(cache_dir, monkeypatch):

@@ -12,7 +12,14 @@ from indexes.embedder import EmbedderConfig, embedder_spec
 from indexes.manifest import content_hash
 from indexes.store import lead_text
 from pipelines.config import ChunkerConfig, EmbedStageConfig, ParseConfig
-from pipelines.stages import RECORD, ChunkEmbedder, DocumentProcessor, chunk_vectors, document_record
+from pipelines.stages import (
+    RECORD,
+    ChunkEmbedder,
+    DocumentProcessor,
+    _load_for_actor,
+    chunk_vectors,
+    document_record,
+)
 from tests.fakes import word_vector
 
 pytestmark = pytest.mark.unit
@@ -144,6 +151,28 @@ def test_embed_actors_take_blocks_of_rows_and_cut_them_into_model_calls(tmp_path
     rows = processor()(row(path))
     embed({key: np.array([r[key] for r in rows]) for key in rows[0]})
     assert len(rows) - 1 > 4 and calls == [(len(rows) - 1, 4)]  # the block's chunks in one encode, calls of 4
+
+
+def test_embed_actors_load_the_embedder_for_bulk_work(monkeypatch):
+    """An actor's block is many model calls: it loads the embedder for bulk work (OpenVINO's
+    throughput streams, `load_embedder`), with the stage's threads, checked against the job's spec."""
+    import torch
+
+    loaded = []
+
+    class Loaded:
+        def check_spec(self, spec):
+            loaded.append(spec)
+
+    def load(config, threads=None, bulk=False):
+        loaded.append((threads, bulk))
+        return Loaded()
+
+    monkeypatch.setattr("pipelines.stages.load_embedder", load)
+    spec = embedder_spec(EmbedderConfig())
+    threads = torch.get_num_threads()  # the actor sets torch's threads: left as they are here
+    assert isinstance(_load_for_actor(EmbedderConfig(), threads, spec), Loaded)
+    assert loaded == [(threads, True), spec]
 
 
 def test_an_embed_block_smaller_than_a_model_call_is_refused():
