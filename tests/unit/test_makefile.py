@@ -1,0 +1,42 @@
+"""`make run`'s set-up compiles no byte-code; its two commands cache what they import instead."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
+
+
+def dry_run(*targets: str) -> list[str]:
+    """The commands make would run for targets, every prerequisite rebuilt, none executed."""
+    out = subprocess.run(["make", "-n", "-B", *targets], cwd=REPO, capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()
+
+
+def test_make_run_compiles_nothing_at_install_and_its_commands_cache_what_they_import(tmp_path):
+    """Compiling the base's 24k files took 35 s of a fresh `make run` here, of which a run imports a
+    quarter: with PYTHONDONTWRITEBYTECODE set (as on this machine), `make index` and `make serve` must
+    still write the byte-code of what they import, or every process compiles its imports again."""
+    base = dry_run("setup-base")
+    assert any("pip install" in line for line in base)
+    assert not [line for line in base if "compileall" in line]
+    assert any("compileall" in line for line in dry_run("setup"))  # tests and benchmarks: all compiled
+    commands = [line for line in dry_run("index", "serve") if "bin/rayrag " in line]
+    assert len(commands) == 2
+    (tmp_path / "probe.py").write_text("VALUE = 1\n")
+    for command in commands:
+        words = shlex.split(command)
+        prefix = words[: next(i for i, word in enumerate(words) if word.endswith("bin/rayrag"))]
+        env = os.environ | {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(tmp_path)}
+        subprocess.run([*prefix, sys.executable, "-c", "import probe"], env=env, check=True)
+        written = list((tmp_path / "__pycache__").glob("probe.*.pyc")) if (tmp_path / "__pycache__").exists() else []
+        assert written, f"{command!r} leaves PYTHONDONTWRITEBYTECODE set: nothing it imports is cached"
+        for cached in written:
+            cached.unlink()
