@@ -27,9 +27,9 @@ setup-base: $(BASE)
 # Byte-code: pip installs with --no-compile (it compiles file by file, about 60 s of the base install's
 # 100 s here). Where PYTHONDONTWRITEBYTECODE is set (as on this machine) Python never caches what it
 # compiles on import, so every process of every run would compile its imports again. The base compiles
-# nothing at install time: `make index` and `make serve` run with PYTHONDONTWRITEBYTECODE unset (RUN),
-# so each module is compiled once, by the first process that imports it, and cached beside it. A run
-# imports about 6k of the 24k files the base holds: compiling all of them took 35 s of a fresh
+# nothing at install time: `make run`, `make index` and `make serve` run with PYTHONDONTWRITEBYTECODE
+# unset (RUN), so each module is compiled once, by the first process that imports it, and cached beside
+# it. A run imports about 6k of the 24k files the base holds: compiling all of them took 35 s of a fresh
 # `make run`'s set-up here, compiling a run's imports 13.5 s. `make setup` (tests, benchmarks, which run
 # as the environment says) compiles everything with compileall on every core. `|| true`: like pip,
 # compileall skips the files in site-packages that are not for this Python (it reports them, exits 1).
@@ -57,8 +57,10 @@ $(STAMP): $(BASE)
 	       echo "note: no chromium (apt-get install chromium); the browser tests will be skipped"; }
 	touch $@
 
-# The main job: index the bundled corpus, then serve it on http://127.0.0.1:8000 (Ctrl-C stops).
-run: index serve
+# The main job: index the bundled corpus, then serve it on http://127.0.0.1:8000 (Ctrl-C stops), in one
+# process on one Ray instance (`make index` and `make serve` do each alone).
+run: setup-base
+	$(RUN) $(VENV)/bin/rayrag run --config $(CONFIG)
 
 index: setup-base
 	$(RUN) $(VENV)/bin/rayrag index --config $(CONFIG)

@@ -20,7 +20,7 @@ from indexes.manifest import Manifest
 from indexes.storage import locate, write_text
 from pipelines.report import JobReport
 from pipelines.sources import SourceError
-from rayrag.config import ConfigError
+from rayrag.config import ConfigError, RootConfig
 from rayrag.deploy_cli import deploy_app
 from rayrag.eval_cli import eval_app
 from rayrag.extras import missing_extra_message
@@ -142,11 +142,39 @@ def serve_command(
 ) -> None:
     """Serve the indexes over HTTP (OpenAI-compatible gateway, retriever, generators) on Ray Serve."""
     from rayrag.runtime import connect_ray
-    from rayrag.serve_cli import examples, preflight, start_app
+    from rayrag.serve_cli import preflight
 
     settings = load_settings(config, overrides)
     preflight(settings)
     connect_ray(settings.ray)
+    _serve(settings, detach)
+
+
+@app.command("run")
+def run_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    source: Annotated[
+        str | None, typer.Option(help="Directory, glob or URI to index (default: config index_job.source.path).")
+    ] = None,
+    overrides: SetOption = None,
+    detach: Annotated[bool, typer.Option(help="Return once ready, leaving the app running on the cluster.")] = False,
+) -> None:
+    """Index (only what changed), then serve: `rayrag index` and `rayrag serve` on one Ray instance (`make run`)."""
+    from pipelines.index_job import run_index_job
+    from rayrag.runtime import connect_ray
+    from rayrag.serve_cli import preflight
+
+    settings = load_settings(config, overrides)
+    preflight(settings, building=settings.index_job.name)  # a missing engine or other index: before the job
+    connect_ray(settings.ray)  # one instance for both: the second start and stop was 5-10 s of a first run
+    typer.echo(run_index_job(settings.indexes, settings.index_job, source=source).summary())
+    _serve(settings, detach)
+
+
+def _serve(settings: RootConfig, detach: bool) -> None:
+    """Start the app on the connected Ray and, unless detached, hold it until Ctrl-C or SIGTERM."""
+    from rayrag.serve_cli import examples, start_app
+
     typer.echo("starting the serving app (models load in their replicas; this can take a minute)")
     url = start_app(settings)
     typer.echo(examples(url, settings))

@@ -35,8 +35,9 @@ def start_app(settings: RootConfig, wait_s: float = 600.0) -> str:
     return url
 
 
-def preflight(settings: RootConfig) -> None:
-    """Fail in the shell, before Ray starts, not in a replica, when a served index was never built."""
+def preflight(settings: RootConfig, building: str | None = None) -> None:
+    """Fail in the shell, before Ray starts, not in a replica, when a served index was never built
+    (but `building`, the one `rayrag run` is about to build) or the primary's engine is missing."""
     config = settings.serve
     if config.primary is not None and not _installed("vllm"):
         raise ServeStartError(
@@ -44,6 +45,8 @@ def preflight(settings: RootConfig) -> None:
             "`make setup` installs it, or set serve.primary: null to answer with llama.cpp"
         )
     for name in config.retriever.indexes:
+        if name == building:
+            continue
         try:
             check_readable(settings.indexes.root, name)
         except IndexNotFoundError as exc:

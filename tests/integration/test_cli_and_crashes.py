@@ -1,12 +1,15 @@
-"""The `rayrag` command as users run it: status, bad config, a concurrent job, a job killed half-way."""
+"""The `rayrag` command as users run it: status, bad config, a concurrent job, a job killed half-way,
+`rayrag run`."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -170,3 +173,43 @@ def test_serve_drains_on_sigterm_like_ctrl_c(ray_cluster, tmp_path):
             server.kill()
     assert server.returncode == 0, err[-2000:]
     assert "stopped" in out and "SIGTERM received" not in err
+
+
+def test_run_indexes_then_serves_on_one_ray_instance(tmp_path):
+    """`rayrag run` (what `make run` does) builds the index, then answers from it, and both happen on
+    one Ray instance: a second start and stop was 5-10 s of a first `make run`. The Ray temp dir is
+    the test's own, so its sessions are counted, not anyone else's."""
+    import httpx
+
+    from tests.integration.serving_support import free_port
+
+    corpus = write_corpus(tmp_path / "corpus", {"tides.md": "# Tides\n\nTides rise and fall with the Moon.\n"})
+    port, ray_tmp = free_port(), Path(tempfile.mkdtemp(prefix="rr-", dir="/tmp"))  # short: Ray's socket paths
+    sets = [f"indexes.root={tmp_path / 'indexes'}", "index_job.name=test", "serve.retriever.indexes=[test]",
+            f"serve.gateway.port={port}", "serve.primary=null", "serve.fallback=null",
+            "serve.router.chain=[{backend: extractive}]", "serve.retriever.deployment.num_cpus=0",
+            "serve.gateway.records.enabled=false", f"serve.gateway.history.path={tmp_path / 'history.sqlite'}"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": str(ray_tmp)}
+    command = [*RAYRAG, "run", "--source", str(corpus), *(a for s in sets for a in ("--set", s))]
+    server = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        said = []
+        for line in server.stdout:
+            said.append(line)
+            if "stops it" in line:
+                break
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/query", json={"query": "What moves the tides?", "index": "test"}, timeout=60
+        )
+        sessions = sorted(p.name for p in ray_tmp.rglob("session_2*") if p.is_dir())
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=180)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert server.returncode == 0, err[-2000:]
+    assert "chunks: 1 added" in "".join(said) and "rayrag is serving" in "".join(said)
+    assert answer.status_code == 200 and "tides.md" in answer.text and "Moon" in answer.text, answer.text
+    assert len(sessions) == 1, sessions  # the job and the app on one Ray instance
+    assert "stopped" in out

@@ -22,14 +22,15 @@ def dry_run(*targets: str) -> list[str]:
 
 def test_make_run_compiles_nothing_at_install_and_its_commands_cache_what_they_import(tmp_path):
     """Compiling the base's 24k files took 35 s of a fresh `make run` here, of which a run imports a
-    quarter: with PYTHONDONTWRITEBYTECODE set (as on this machine), `make index` and `make serve` must
-    still write the byte-code of what they import, or every process compiles its imports again."""
+    quarter: with PYTHONDONTWRITEBYTECODE set (as on this machine), `make run`, `make index` and
+    `make serve` must still write the byte-code of what they import, or every process compiles its
+    imports again."""
     base = dry_run("setup-base")
     assert any("pip install" in line for line in base)
     assert not [line for line in base if "compileall" in line]
     assert any("compileall" in line for line in dry_run("setup"))  # tests and benchmarks: all compiled
-    commands = [line for line in dry_run("index", "serve") if "bin/rayrag " in line]
-    assert len(commands) == 2
+    commands = [line for line in dry_run("run", "index", "serve") if "bin/rayrag " in line]
+    assert [shlex.split(line)[4] for line in commands] == ["run", "index", "serve"]
     (tmp_path / "probe.py").write_text("VALUE = 1\n")
     for command in commands:
         words = shlex.split(command)

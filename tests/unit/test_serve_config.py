@@ -142,3 +142,21 @@ def test_versioned_prompts_render_passages_and_resolve_versions():
     assert "[1] 1.md: lava is hot" in rendered and "[2] 2.md: ice is cold" in rendered
     with pytest.raises(NotFound, match="rag_answer@9"):
         registry.get("rag_answer@9")
+
+
+def test_run_checks_every_served_index_but_the_one_it_is_about_to_build(tmp_path):
+    """`rayrag run` builds `index_job.name` before serving: its preflight skips that index only, so a
+    typo in another served index fails in the shell before the job, not after minutes of embedding."""
+    from indexes.layout import IndexNotFoundError
+    from rayrag.config import load_config
+    from rayrag.serve_cli import preflight
+
+    def settings(*indexes: str):
+        updates = {"indexes.root": str(tmp_path), "index_job.name": "docs", "serve.retriever.indexes": list(indexes)}
+        return load_config(None, updates=updates)
+
+    preflight(settings("docs"), building="docs")
+    with pytest.raises(IndexNotFoundError, match="index 'docs' has no published version"):
+        preflight(settings("docs"))  # `rayrag serve`: nothing is built first
+    with pytest.raises(IndexNotFoundError, match="index 'other' has no published version"):
+        preflight(settings("docs", "other"), building="docs")
