@@ -90,9 +90,11 @@ class WordEmbedder:
 
     def __init__(self) -> None:
         self.embedded: list[str] = []
+        self.calls: list[int] = []
 
     def encode(self, texts, batch_size=64):
         self.embedded += texts
+        self.calls.append(len(texts))
         return np.stack([word_vector(t) for t in texts]) if texts else np.zeros((0, 64), np.float32)
 
 
@@ -106,7 +108,8 @@ def test_a_chunks_lead_is_its_opening_sentences_after_its_heading():
 def test_a_chunks_vector_is_the_mean_of_its_own_and_its_leads():
     """The stored vector is the normalised mean of the chunk's and its lead's embeddings, so a query
     close to either view finds it; a chunk that is all lead is embedded once, and leads off is the
-    chunk's embedding alone."""
+    chunk's embedding alone. Chunks and leads go to the embedder in one encode, sorted by length
+    together."""
     long = "Python lists have a sort method. " + "Keys, stability and reverse order are covered below. " * 8
     short = "One sentence only."
     places = [(long, "Sorting", None), (short, "Sorting", None)]
@@ -116,6 +119,7 @@ def test_a_chunks_vector_is_the_mean_of_its_own_and_its_leads():
     np.testing.assert_allclose(vectors[0], mean / np.linalg.norm(mean), rtol=1e-5)
     np.testing.assert_allclose(vectors[1], word_vector(short), rtol=1e-5)
     assert embedder.embedded == [long, short, "Python lists have a sort method."]
+    assert embedder.calls == [3]  # one encode: the chunks and their leads together
     alone = chunk_vectors(WordEmbedder(), places, ChunkerConfig(lead_chars=None))
     np.testing.assert_allclose(alone[0], word_vector(long), rtol=1e-5)
     contextual = WordEmbedder()
