@@ -62,6 +62,16 @@ class OpenVinoEncoder:
         self.parallel = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self._tail = list(model)[1:]  # pooling, normalize, dense: cheap, and exactly the model's own
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        # OpenVINO's Python binding initialises function-local statics on a request's first tensor
+        # access; two threads doing that at once deadlocked an embed actor here (one in
+        # __cxa_guard_acquire waiting for the GIL, the other holding it). So every request is made,
+        # and has run once, on this thread before any other can use one.
+        for _ in range(self.parallel):
+            request = compiled.create_infer_request()
+            features = model.preprocess(SAMPLE)
+            request.infer({name: features[name].numpy() for name in self.input_names})
+            request.get_output_tensor(0).data.copy()
+            self._requests.put(request)
         self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="openvino") if self.parallel > 1 else None
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:

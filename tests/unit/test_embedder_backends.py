@@ -94,6 +94,40 @@ def test_bulk_encoding_runs_model_calls_side_by_side_with_the_same_vectors(cache
     assert (vectors * torch_embedder.encode(texts, batch_size=2)).sum(axis=1).min() >= 0.9999
 
 
+def test_every_inference_request_is_made_and_first_run_on_the_loading_thread(cache_dir):
+    """OpenVINO's binding initialises statics on a request's first tensor access, and two threads doing
+    that at once deadlocked an embed actor (`__cxa_guard_acquire` against the GIL): the encoder makes
+    its requests and runs each once as it loads, so its threads only ever reuse warm ones."""
+    real = load_embedder(openvino_config(cache_dir), threads=2, bulk=True)
+    compiled, loading, seen = real.accelerated.compiled, threading.get_ident(), []
+
+    class Recorded:
+        def __init__(self):
+            self.request = compiled.create_infer_request()
+
+        def infer(self, inputs):
+            seen.append(("ran", threading.get_ident()))
+            return self.request.infer(inputs)
+
+        def get_output_tensor(self, index):
+            return self.request.get_output_tensor(index)
+
+    class Compiled:
+        inputs = compiled.inputs
+
+        def get_property(self, name):
+            return compiled.get_property(name)
+
+        def create_infer_request(self):
+            seen.append(("made", threading.get_ident()))
+            return Recorded()
+
+    encoder = openvino_runtime.OpenVinoEncoder(real.model, Compiled())
+    assert seen == [("made", loading), ("ran", loading)] * 2  # two streams: two requests, each warm
+    vectors = encoder.encode([*TEXTS, *(t.upper() for t in TEXTS)], batch_size=2)
+    assert vectors.shape == (8, 384) and [event for event, _ in seen[4:]] == ["ran"] * 4  # none made later
+
+
 def test_a_second_load_reads_the_converted_model_instead_of_converting(cache_dir, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("converted again although the cache holds the model")
