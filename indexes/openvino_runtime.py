@@ -66,10 +66,11 @@ class OpenVinoEncoder:
         # access; two threads doing that at once deadlocked an embed actor here (one in
         # __cxa_guard_acquire waiting for the GIL, the other holding it). So every request is made,
         # and has run once, on this thread before any other can use one.
+        features = model.preprocess(SAMPLE)
+        sample = {name: features[name].numpy() for name in self.input_names}
         for _ in range(self.parallel):
             request = compiled.create_infer_request()
-            features = model.preprocess(SAMPLE)
-            request.infer({name: features[name].numpy() for name in self.input_names})
+            request.infer(sample)
             request.get_output_tensor(0).data.copy()
             self._requests.put(request)
         self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="openvino") if self.parallel > 1 else None

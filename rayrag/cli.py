@@ -27,7 +27,7 @@ from rayrag.extras import missing_extra_message
 from rayrag.feedback_cli import feedback_app
 from rayrag.figures import FiguresError
 from rayrag.keys_cli import keys_app
-from rayrag.options import DEFAULT_CONFIG, ConfigOption, SetOption, load_settings
+from rayrag.options import DEFAULT_CONFIG, ConfigOption, DetachOption, SetOption, SourceOption, load_settings
 from rayrag.serve_cli import ServeStartError
 from serving.generator.models import ModelUnavailableError
 
@@ -58,9 +58,7 @@ app.add_typer(deploy_app, name="deploy")
 def index(
     ctx: typer.Context,
     config: ConfigOption = DEFAULT_CONFIG,
-    source: Annotated[
-        str | None, typer.Option(help="Directory, glob or URI to index (default: config index_job.source.path).")
-    ] = None,
+    source: SourceOption = None,
     index_name: Annotated[
         str | None, typer.Option("--index", help="Index name (default: config index_job.name).")
     ] = None,
@@ -138,7 +136,7 @@ def status(
 def serve_command(
     config: ConfigOption = DEFAULT_CONFIG,
     overrides: SetOption = None,
-    detach: Annotated[bool, typer.Option(help="Return once ready, leaving the app running on the cluster.")] = False,
+    detach: DetachOption = False,
 ) -> None:
     """Serve the indexes over HTTP (OpenAI-compatible gateway, retriever, generators) on Ray Serve."""
     from rayrag.runtime import connect_ray
@@ -153,11 +151,9 @@ def serve_command(
 @app.command("run")
 def run_command(
     config: ConfigOption = DEFAULT_CONFIG,
-    source: Annotated[
-        str | None, typer.Option(help="Directory, glob or URI to index (default: config index_job.source.path).")
-    ] = None,
+    source: SourceOption = None,
     overrides: SetOption = None,
-    detach: Annotated[bool, typer.Option(help="Return once ready, leaving the app running on the cluster.")] = False,
+    detach: DetachOption = False,
 ) -> None:
     """Index (only what changed), then serve: `rayrag index` and `rayrag serve` on one Ray instance (`make run`)."""
     from pipelines.index_job import run_index_job

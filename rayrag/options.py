@@ -15,6 +15,10 @@ from rayrag.config import RootConfig, load_config
 DEFAULT_CONFIG = Path("configs/default.yaml")
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
+SourceOption = Annotated[
+    str | None, typer.Option(help="Directory, glob or URI to index (default: config index_job.source.path).")
+]
+DetachOption = Annotated[bool, typer.Option(help="Return once ready, leaving the app running on the cluster.")]
 
 
 def config_path(config: Path) -> Path | None:
