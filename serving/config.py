@@ -224,6 +224,9 @@ class RouterConfig(StrictModel):
     max_queue_depth: PositiveInt = 8  # requests in flight to one step from one router replica
     timeout_s: PositiveFloat = 60.0  # default per-step timeout
     status_interval_s: PositiveFloat = 1.0
+    # polls in a row that may go unanswered (a generator busy on every core answers late) before the
+    # step counts as not ready; an error reply (a dead replica) counts at once
+    status_misses: PositiveInt = 3
     retry: RetryConfig = RetryConfig()
     breaker: BreakerConfig = BreakerConfig()
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, max_ongoing_requests=64)

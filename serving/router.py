@@ -106,6 +106,7 @@ class Slot:
     timeout_s: float
     status: GeneratorStatus | None = None
     in_flight: int = 0
+    missed: int = 0  # status polls in a row that timed out
     log: list[str] = field(default_factory=list)
     waking: asyncio.Task | None = None  # the call that makes Serve start a scaled-to-zero generator
 
@@ -165,9 +166,18 @@ class Router:
             return
         try:
             slot.status = await asyncio.wait_for(slot.backend.status(), self.config.status_interval_s * 2)
+            slot.missed = 0
+        except TimeoutError:  # late, not gone: a generator busy on every core keeps its last status a while
+            slot.missed += 1
+            if slot.status is None or slot.missed >= self.config.status_misses:
+                self._not_ready(slot, f"status: no answer in {slot.missed} polls")
         except Exception as exc:  # noqa: BLE001 - an unreachable backend is simply not ready
-            name = slot.status.model if slot.status else "?"
-            slot.status = GeneratorStatus(backend=slot.role, model=name, ready=False, error=f"status: {exc!r}")
+            self._not_ready(slot, f"status: {exc!r}")
+
+    @staticmethod
+    def _not_ready(slot: Slot, error: str) -> None:
+        name = slot.status.model if slot.status else "?"
+        slot.status = GeneratorStatus(backend=slot.role, model=name, ready=False, error=error)
 
     async def _scaled_to_zero(self, slot: Slot) -> bool:
         try:

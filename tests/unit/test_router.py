@@ -216,3 +216,42 @@ def test_a_generator_scaled_to_zero_is_woken_once_while_the_next_step_answers():
         return await router.generate(REQUEST)
 
     assert run(scenario()).backend == "vllm"
+
+
+def test_a_generator_late_to_answer_its_status_poll_stays_ready_until_it_misses_several():
+    """A generator busy on every core answers its status late: one late poll must not send the next
+    question down the chain. `status_misses` late polls in a row, or one error reply, do."""
+    primary, fallback = FakeGenerator("vllm"), FakeGenerator("llama_cpp")
+    hang, broken = asyncio.Event(), False
+
+    async def status():
+        if broken:
+            raise RuntimeError("replica died")
+        if not hang.is_set():
+            return await FakeGenerator.status(primary)
+        await asyncio.sleep(3600)
+
+    primary.status = status
+    router = Router(RouterConfig(status_interval_s=0.01, status_misses=3), primary, fallback)
+
+    async def scenario():
+        nonlocal broken
+        await router.models()
+        router._poller.cancel()  # the polls below are the test's own, counted one by one
+        hang.set()
+        seen = []
+        for _ in range(3):
+            await router._refresh(router.slots[0])
+            seen.append((await router.generate(REQUEST)).steps)
+        hang.clear()
+        await router._refresh(router.slots[0])
+        back = (await router.generate(REQUEST)).steps
+        broken = True
+        await router._refresh(router.slots[0])
+        return seen, back, (await router.generate(REQUEST)).steps
+
+    seen, back, broken_steps = run(scenario())
+    assert seen[:2] == [["primary: answered"]] * 2
+    assert seen[2] == ["primary: skipped (not ready: failed)", "fallback: answered"]
+    assert back == ["primary: answered"]
+    assert broken_steps == ["primary: skipped (not ready: failed)", "fallback: answered"]
