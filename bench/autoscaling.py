@@ -57,6 +57,7 @@ IN_FLIGHT = re.compile(r'^ray_rayrag_in_flight\{[^}]*step="(\w+)"[^}]*\} ([0-9.e
 def overrides(queue_depth: int) -> dict:
     """The autoscaling to watch, as keys of configs/default.yaml (what `rayrag --set` takes)."""
     return {
+        "serve.retriever.placement": "deployment",  # replicas of its own, which scale apart from the gateway
         "serve.retriever.deployment.num_cpus": 0.25,  # three replicas fit beside the rest on 2 logical CPUs
         "serve.retriever.deployment.max_ongoing_requests": 4,
         "serve.retriever.deployment.autoscaling": {

@@ -44,7 +44,8 @@ def load_serving(args: dict[str, Any] | None) -> ServingSettings:
 
 
 def bind(settings: ServingSettings) -> Application:
-    """Bind the deployment graph: gateway -> (retriever, router -> (primary, fallback))."""
+    """Bind the deployment graph: gateway -> (retriever, router -> (primary, fallback)); with
+    `retriever.placement: gateway` there is no retriever deployment: the gateway opens the indexes."""
     config = settings.serve
     generators = config.generators_in_chain()
     logs = config.logging.serve()
@@ -62,19 +63,23 @@ def bind(settings: ServingSettings) -> Application:
     router = serve.deployment(Router, name="router").options(
         **config.router.deployment.serve_options(), logging_config=logs
     )
-    retriever = serve.deployment(Retriever, name="retriever").options(
-        **config.retriever.deployment.serve_options(), logging_config=logs
-    )
+    retriever = None  # placement: gateway, where each gateway replica opens the indexes itself
+    if not config.retriever.colocated:
+        retriever = serve.deployment(Retriever, name="retriever").options(
+            **config.retriever.deployment.serve_options(), logging_config=logs
+        )
+        retriever = retriever.bind(config.retriever, settings.indexes)
     gateway = serve.deployment(Gateway, name="gateway").options(
         **config.gateway.deployment.serve_options(), logging_config=logs
     )
     return gateway.bind(
         config.gateway,
-        retriever.bind(config.retriever, settings.indexes),
+        retriever,
         router.bind(config.router, primary, fallback, cold=config.cold_generators()),
         indexes=config.retriever.indexes,
         max_top_k=config.retriever.max_top_k,
         coalesce=config.retriever.coalesce,
+        colocated=config.retriever if retriever is None else None,
         embedder=settings.indexes.embedder,  # the cache and the graders embed in the gateway itself
         index_settings=settings.indexes,  # what an index job started over HTTP writes with
     )
@@ -91,7 +96,8 @@ def check_placement(settings: ServingSettings) -> None:
     config = settings.serve
     demands = [placement.Demand(f"deployment {name!r}", d.demand()) for name, d in config.deployments().items()]
     placement.check_demands(demands, placement.cluster_shapes())
-    retriever = placement.Demand("retriever", config.retriever.deployment.demand())
+    host = "gateway" if config.retriever.colocated else "retriever"
+    retriever = placement.Demand(host, config.deployments()[host].demand())
     placement.check_index_readable(settings.indexes.root, config.retriever.indexes, retriever, check_readable)
 
 

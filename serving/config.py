@@ -78,8 +78,10 @@ class RerankerConfig(StrictModel):
 
 class QueryBatching(StrictModel):
     """Concurrent searches' queries encoded together (serve.batch): up to `max_size`, waiting at most
-    `wait_s` for more once one arrives. The default 0 never holds a lone query back and still batches
-    under load: one batch encodes at a time, and the queries that arrive meanwhile form the next."""
+    `wait_s` for more once one arrives. A search alone in the retriever never waits (it is encoded at
+    once). With 0, one batch encodes at a time and the queries that arrive meanwhile form the next:
+    enough when a gateway sends searches in shared calls (`coalesce`). Searches arriving one by one
+    (`placement: gateway`) come further apart than an encode takes and share one only by waiting."""
 
     max_size: PositiveInt = 16
     wait_s: NonNegativeFloat = 0.0
@@ -115,8 +117,15 @@ class LexicalConfig(StrictModel):
 
 
 class RetrieverConfig(StrictModel):
-    """Which indexes to serve and how to rank their chunks."""
+    """Which indexes to serve and how to rank their chunks, and where that runs.
 
+    `placement: gateway` opens the indexes in each gateway replica and searches there: on one node an
+    actor hop costs about what the search itself does, so a search in-process answers sooner and
+    costs the machine less. `deployment` is a Retriever deployment of its own, scaled apart from the
+    gateways (its own nodes and resources, GPUs for a reranker); `deployment` and `coalesce` are its
+    settings, so they are refused beside `placement: gateway` rather than ignored."""
+
+    placement: Literal["gateway", "deployment"] = "deployment"
     cache_dir: Path | None = None  # where a URI root's versions are downloaded; null = ~/.cache/rayrag/indexes
     indexes: list[str] = Field(default_factory=lambda: ["pydocs"], min_length=1)
     # also serve every index published under the root later (vector stores created over HTTP), up to
@@ -154,6 +163,20 @@ class RetrieverConfig(StrictModel):
         for name in self.indexes:
             validate_index_name(name)
         return self
+
+    @model_validator(mode="after")
+    def _placed_once(self) -> RetrieverConfig:
+        stray = sorted({"deployment", "coalesce"} & self.model_fields_set)
+        if self.colocated and stray:
+            keys = " and ".join(f"retriever.{key}" for key in stray)
+            raise ValueError(f"{keys} set beside retriever.placement: gateway, where no retriever deployment "
+                             "runs: remove it, or set placement: deployment")  # fmt: skip
+        return self
+
+    @property
+    def colocated(self) -> bool:
+        """Whether the gateway replicas search the indexes themselves (no retriever deployment)."""
+        return self.placement == "gateway"
 
 
 class VllmConfig(StrictModel):
@@ -481,7 +504,7 @@ class ServeConfig(StrictModel):
                                           "the chain step's max_queue_depth, or serve.router.max_queue_depth, x the "
                                           "router's max_replicas", "that max_queue_depth")
                  for s in router.steps()}  # fmt: skip
-        if coalesce := self.retriever.coalesce:  # the gateways' calls, each a batch of searches
+        if (coalesce := self.retriever.coalesce) and not self.retriever.colocated:  # the gateways' calls
             reach["retriever"] = scaling.Reach(
                 coalesce.in_flight * self.gateway.deployment.autoscaling.max_replicas, "the gateways ever send",
                 "serve.retriever.coalesce.in_flight x the gateway's max_replicas, each call a batch of searches",
@@ -503,8 +526,8 @@ class ServeConfig(StrictModel):
     def deployments(self) -> dict[str, DeploymentConfig]:
         """Each deployment the app binds, by its Serve name, with its resources."""
         bound = {SERVE_NAMES[role]: g.deployment for role, g in self.generators_in_chain().items()}
-        return {"gateway": self.gateway.deployment, "retriever": self.retriever.deployment,
-                "router": self.router.deployment, **bound}  # fmt: skip
+        retriever = {} if self.retriever.colocated else {"retriever": self.retriever.deployment}
+        return {"gateway": self.gateway.deployment, **retriever, "router": self.router.deployment, **bound}
 
 
 class ServingSettings(StrictModel):

@@ -25,7 +25,7 @@ from ray import serve
 from ray.exceptions import RayActorError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from indexes.embedder import EmbedderConfig, load_embedder
+from indexes.embedder import Embedder, EmbedderConfig, load_embedder
 from serving.answers import Grounding, Outcome, Plan, Route, Turn, context_tokens, observe_generation
 from serving.checks.guard import Guard
 from serving.checks.json_mode import generate_json
@@ -152,7 +152,7 @@ class FlowSupport:
 
     def __init__(
         self, config: GatewayConfig, retriever: Any, router: Any, *, indexes: list[str], max_top_k: int,
-        guard: Guard | None = None, embedder: EmbedderConfig | None = None,
+        guard: Guard | None = None, embedder: EmbedderConfig | None = None, loaded_embedder: Embedder | None = None,
     ) -> None:  # fmt: skip
         self.config = config
         self.retriever, self.router = retriever, router
@@ -167,7 +167,8 @@ class FlowSupport:
         self.conversations = Conversations(config.history)
         self.followups = FollowupQueries(config.followups, lambda request: self.router.generate(request, None))
         self.graders = Graders(config.graders, self._embed, self._generate) if config.graders.enabled else None
-        self.embedder_config, self._embedder = embedder, None
+        # `loaded_embedder`: one this process already holds (a colocated retriever's), never loaded twice
+        self.embedder_config, self._embedder = embedder, loaded_embedder
         self._served_at, self._served = -math.inf, {}
 
     # -- collaborators, with what the flow keeps of them ----------------------------------------
@@ -175,7 +176,7 @@ class FlowSupport:
     async def _embed(self, texts: list[str]) -> np.ndarray:
         """Unit vectors from the index's embedder. With `embedder` given it runs here (loaded on
         first use, off the event loop), so a semantic-cache lookup costs no call to the retriever."""
-        if self.embedder_config is None:
+        if self.embedder_config is None and self._embedder is None:
             vectors, _ = await self.retriever.embed(texts)
             return np.asarray(vectors, dtype=np.float32)
         if self._embedder is None:

@@ -24,7 +24,7 @@ from indexes.config import IndexesConfig
 from indexes.embedder import EmbedderConfig
 from serving import edge, files_api, mcp, page, transports
 from serving.answers import answer_headers
-from serving.config import GatewayConfig, SearchCoalescing
+from serving.config import GatewayConfig, RetrieverConfig, SearchCoalescing
 from serving.flow import AnswerFlow
 from serving.flow_support import ALLOWED_MODELS, HandleRetriever, HandleRouter
 from serving.generator.protocol import Message, Usage
@@ -48,6 +48,7 @@ from serving.protocol import (
     SearchRequest,
     SearchResult,
 )
+from serving.retriever import Retriever
 from serving.stores.records import Feedback
 from serving.telemetry import metrics
 from serving.telemetry.tracing import setup_tracing
@@ -251,15 +252,21 @@ class Gateway:
     def __init__(
         self, config: GatewayConfig, retriever: Any, router: Any, *, indexes: list[str], max_top_k: int,
         embedder: EmbedderConfig | None = None, index_settings: IndexesConfig | None = None,
-        coalesce: SearchCoalescing | None = None,
+        coalesce: SearchCoalescing | None = None, colocated: RetrieverConfig | None = None,
     ) -> None:  # fmt: skip
         setup_tracing(config.telemetry, "rayrag-gateway")  # the replica process's tracer provider, once
+        index_settings = index_settings or IndexesConfig()
+        if colocated is not None:  # retriever.placement: gateway: this replica opens and searches the indexes
+            local = Retriever(colocated, index_settings)
+            port, loaded = local, local.embedder  # one embedder in the process, for the cache and the search
+        else:
+            port, loaded = HandleRetriever(retriever, coalesce), None
         self.flow = AnswerFlow(
-            config, HandleRetriever(retriever, coalesce), HandleRouter(router), indexes=indexes, max_top_k=max_top_k,
-            embedder=embedder,
+            config, port, HandleRouter(router), indexes=indexes, max_top_k=max_top_k, embedder=embedder,
+            loaded_embedder=loaded,
         )  # fmt: skip
         # uploads and index jobs write with the served indexes' own settings (root, embedder)
-        self.ingest = Ingest(config.ingest, index_settings or IndexesConfig())
+        self.ingest = Ingest(config.ingest, index_settings)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self.flow, self.ingest)

@@ -83,6 +83,7 @@ class Retriever:
         self.embedder = embedder or load_embedder(store.embedder)
         self.reranker = reranker if reranker is not None else _load_reranker(config, store.embedder.device)
         self._batched = in_replica()  # serve.batch needs a replica; in-process users (evaluation) encode alone
+        self._searching = 0  # searches in this process now: a lone one never waits for a batch to fill
         if self._batched:
             self._encode_queries.set_max_batch_size(config.batch.max_size)
             self._encode_queries.set_batch_wait_timeout_s(config.batch.wait_s)
@@ -243,14 +244,20 @@ class Retriever:
         vectors = await asyncio.to_thread(self.embedder.encode, queries)
         return list(vectors)
 
-    async def _encode_query(self, query: str) -> np.ndarray:
-        if self._batched:
-            return await self._encode_queries(query)
-        return (await asyncio.to_thread(self.embedder.encode, [query]))[0]
-
     async def search(self, request: SearchRequest, vector: list[float] | None = None) -> SearchResult:
         """Rank chunks of `request.index`; `vector` is the query's embedding when the caller already
         has it (the gateway embeds a RAG question once, for the semantic cache and for this search)."""
+        self._searching += 1
+        try:
+            return await self._search(request, vector)
+        finally:
+            self._searching -= 1
+
+    async def _search(self, request: SearchRequest, vector: list[float] | None) -> SearchResult:
+        """A search alone in this process is encoded and ranked at once, in one thread hop; one that
+        finds others in flight meets them in `_encode_queries`, whose batch waits up to `batch.wait_s`
+        to fill: under load, arrivals come further apart than one encode takes, and only a wait lets
+        N of them share it. (`_searching` counts the searches in flight, `search_many`'s at once.)"""
         loaded = self._served(request.index)
         top_k = request.top_k or self.config.top_k
         if top_k > self.config.max_top_k:
@@ -258,11 +265,15 @@ class Retriever:
         mode = request.mode or self.config.mode
         rerank = self._rerank_wanted(request)
         started = time.perf_counter()
-        query = None
-        if mode != "bm25":
-            found = vector if vector is not None else await self._encode_query(request.query)
-            query = np.asarray([found], dtype=np.float32)
-        hits = await asyncio.to_thread(self._rank, loaded, request, mode, top_k, rerank, query)
+        encode = mode != "bm25" and vector is None
+        if encode and (not self._batched or self._searching == 1):
+            hits = await asyncio.to_thread(self._encode_and_rank, loaded, request, mode, top_k, rerank)
+        else:
+            query = None
+            if mode != "bm25":
+                query = np.asarray([vector if vector is not None else await self._encode_queries(request.query)],
+                                   dtype=np.float32)  # fmt: skip
+            hits = await asyncio.to_thread(self._rank, loaded, request, mode, top_k, rerank, query)
         return SearchResult(
             index=request.index,
             version=loaded.version_id,
@@ -281,11 +292,21 @@ class Retriever:
 
         async def one(request: SearchRequest, vector: list[float] | None) -> SearchResult | Exception:
             try:
-                return await self.search(request, vector)
+                return await self._search(request, vector)
             except Exception as exc:  # noqa: BLE001 - handed back to its own caller, raised there
                 return exc
 
-        return list(await asyncio.gather(*map(one, requests, vectors)))
+        self._searching += len(requests)  # in flight together from the start: none of them is alone
+        try:
+            return list(await asyncio.gather(*map(one, requests, vectors)))
+        finally:
+            self._searching -= len(requests)
+
+    def _encode_and_rank(
+        self, loaded: Loaded, request: SearchRequest, mode: str, top_k: int, rerank: bool
+    ) -> list[Hit]:
+        query = np.asarray(self.embedder.encode([request.query]), dtype=np.float32)
+        return self._rank(loaded, request, mode, top_k, rerank, query)
 
     def _rank(
         self, loaded: Loaded, request: SearchRequest, mode: str, top_k: int, rerank: bool, query: np.ndarray | None

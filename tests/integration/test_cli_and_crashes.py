@@ -157,8 +157,7 @@ def test_serve_drains_on_sigterm_like_ctrl_c(ray_cluster, tmp_path):
     port = free_port()
     sets = [f"indexes.root={config.indexes.root}", "serve.retriever.indexes=[test]", f"serve.gateway.port={port}",
             "serve.primary=null", "serve.fallback=null", "serve.router.chain=[{backend: extractive}]",
-            "serve.retriever.deployment.num_cpus=0", "serve.gateway.records.enabled=false",
-            f"serve.gateway.history.path={tmp_path / 'history.sqlite'}"]  # fmt: skip
+            "serve.gateway.records.enabled=false", f"serve.gateway.history.path={tmp_path / 'history.sqlite'}"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own Ray, like a user's shell
     server = subprocess.Popen([*RAYRAG, "serve", *(a for s in sets for a in ("--set", s))], env=env, cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -187,8 +186,7 @@ def test_run_indexes_then_serves_on_one_ray_instance(tmp_path):
     port, ray_tmp = free_port(), Path(tempfile.mkdtemp(prefix="rr-", dir="/tmp"))  # short: Ray's socket paths
     sets = [f"indexes.root={tmp_path / 'indexes'}", "index_job.name=test", "serve.retriever.indexes=[test]",
             f"serve.gateway.port={port}", "serve.primary=null", "serve.fallback=null",
-            "serve.router.chain=[{backend: extractive}]", "serve.retriever.deployment.num_cpus=0",
-            "serve.gateway.records.enabled=false", f"serve.gateway.history.path={tmp_path / 'history.sqlite'}"]  # fmt: skip
+            "serve.router.chain=[{backend: extractive}]", "serve.gateway.records.enabled=false", f"serve.gateway.history.path={tmp_path / 'history.sqlite'}"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": str(ray_tmp)}
     command = [*RAYRAG, "run", "--source", str(corpus), *(a for s in sets for a in ("--set", s))]
     server = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

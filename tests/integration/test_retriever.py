@@ -121,25 +121,27 @@ class CountingRetriever(Retriever):
         return self.batches
 
 
-def test_concurrent_searches_are_encoded_in_one_batch(built):
-    """Eight searches in flight at once on one replica cost one encode call of eight queries."""
+def test_concurrent_searches_are_encoded_in_one_batch_and_a_lone_one_never_waits(built):
+    """Eight searches in flight at once on one replica cost one encode call of eight queries; a
+    search alone in the replica is encoded at once, though the batch may wait an hour to fill."""
     from ray import serve
 
     from tests.integration.serving_support import free_port
 
     config, _ = built
     settings = RetrieverConfig(indexes=["test"], reload_interval_s=3600,
-                               batch={"max_size": 8, "wait_s": 30.0}, deployment={"num_cpus": 0})  # fmt: skip
+                               batch={"max_size": 8, "wait_s": 3600.0}, deployment={"num_cpus": 0})  # fmt: skip
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
     deployment = serve.deployment(CountingRetriever, name="retriever").options(**settings.deployment.serve_options())
     handle = serve.run(deployment.bind(settings, config.indexes), name="batching", route_prefix=None)
     try:
         questions = ["what is lava?", "how is bread leavened?", "what causes tides?", "spring tides", "magma",
                      "sourdough starter", "neap tides", "Mount Fuji"]  # fmt: skip
-        results = [handle.search.remote(SearchRequest(query=q, index="test", top_k=1)) for q in questions]
-        sources = [r.result().chunks[0].source for r in results]
-        assert handle.encode_batches.remote().result() == [8]  # not eight calls of one (wait_s is never reached)
-        assert sources[:3] == ["volcanoes.md", "sourdough.md", "tides.md"]
+        burst = [SearchRequest(query=q, index="test", top_k=1) for q in questions]  # in flight together
+        sources = [r.chunks[0].source for r in handle.search_many.remote(burst, [None] * 8).result()]
+        alone = handle.search.remote(SearchRequest(query="what is lava?", index="test", top_k=1)).result(timeout_s=120)
+        assert handle.encode_batches.remote().result() == [8, 1]  # not eight calls of one; the lone one not held
+        assert sources[:3] == ["volcanoes.md", "sourdough.md", "tides.md"] and alone.chunks[0].source == sources[0]
     finally:
         serve.delete("batching")
         serve.shutdown()

@@ -67,6 +67,11 @@ def app(ray_cluster, tmp_path_factory):
 def app_settings(index_root, port: int) -> dict:
     """The test app with quotas on (limits far above what the tests send), so charges can be read."""
     settings = serve_settings(index_root, port)
+    # the local default's placement: the gateway searches the indexes itself (the other apps keep a
+    # retriever deployment, which test_autoscaling and test_retriever exercise)
+    settings["retriever"] = {k: v for k, v in settings["retriever"].items() if k != "deployment"} | {
+        "placement": "gateway"
+    }
     settings["gateway"] |= {"quotas": {"enabled": True, "sqlite_path": str(Path(index_root).parent / "quotas.sqlite"),
                                        "requests_per_minute": 1_000_000, "tokens_per_minute": 1_000_000_000},
                             "max_tokens_cap": 512}  # long answers, so a stream can be left while it runs  # fmt: skip
@@ -86,6 +91,15 @@ def spent(app) -> int:
 @pytest.fixture(scope="module")
 def client(app):
     return openai.OpenAI(base_url=f"{app['url']}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_the_gateway_searches_the_indexes_itself(app):
+    """`retriever.placement: gateway`: no retriever deployment runs, and the gateway's search answers
+    from the index with the version it serves (hot reload in the gateway: the reindex tests below)."""
+    deployments = serve.status().applications["rayrag"].deployments
+    assert "retriever" not in deployments and {"gateway", "router"} <= set(deployments)
+    found = httpx.post(f"{app['url']}/v1/search", json={"query": "What is a volcano?", "index": "test"}, timeout=60)
+    assert found.status_code == 200 and found.json()["chunks"][0]["source"].endswith("volcanoes.md")
 
 
 def test_models_lists_generators_and_rag_indexes(client):

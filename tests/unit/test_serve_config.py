@@ -47,8 +47,12 @@ def test_a_retrieval_only_app_needs_no_generator():
         ({"router": {"chain": [{"backend": "fallback"}]}}, "primary is configured but router.chain does not name"),
         ({"router": {"chain": [{"backend": "cloud"}]}}, "router.chain.0.backend"),
         ({"router": {"chain": []}}, "router.chain"),
+        ({"retriever": {"placement": "gateway", "deployment": {"num_cpus": 1}}},
+         "retriever.deployment set beside retriever.placement: gateway"),
+        ({"retriever": {"placement": "gateway", "coalesce": None}},
+         "retriever.coalesce set beside retriever.placement: gateway"),
     ],
-)
+)  # fmt: skip
 def test_bad_args_name_the_key(args, named):
     with pytest.raises(ConfigError, match=named):
         load_serving({"serve": args})
@@ -114,6 +118,23 @@ def test_the_shipped_configs_scale_as_they_say():
 
     for name in ("default.yaml", "cluster/rayrag.yaml"):
         load_config(REPO / "configs" / name)
+
+
+def test_the_local_default_searches_in_the_gateway_and_the_cluster_in_a_retriever_deployment(monkeypatch):
+    """`placement: gateway` binds no retriever deployment: the gateway gets the retriever's config
+    instead of a handle, and the placement checks and autoscaling see no retriever; the cluster
+    config keeps replicas of their own."""
+    from serving.app import bind
+
+    monkeypatch.chdir(REPO)
+    local = load_serving({"config": "configs/default.yaml"})
+    assert local.serve.retriever.colocated and "retriever" not in local.serve.deployments()
+    gateway = bind(local)._bound_deployment
+    assert gateway.init_args[1] is None and gateway.init_kwargs["colocated"] == local.serve.retriever
+    cluster = load_serving({"config": "configs/cluster/rayrag.yaml"})
+    assert not cluster.serve.retriever.colocated and "retriever" in cluster.serve.deployments()
+    gateway = bind(cluster)._bound_deployment
+    assert gateway.init_args[1] is not None and gateway.init_kwargs["colocated"] is None
 
 
 def chunk(n: int, text: str) -> ScoredChunk:
