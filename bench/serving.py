@@ -2,11 +2,13 @@
 
 - search_rps_32c_over_bare: `/v1/search` requests/s at 32 concurrent Locust users over the bare
   libraries doing the same work sequentially in this process, as a user would write it
-  (sentence-transformers on PyTorch encodes one query, FAISS searches) on the same queries
+  (sentence-transformers on PyTorch encodes one query, FAISS searches) on the same queries, for
+  5 s before the app is measured and 5 s right after the load (their mean; both recorded)
   (`search_p99_over_p50` at 32 clients beside it). `search_rps_32c_over_inprocess` divides by the
   same loop on rayrag's own embedder (OpenVINO on CPU) instead: what batching and the hops add or cost.
 - search_http_overhead_ms: one client, `/v1/search` p50 minus the in-process encode (rayrag's
-  embedder, as the retriever runs it) + search p50 on the same queries; the searches over HTTP (and
+  embedder, as the retriever runs it) + search p50 on the same queries, the HTTP search and the floor
+  below sampled in turn (`interleaved_p50`: this machine's speed drifts between phases); the searches over HTTP (and
   Locust's) ask for `mode: dense`, the work the in-process and bare sides do (hybrid's BM25 is the
   retriever's work, not the hops'), and `search_retriever_took_p50_ms` is the replica's own time; `http_floor_p50_ms` is a
   `GET /healthz` (the proxy hop every request pays) and `search_overhead_over_floor_ms` what the
@@ -15,7 +17,8 @@
   divided by tokens/s of a bare `llama_cpp.Llama` on the same GGUF and prompt.
 - cache_hit_vs_miss: p50 of a RAG chat answered from the semantic cache over the median of several
   RAG chats answered by retrieval + generation (distinct questions, each a miss);
-  `cache_hit_gateway_p50_ms` is the gateway's own time (its `server-timing` header).
+  `cache_hit_gateway_p50_ms` is the gateway's own time (its `server-timing` header), and
+  `cache_hit_over_floor_ms` a hit's p50 over a `GET /healthz` p50 sampled in turn with it.
 - cold_start_s: seconds from launching `serve run configs/serve.yaml` (its own file, with only the
   index root and port changed) to the first `/v1/query` answered by a model generator (not the
   extractive step); `cold_start_primary_s`: until vLLM itself answers.
@@ -113,44 +116,63 @@ def wait(predicate, timeout_s: float = 600) -> float:
 SAMPLES_MS: dict[str, list[float]] = {}  # sequential latencies per path, for the PNG
 
 
-def p50(fn, n: int, name: str | None = None) -> float:
-    times = []
+def interleaved_p50(n: int, samples: dict[str, str], **calls) -> dict[str, float]:
+    """p50 seconds of each call, the calls taken in turn on the same query: this machine's speed
+    drifts between phases (steal time), and parts of a difference sampled minutes apart would move
+    it. `samples` names the calls whose latencies go to the PNG."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for i in range(n):
-        with Timer() as t:
-            fn(QUERIES[i % len(QUERIES)])
-        times.append(t.seconds)
-    if name:
-        SAMPLES_MS[name] = [t * 1000 for t in times]
-    return statistics.median(times)
+        for name, call in calls.items():
+            with Timer() as t:
+                call(QUERIES[i % len(QUERIES)])
+            times[name].append(t.seconds)
+    for name, label in samples.items():
+        SAMPLES_MS[label] = [t * 1000 for t in times[name]]
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def search_overhead(url: str, index_root: Path, index: str, n: int) -> dict[str, float]:
-    """One client over HTTP against the same work in-process, and the bare sequential rates."""
+RATE_S = 5.0  # each sequential-rate window: long enough to ride out a moment's drift
+
+
+def sequential_rps(search, seconds: float = RATE_S) -> float:
+    """Searches per second, one after another for `seconds`."""
+    search(QUERIES[0])  # warm-up
+    done, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        search(QUERIES[done % len(QUERIES)])
+        done += 1
+    return done / elapsed
+
+
+def bare_searches(index_root: Path, index: str) -> dict:
+    """The same search in this process: rayrag's embedder (`inprocess`) and the bare libraries as a
+    user would write them, sentence-transformers on PyTorch and FAISS (`bare`)."""
     embedder = load_embedder(EmbedderConfig())
     torch_model = bare_sentence_transformer(embedder.config)
     version = IndexVersion.open_current(index_root, index)
+    return {
+        "inprocess": lambda q: version.vectors.search(embedder.encode([q]), 5),
+        "bare": lambda q: version.vectors.search(torch_model.encode([q], normalize_embeddings=True), 5),
+    }
+
+
+def search_overhead(url: str, index: str, n: int, searches: dict) -> dict[str, float]:
+    """One client over HTTP against the same work in-process, and the bare sequential rates."""
     client = httpx.Client(timeout=30)
-    inprocess_search = lambda q: version.vectors.search(embedder.encode([q]), 5)  # noqa: E731
-    bare_search = lambda q: version.vectors.search(torch_model.encode([q], normalize_embeddings=True), 5)  # noqa: E731
-    bare = p50(inprocess_search, n, "search in-process (encode + faiss)")
-    rates = {}
-    for name, search in (
-        ("search_bare_sequential_rps", bare_search),
-        ("search_inprocess_sequential_rps", inprocess_search),
-    ):
-        search(QUERIES[0])  # warm-up
-        with Timer() as loop:
-            for i in range(n):
-                search(QUERIES[i % len(QUERIES)])
-        rates[name] = n / loop.seconds
+    inprocess_search = searches["inprocess"]
+    rates = {"search_bare_sequential_rps": sequential_rps(searches["bare"]),
+             "search_inprocess_sequential_rps": sequential_rps(inprocess_search)}  # fmt: skip
     took: list[float] = []  # the retriever's own time for each search (its `took_ms`)
 
     def search_http(q: str) -> None:
         reply = client.post(f"{url}/v1/search", json={"query": q, "index": index, "top_k": 5, "mode": "dense"})
         took.append(reply.raise_for_status().json()["took_ms"])
 
-    http = p50(search_http, n, "/v1/search, 1 client")
-    floor = p50(lambda _: client.get(f"{url}/healthz").raise_for_status(), n)
+    healthz = lambda _: client.get(f"{url}/healthz").raise_for_status()  # noqa: E731
+    # the in-process side apart: its encoder's threads would still hold the CPU during the next HTTP call
+    bare = interleaved_p50(n, {"bare": "search in-process (encode + faiss)"}, bare=inprocess_search)["bare"]
+    p = interleaved_p50(n, {"http": "/v1/search, 1 client"}, floor=healthz, http=search_http)
+    floor, http = p["floor"], p["http"]
     return {
         "search_http_p50_ms": http * 1000, "search_bare_p50_ms": bare * 1000,
         "search_retriever_took_p50_ms": statistics.median(took),
@@ -212,13 +234,17 @@ def cache_speed(url: str, index: str, n: int) -> dict[str, float]:
             assert headers["x-rayrag-cache"] == "hit"
             inside.append(float(headers["server-timing"].split("dur=")[1]))
 
-        return p50(hit, n, f"cache hit ({'same text' if question == asked else 'embedded'})"), statistics.median(inside)
+        label = f"cache hit ({'same text' if question == asked else 'embedded'})"
+        healthz = lambda _: client.get(f"{url}/healthz").raise_for_status()  # noqa: E731
+        p = interleaved_p50(n, {"hit": label}, floor=healthz, hit=hit)
+        return p["hit"], p["floor"], statistics.median(inside)
 
     asked = MISS_QUESTIONS[0]
-    exact_s, exact_inside = hits(asked)
-    embedded_s, embedded_inside = hits(asked.lower())  # MiniLM is uncased: cosine 1.0, but not the same text
+    exact_s, exact_floor_s, exact_inside = hits(asked)
+    embedded_s, _, embedded_inside = hits(asked.lower())  # MiniLM is uncased: cosine 1.0, but not the same text
     return {
         "cache_hit_p50_ms": exact_s * 1000,
+        "cache_hit_over_floor_ms": (exact_s - exact_floor_s) * 1000,
         "cache_hit_gateway_p50_ms": exact_inside,
         "cache_embedded_hit_p50_ms": embedded_s * 1000,
         "cache_embedded_hit_gateway_p50_ms": embedded_inside,
@@ -280,18 +306,25 @@ def main() -> None:
             values["cold_start_primary_s"] = time.perf_counter() - started
         with serve_run(serve_yaml(Path(tmp) / "fallback.yaml", root, args.index, args.port, primary=False)):
             wait(lambda: httpx.post(f"{url}/v1/query", json=query, timeout=60).status_code == 200)
-            values |= search_overhead(url, root, args.index, args.requests)
+            searches = bare_searches(root, args.index)
+            values |= search_overhead(url, args.index, args.requests, searches)
             values |= fallback_speed(url)
             values |= cache_speed(url, args.index, args.requests)
             if args.warm_seconds:
                 locust_search(url, args.index, Path(tmp), users=args.users, seconds=args.warm_seconds)
             load = locust_search(url, args.index, Path(tmp), users=args.users, seconds=args.load_seconds)
+            # the bare rate again right after the load, and their mean as the denominator: a rate
+            # taken minutes before alone would carry the machine's drift into the ratio
+            values["search_bare_rps_before"] = values["search_bare_sequential_rps"]
+            values["search_bare_rps_after"] = sequential_rps(searches["bare"])
+            values["search_bare_sequential_rps"] = (
+                values["search_bare_rps_before"] + values["search_bare_rps_after"]
+            ) / 2
             values |= load_values(load, values["search_bare_sequential_rps"], args.users)
             values[f"search_rps_{args.users}c_over_inprocess"] = load["rps"] / values["search_inprocess_sequential_rps"]
         png = latency_png(
             SAMPLES_MS, {f"/v1/search, {args.users} clients (Locust)": load["percentiles_ms"]}, LATENCY_PNG
         )
-        values["cache_hit_over_floor_ms"] = values["cache_hit_p50_ms"] - values["http_floor_p50_ms"]
         context = {"index": args.index, "requests": args.requests, "users": args.users, "warm_s": args.warm_seconds,
                    "load_s": args.load_seconds, "latency_png": png.name}  # fmt: skip
         record("serving", values, context, started_load=load_at_start)

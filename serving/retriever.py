@@ -312,6 +312,8 @@ class Retriever:
         self, loaded: Loaded, request: SearchRequest, mode: str, top_k: int, rerank: bool, query: np.ndarray | None
     ) -> list[Hit]:
         fetch = max(self.config.fetch_k, top_k)
+        if mode == "dense" and not rerank and not self.config.max_per_section and self.config.expand == "chunk":
+            fetch = top_k  # nothing after the dense ranker reorders or drops: read no chunk it would not return
         if mode == "bm25":
             candidates = self._lexical(loaded, request, fetch)
         elif mode == "hybrid":

@@ -103,6 +103,24 @@ def test_new_version_is_swapped_in_and_the_old_one_kept_for_in_flight(built):
         r.close()
 
 
+def test_a_plain_dense_search_reads_only_the_chunks_it_returns(built):
+    """`fetch_k` candidates are for what reorders or drops them (fusion, MMR, rerank, caps); a plain
+    dense search reads its top_k chunks from the store, not fetch_k of them."""
+    config, _ = built
+    r = retriever(config, fetch_k=30)
+    read: list[int] = []
+    store = r.loaded["test"].index.store
+    get = store.get
+    store.get = lambda ids: read.append(len(ids)) or get(ids)
+    try:
+        dense = search(r, query="what is lava?", top_k=2, mode="dense")
+        search(r, query="what is lava?", top_k=2, mode="mmr")
+    finally:
+        r.close()
+    assert dense.chunks[0].source == "volcanoes.md" and len(dense.chunks) == 2
+    assert read[0] == 2 and read[1] > 2  # MMR diversifies over every candidate it was given
+
+
 class CountingRetriever(Retriever):
     """The retriever deployment with its embedder's `encode` calls counted (batch sizes)."""
 
