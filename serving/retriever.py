@@ -1,4 +1,5 @@
-"""The retriever deployment: the CURRENT version of each served index, searched four ways.
+"""The retriever: the CURRENT version of each served index, searched four ways; a deployment of its
+own, or opened inside each gateway replica (`serve.retriever.placement`).
 
 A background thread polls each index's `CURRENT` pointer; a new version is opened off the request
 path, checked against this replica's embedder, and swapped in by one reference assignment.

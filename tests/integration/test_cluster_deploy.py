@@ -99,6 +99,7 @@ def serve_file(cluster, path: Path, **sets) -> Path:
     """A `serve deploy` file for the test app: extractive answers, replicas pinned by resources."""
     args = {
         "indexes.root": str(cluster["root"]), "serve.retriever.indexes": ["test"],
+        "serve.retriever.placement": "deployment",  # replicas of their own, pinned to the retrieval nodes
         "serve.retriever.deployment": {"num_cpus": 0, "resources": {"retrieval_node": 1},
                                  "autoscaling": {"min_replicas": 2, "max_replicas": 2}},
         "serve.gateway.deployment": {"num_cpus": 0, "resources": {"head_node": 0.1}},
