@@ -117,3 +117,19 @@ def test_html_skips_the_spacy_text_test_and_its_chunks_stay_the_same(sample_dir,
     assert without == with_spacy
     categories = {e.category for e in parse(sample_dir / "library" / "glob.html").elements}
     assert "NarrativeText" not in categories and {"Title", "UncategorizedText"} <= categories
+
+
+def test_no_document_is_run_through_language_detection(sample_dir, monkeypatch):
+    """unstructured's language tag (langdetect, a third of an HTML page's parse time) is never kept
+    in a chunk, so no parser asks for it; the text file and the PDF name English, as before."""
+    from unstructured.partition.common import lang
+
+    def detect(*args, **kwargs):
+        raise AssertionError("language detection ran")
+
+    monkeypatch.setattr(lang, "detect_langs", detect)
+    files = [p for p in sample_dir.rglob("*") if p.suffix in {".html", ".md", ".docx", ".pdf"}]
+    assert {p.suffix for p in files} == {".html", ".md", ".docx", ".pdf"}
+    for path in files:
+        assert parse(path).elements, path.name
+    assert parse_bytes(b"Plain notes about Python.", "notes.txt", CONFIG).elements
