@@ -101,6 +101,23 @@ def serve_run(config: Path, env: dict[str, str] | None = None):
         subprocess.run(["ray", "stop", "--force"], capture_output=True)
 
 
+REPLICAS = """
+import ray
+from ray import serve
+ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+print(serve.status().applications[{app!r}].deployments[{deployment!r}].replica_states.get("RUNNING", 0))
+"""
+
+
+def running_replicas(deployment: str, app: str = "rayrag") -> int | None:
+    """Replicas of `deployment` RUNNING now, from Serve's own `serve.status()` in a driver of its own
+    (this process stays off the cluster it stops); None when it cannot say."""
+    code = REPLICAS.format(app=app, deployment=deployment)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = done.stdout.split()
+    return int(lines[-1]) if done.returncode == 0 and lines and lines[-1].isdigit() else None
+
+
 def wait(predicate, timeout_s: float = 600) -> float:
     started = time.perf_counter()
     while time.perf_counter() - started < timeout_s:
@@ -312,6 +329,9 @@ def main() -> None:
             values |= cache_speed(url, args.index, args.requests)
             if args.warm_seconds:
                 locust_search(url, args.index, Path(tmp), users=args.users, seconds=args.warm_seconds)
+            # the local default starts one gateway and adds a second under load: the figure says how
+            # many were serving when the measured load began
+            values["search_gateway_replicas"] = running_replicas("gateway")
             load = locust_search(url, args.index, Path(tmp), users=args.users, seconds=args.load_seconds)
             # the bare rate again right after the load, and their mean as the denominator: a rate
             # taken minutes before alone would carry the machine's drift into the ratio
