@@ -6,6 +6,9 @@
   5 s before the app is measured and 5 s right after the load (their mean; both recorded)
   (`search_p99_over_p50` at 32 clients beside it). `search_rps_32c_over_inprocess` divides by the
   same loop on rayrag's own embedder (OpenVINO on CPU) instead: what batching and the hops add or cost.
+  The load is measured after rounds of unmeasured load (`--warm-seconds` each) that go on until the
+  gateway has scaled to its `max_replicas` (at most 4 rounds); `search_gateway_replicas` is how many
+  were running when the measured load began, `search_warm_s` the warm-up it took.
 - search_http_overhead_ms: one client, `/v1/search` p50 minus the in-process encode (rayrag's
   embedder, as the retriever runs it) + search p50 on the same queries, the HTTP search and the floor
   below sampled in turn (`interleaved_p50`: this machine's speed drifts between phases); the searches over HTTP (and
@@ -66,6 +69,7 @@ PROMPT = "Write three sentences about the Python programming language."
 
 SERVE_YAML = Path(__file__).resolve().parents[1] / "configs" / "serve.yaml"
 MODEL_BACKENDS = {"vllm", "llama_cpp"}
+WARM_ROUNDS = 4
 
 
 def serve_yaml(path: Path, index_root: Path, index: str, port: int, primary: bool, extra: dict | None = None) -> Path:
@@ -107,6 +111,14 @@ from ray import serve
 ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
 print(serve.status().applications[{app!r}].deployments[{deployment!r}].replica_states.get("RUNNING", 0))
 """
+
+
+def max_gateways() -> int:
+    """The most gateway replicas the served config scales to (configs/serve.yaml over configs/default.yaml)."""
+    from serving.app import load_serving
+
+    app = yaml.safe_load(SERVE_YAML.read_text())["applications"][0]["args"]
+    return load_serving(app).serve.gateway.deployment.autoscaling.max_replicas
 
 
 def running_replicas(deployment: str, app: str = "rayrag") -> int | None:
@@ -327,11 +339,17 @@ def main() -> None:
             values |= search_overhead(url, args.index, args.requests, searches)
             values |= fallback_speed(url)
             values |= cache_speed(url, args.index, args.requests)
-            if args.warm_seconds:
+            # the local default starts one gateway and adds a second under load (in about half a
+            # minute): warm-up rounds go on until the gateways are all up (at most WARM_ROUNDS), and
+            # the figure says how many were serving when the measured load began
+            wanted, rounds = max_gateways(), 0
+            while args.warm_seconds and rounds < WARM_ROUNDS:
                 locust_search(url, args.index, Path(tmp), users=args.users, seconds=args.warm_seconds)
-            # the local default starts one gateway and adds a second under load: the figure says how
-            # many were serving when the measured load began
-            values["search_gateway_replicas"] = running_replicas("gateway")
+                rounds += 1
+                values["search_gateway_replicas"] = running_replicas("gateway")
+                if (values["search_gateway_replicas"] or 0) >= wanted:
+                    break
+            values["search_warm_s"] = rounds * args.warm_seconds
             load = locust_search(url, args.index, Path(tmp), users=args.users, seconds=args.load_seconds)
             # the bare rate again right after the load, and their mean as the denominator: a rate
             # taken minutes before alone would carry the machine's drift into the ratio
