@@ -137,19 +137,6 @@ def test_the_local_default_searches_in_the_gateway_and_the_cluster_in_a_retrieve
     assert gateway.init_args[1] is not None and gateway.init_kwargs["colocated"] is None
 
 
-def test_the_local_default_starts_one_gateway_and_adds_the_second_under_load(monkeypatch):
-    """The first answer of `make run` waits for one gateway to load, not two side by side on two
-    cores; a second comes within seconds of a load (the search figures of bench/serving.py are
-    taken with both) and stays through a pause."""
-    from serving.app import bind
-
-    monkeypatch.chdir(REPO)
-    gateway = bind(load_serving({"config": "configs/default.yaml"}))._bound_deployment
-    scaling = gateway._deployment_config.autoscaling_config
-    assert (scaling.initial_replicas or scaling.min_replicas) == 1 and scaling.max_replicas == 2
-    assert scaling.upscale_delay_s <= 5 and scaling.downscale_delay_s >= 300
-
-
 def chunk(n: int, text: str) -> ScoredChunk:
     return ScoredChunk(
         chunk_id=str(n), source=f"{n}.md", title=None, section=None, page=None, start=0, end=1, score=1.0, text=text
