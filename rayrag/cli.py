@@ -156,21 +156,14 @@ def run_command(
     detach: DetachOption = False,
 ) -> None:
     """Index (only what changed), then serve: `rayrag index` and `rayrag serve` on one Ray instance (`make run`)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from pipelines.index_job import run_index_job
     from rayrag.runtime import connect_ray
-    from rayrag.serve_cli import preflight, start_serve
+    from rayrag.serve_cli import preflight
 
     settings = load_settings(config, overrides)
     preflight(settings, building=settings.index_job.name)  # a missing engine or other index: before the job
     connect_ray(settings.ray)  # one instance for both: the second start and stop was 5-10 s of a first run
-    # Serve's controller and proxy start beside the job: their process starts were about 10 s that the
-    # app waited for after the job; the app itself is deployed once the index is written
-    with ThreadPoolExecutor(1, thread_name_prefix="serve-start") as starting:
-        serve_started = starting.submit(start_serve, settings.serving().serve)
-        typer.echo(run_index_job(settings.indexes, settings.index_job, source=source).summary())
-        serve_started.result()
+    typer.echo(run_index_job(settings.indexes, settings.index_job, source=source).summary())
     _serve(settings, detach)
 
 

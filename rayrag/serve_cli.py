@@ -28,18 +28,11 @@ def start_app(settings: RootConfig, wait_s: float = 600.0) -> str:
     serving = settings.serving()
     config: ServeConfig = serving.serve
     check_placement(serving)
-    start_serve(config)
+    serve.start(http_options={"host": config.gateway.host, "port": config.gateway.port})
     serve.run(bind(serving), name=config.app_name, route_prefix=config.route_prefix, blocking=False)
     url = f"http://{config.gateway.host}:{config.gateway.port}"
     wait_ready(url, wait_s, config.app_name)
     return url
-
-
-def start_serve(config: ServeConfig) -> None:
-    """Start Serve's controller and HTTP proxy on the connected cluster (or join the running ones)."""
-    from ray import serve
-
-    serve.start(http_options={"host": config.gateway.host, "port": config.gateway.port})
 
 
 def preflight(settings: RootConfig, building: str | None = None) -> None:

@@ -181,35 +181,3 @@ def test_run_checks_every_served_index_but_the_one_it_is_about_to_build(tmp_path
         preflight(settings("docs"))  # `rayrag serve`: nothing is built first
     with pytest.raises(IndexNotFoundError, match="index 'other' has no published version"):
         preflight(settings("docs", "other"), building="docs")
-
-
-def test_run_starts_serves_controller_and_proxy_while_the_index_job_runs(monkeypatch, tmp_path):
-    """`rayrag run`: Serve's own processes start beside the job, so the app, deployed once the index is
-    written, does not wait for them; the job does not wait for Serve either."""
-    import threading
-
-    from typer.testing import CliRunner
-
-    import pipelines.index_job
-    import rayrag.cli
-    import rayrag.runtime
-    import rayrag.serve_cli
-
-    started, steps = threading.Event(), []
-
-    class Report:
-        def summary(self) -> str:
-            return "indexed"
-
-    def job(*args, **kwargs):
-        steps.append(("job: serve started", started.wait(30)))
-        return Report()
-
-    monkeypatch.setattr(rayrag.runtime, "connect_ray", lambda config: steps.append(("ray", True)))
-    monkeypatch.setattr(rayrag.serve_cli, "preflight", lambda settings, building=None: None)
-    monkeypatch.setattr(rayrag.serve_cli, "start_serve", lambda config: started.set())
-    monkeypatch.setattr(pipelines.index_job, "run_index_job", job)
-    monkeypatch.setattr(rayrag.cli, "_serve", lambda settings, detach: steps.append(("app", started.is_set())))
-    result = CliRunner().invoke(rayrag.cli.app, ["run", "--set", f"indexes.root={tmp_path}"])
-    assert result.exit_code == 0, result.output
-    assert steps == [("ray", True), ("job: serve started", True), ("app", True)]
