@@ -339,9 +339,9 @@ def main() -> None:
             values |= search_overhead(url, args.index, args.requests, searches)
             values |= fallback_speed(url)
             values |= cache_speed(url, args.index, args.requests)
-            # the local default starts one gateway and adds a second under load (in about half a
-            # minute): warm-up rounds go on until the gateways are all up (at most WARM_ROUNDS), and
-            # the figure says how many were serving when the measured load began
+            # a gateway that autoscales adds replicas about half a minute into a load: warm-up rounds
+            # go on until it has its max_replicas (at most WARM_ROUNDS), and the figure says how many
+            # were serving when the measured load began (the local default runs two from the start)
             wanted, rounds = max_gateways(), 0
             while args.warm_seconds and rounds < WARM_ROUNDS:
                 locust_search(url, args.index, Path(tmp), users=args.users, seconds=args.warm_seconds)
