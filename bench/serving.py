@@ -113,11 +113,11 @@ print(serve.status().applications[{app!r}].deployments[{deployment!r}].replica_s
 """
 
 
-def max_gateways() -> int:
-    """The most gateway replicas the served config scales to (configs/serve.yaml over configs/default.yaml)."""
+def max_gateways(config: Path) -> int:
+    """The most gateway replicas the served config file (one `serve_yaml` wrote) scales to."""
     from serving.app import load_serving
 
-    app = yaml.safe_load(SERVE_YAML.read_text())["applications"][0]["args"]
+    app = yaml.safe_load(config.read_text())["applications"][0]["args"]
     return load_serving(app).serve.gateway.deployment.autoscaling.max_replicas
 
 
@@ -333,7 +333,8 @@ def main() -> None:
             values = {"cold_start_s": time.perf_counter() - started}
             wait(lambda: answered_by(url, query) == "vllm")
             values["cold_start_primary_s"] = time.perf_counter() - started
-        with serve_run(serve_yaml(Path(tmp) / "fallback.yaml", root, args.index, args.port, primary=False)):
+        fallback = serve_yaml(Path(tmp) / "fallback.yaml", root, args.index, args.port, primary=False)
+        with serve_run(fallback):
             wait(lambda: httpx.post(f"{url}/v1/query", json=query, timeout=60).status_code == 200)
             searches = bare_searches(root, args.index)
             values |= search_overhead(url, args.index, args.requests, searches)
@@ -342,7 +343,7 @@ def main() -> None:
             # a gateway that autoscales adds replicas about half a minute into a load: warm-up rounds
             # go on until it has its max_replicas (at most WARM_ROUNDS), and the figure says how many
             # were serving when the measured load began (the local default runs two from the start)
-            wanted, rounds = max_gateways(), 0
+            wanted, rounds = max_gateways(fallback), 0
             while args.warm_seconds and rounds < WARM_ROUNDS:
                 locust_search(url, args.index, Path(tmp), users=args.users, seconds=args.warm_seconds)
                 rounds += 1
