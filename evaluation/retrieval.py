@@ -139,7 +139,8 @@ def report_json(
         "retriever": {
             "fusion": config.serve.retriever.fusion, "dense_weight": config.serve.retriever.dense_weight,
             "bm25": config.serve.retriever.bm25.model_dump(), "contextual": config.index_job.chunker.contextual,
-            "lead_chars": config.index_job.chunker.lead_chars, "mode": config.serve.retriever.mode,
+            "lead_chars": config.index_job.chunker.lead_chars, "lead_pooling": config.index_job.chunker.lead_pooling,
+            "mode": config.serve.retriever.mode,
         } if config else None,
         "depth": config.eval.depth if config else None,
         "measured_at": provenance.now(), "command": provenance.command(),

@@ -139,6 +139,69 @@ class Embedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    @property
+    def pools_parts(self) -> bool:
+        """Whether a passage's vector can be pooled from its text's forward pass (`encode_with_parts`):
+        the model is a transformer, mean pooling and at most a normalisation, so a sentence vector is
+        the mean of its token vectors and a passage's tokens pool the same way."""
+        modules = list(self.model)
+        kinds = [type(module).__name__ for module in modules]
+        return (
+            kinds[:2] == ["Transformer", "Pooling"]
+            and set(kinds[2:]) <= {"Normalize"}
+            and getattr(modules[1], "pooling_mode", None) in ("mean", ["mean"], ("mean",))
+        )
+
+    def encode_with_parts(
+        self, texts: list[str], parts: dict[int, str], batch_size: int = 64
+    ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """Each text's embedding (as `encode`), and for `parts[i]`, a passage of `texts[i]`, the mean of
+        that passage's token vectors as the model reads them in the whole text: no model call of its own.
+
+        A part whose tokens are not found in its text as the model sees it (cut off at max_seq_length,
+        or tokenized differently in context) is left out of the result, as is every part when the model
+        does not pool by mean (`pools_parts`); the caller embeds those alone."""
+        if not texts or not parts or not self.pools_parts:
+            return self.encode(texts, batch_size), {}
+        keys = list(parts)
+        ids = self.model.tokenizer(list(parts.values()), add_special_tokens=False, verbose=False)["input_ids"]
+        wanted: list[list[int] | None] = [None] * len(texts)
+        for key, part_ids in zip(keys, ids, strict=True):
+            wanted[key] = list(part_ids)
+        if self.accelerated is not None:
+            vectors, pooled = self.accelerated.encode_with_parts(texts, batch_size, wanted)
+        else:
+            vectors, pooled = self._encode_torch_with_parts(texts, batch_size, wanted)
+        found = {key: pooled[key] for key in keys if np.isfinite(pooled[key]).all()}
+        if self.config.normalize:
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            found = {key: row / max(float(np.linalg.norm(row)), 1e-12) for key, row in found.items()}
+        return vectors, found
+
+    def _encode_torch_with_parts(
+        self, texts: list[str], batch_size: int, wanted: list[list[int] | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The torch path of `encode_with_parts`: the model's own modules, batch by batch, sorted by length
+        as sentence-transformers sorts (token vectors are pooled per batch, never all held at once)."""
+        import torch
+
+        dim = self.spec.dim
+        vectors = np.zeros((len(texts), dim), dtype=np.float32)
+        pooled = np.full((len(texts), dim), np.nan, dtype=np.float32)
+        order = np.argsort([-len(text) for text in texts], kind="stable")
+        for start in range(0, len(texts), batch_size):
+            picked = order[start : start + batch_size]
+            features = self.model.preprocess([texts[i] for i in picked])
+            features = {k: v.to(self.model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+            with torch.inference_mode():
+                out = self.model(features)
+            hidden = out["token_embeddings"].float().cpu().numpy()
+            vectors[picked] = out["sentence_embedding"].float().cpu().numpy()
+            input_ids = features["input_ids"].cpu().numpy()
+            for row, i in enumerate(picked):
+                pooled[i] = pool_part(input_ids[row], hidden[row], wanted[i], dim)
+        return vectors, pooled
+
     def check_spec(self, expected: EmbedderSpec) -> None:
         """Refuse to embed for a spec this model does not have (one read from its files, say)."""
         if self.spec != expected:
@@ -147,6 +210,18 @@ class Embedder:
     def count_tokens(self, texts: list[str]) -> int:
         """Tokens the texts take in this model's tokenizer (the usage of /v1/embeddings)."""
         return sum(len(ids) for ids in self.model.tokenizer(texts)["input_ids"])
+
+
+def pool_part(input_ids: np.ndarray, hidden: np.ndarray, part: list[int] | None, dim: int) -> np.ndarray:
+    """The mean of the token vectors where `part` (token ids, no special tokens) first occurs in a
+    text's `input_ids`; NaN where it does not (or there is no part). Padding never matches: a part has
+    no pad tokens."""
+    if part:
+        ids, width = input_ids.tolist(), len(part)
+        for start in range(len(ids) - width + 1):
+            if ids[start] == part[0] and ids[start : start + width] == part:
+                return hidden[start : start + width].mean(axis=0, dtype=np.float32)
+    return np.full(dim, np.nan, dtype=np.float32)
 
 
 def embedder_spec(config: EmbedderConfig) -> EmbedderSpec:

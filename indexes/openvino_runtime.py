@@ -76,19 +76,35 @@ class OpenVinoEncoder:
         self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="openvino") if self.parallel > 1 else None
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        return self.encode_with_parts(texts, batch_size, None)[0]
+
+    def encode_with_parts(
+        self, texts: list[str], batch_size: int, parts: list[list[int] | None] | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The texts' vectors and, with `parts` (token ids per text, or None), each part's mean token
+        vector from its text's own forward pass (`indexes.embedder.pool_part`; NaN where not found)."""
         order = np.argsort([-len(text) for text in texts], kind="stable")
         batches = [order[start : start + batch_size] for start in range(0, len(texts), batch_size)]
         run = self._pool.map if self._pool is not None and len(batches) > 1 else map
-        rows: list[np.ndarray | None] = [None] * len(texts)
-        for picked, vectors in zip(batches, run(lambda p: self._batch([texts[i] for i in p]), batches), strict=True):
-            for row, i in zip(vectors, picked, strict=True):
-                rows[i] = row
         dim = self.model.get_embedding_dimension()
-        return np.asarray(rows, dtype=np.float32).reshape(len(texts), dim)
+        vectors = np.zeros((len(texts), dim), dtype=np.float32)
+        pooled = np.full((len(texts), dim), np.nan, dtype=np.float32)
 
-    def _batch(self, texts: list[str]) -> np.ndarray:
-        """One model call: tokenize, the converted transformer, then the model's own torch tail."""
+        def one(picked: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            return self._batch([texts[i] for i in picked], None if parts is None else [parts[i] for i in picked])
+
+        for picked, (rows, part_rows) in zip(batches, run(one, batches), strict=True):
+            vectors[picked] = rows
+            if part_rows is not None:
+                pooled[picked] = part_rows
+        return vectors, None if parts is None else pooled
+
+    def _batch(self, texts: list[str], parts: list[list[int] | None] | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """One model call: tokenize, the converted transformer, then the model's own torch tail (and
+        the parts' mean token vectors, from the same hidden states)."""
         import torch
+
+        from indexes.embedder import pool_part
 
         features = self.model.preprocess(texts)  # every call asks the same padding: no tokenizer state changes
         hidden = self._infer({name: features[name].numpy() for name in self.input_names})
@@ -96,7 +112,11 @@ class OpenVinoEncoder:
         with torch.inference_mode():
             for module in self._tail:
                 values = module(values)
-        return values["sentence_embedding"].numpy()
+        rows = values["sentence_embedding"].numpy()
+        if parts is None:
+            return rows, None
+        ids = features["input_ids"].numpy()
+        return rows, np.stack([pool_part(ids[r], hidden[r], part, rows.shape[1]) for r, part in enumerate(parts)])
 
     def _infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         try:

@@ -80,6 +80,11 @@ class ChunkerConfig(StrictModel):
         description="store each chunk's vector as the mean of its embedding and its opening sentences' "
         "(up to this many characters, indexes.store.lead_text); null: the chunk's embedding alone",
     )
+    lead_pooling: Literal["context", "separate"] = Field(
+        default="context",
+        description="context: a lead's vector is its tokens' mean in the chunk's own forward pass (no model "
+        "call of its own); separate: the lead is embedded alone, one more model call per chunk",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkerConfig:

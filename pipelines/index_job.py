@@ -65,7 +65,7 @@ def decide_rebuild(
         ("embedder spec", previous.embedder.model_dump(), spec.model_dump()),
         # a setting added since the previous version was built reads as its default there: upgrading
         # rayrag does not re-embed an index whose chunks would come out the same
-        ("chunker settings", _chunked_with(previous.chunker, config.chunker), config.chunker.model_dump()),
+        ("chunker settings", _chunked_with(previous.chunker, config.chunker), _chunking(config.chunker.model_dump())),
         ("backend settings", _built_with(previous.backend, config.backend), config.backend.build_settings()),
     ]
     for label, old, new in checks:
@@ -79,8 +79,14 @@ def decide_rebuild(
 
 def _chunked_with(previous: dict, chunker: ChunkerConfig) -> dict:
     """The previous version's chunker settings, a setting added since read as its default, except
-    `lead_chars`: a version recorded without it embedded each chunk alone, and is rebuilt with leads."""
-    return type(chunker)().model_dump() | {"lead_chars": None} | previous
+    `lead_chars`: a version recorded without it embedded each chunk alone, and is rebuilt with leads;
+    and `lead_pooling`: one recorded without it embedded its leads alone."""
+    return _chunking(type(chunker)().model_dump() | {"lead_chars": None, "lead_pooling": "separate"} | previous)
+
+
+def _chunking(settings: dict) -> dict:
+    """Chunker settings as they shape the vectors: without leads, how leads are pooled does not."""
+    return {k: v for k, v in settings.items() if k != "lead_pooling"} if settings.get("lead_chars") is None else settings
 
 
 def _built_with(previous: dict, backend: BackendConfig) -> dict:

@@ -209,15 +209,30 @@ def chunk_vectors(
     """What the index stores for chunks: the embedding of each chunk's indexed text, or with
     `chunker.lead_chars` the normalised mean of it and its lead's. Queries are embedded as before: the mean's
     cosine to a query rises with either view's, so serving needs no change. The one definition of a
-    chunk's vector: the embed actors and the tests that check stored vectors both call it."""
+    chunk's vector: the embed actors and the tests that check stored vectors both call it.
+
+    With `lead_pooling: context` a lead's vector is pooled from its chunk's own forward pass (its
+    tokens as read in the whole chunk), so the leads cost no model call: on the default corpus they
+    were 27 % of the tokens the job embedded. A lead the model does not find in its chunk (cut off at
+    max_seq_length) is embedded alone, as with `separate`."""
     texts, leads = embedded_texts(places, chunker)
+    if leads and chunker.lead_pooling == "context":
+        vectors, pooled = embedder.encode_with_parts(texts, leads, batch_size)
+        alone = [position for position in leads if position not in pooled]
+        for position, row in zip(alone, embedder.encode([leads[p] for p in alone], batch_size), strict=True):
+            pooled[position] = row
+        return _with_leads(vectors, pooled)
     # One encode for chunks and leads: sorted by length together, the model calls pad less (and the
     # last, part-full call of each sort happens once, not twice).
     embedded = embedder.encode([*texts, *leads.values()], batch_size)
-    vectors = embedded[: len(texts)]
+    return _with_leads(embedded[: len(texts)], dict(zip(leads, embedded[len(texts) :], strict=True)))
+
+
+def _with_leads(vectors: np.ndarray, leads: dict[int, np.ndarray]) -> np.ndarray:
+    """Each chunk's vector, or where it has a lead the normalised mean of the two."""
     if leads:
         wanted = list(leads)
-        mean = vectors[wanted] + embedded[len(texts) :]
+        mean = vectors[wanted] + np.stack([leads[position] for position in wanted])
         vectors[wanted] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
     return vectors
 

@@ -84,7 +84,8 @@ def retrieval_block(root: Path) -> str:
             raise FiguresError(f"{BASELINE} and {RETRIEVAL} were measured on different datasets")
         gain = report["modes"][default]["ndcg@10"] - plain["ndcg@10"]
         verdict = "met" if gain >= DEFAULT_OVER_DENSE else "MISSED"
-        chunks = "chunks with their leads" if retriever.get("lead_chars") else "chunks embedded alone"
+        pooled = {"context": " pooled in context", "separate": " embedded alone"}.get(retriever.get("lead_pooling"), "")
+        chunks = f"chunks with their leads{pooled}" if retriever.get("lead_chars") else "chunks embedded alone"
         lines += ["", f"The default mode ({default}, {chunks}) over the baseline: {gain:+.3f} nDCG@10 "
                       f"({verdict}, target >= +{DEFAULT_OVER_DENSE:g}; baseline by `{baseline['command']}`, "
                       f"{baseline['measured_at']})."]  # fmt: skip

@@ -232,3 +232,26 @@ def test_a_dense_layer_sets_the_spec_and_an_unknown_module_is_loaded_to_learn_it
     odd = _model_with(tmp_path / "odd", models.Dense(384, 96), models.LayerNorm(96))
     assert _dimension_from_files(resolve_model_path(odd)) is None  # the files do not say: the model is loaded
     assert embedder_spec(EmbedderConfig(model=odd)).dim == 96
+
+
+def test_a_passage_is_pooled_from_its_texts_own_forward_pass_on_both_backends(cache_dir, torch_embedder):
+    """`encode_with_parts`: a part's vector is the mean of its tokens' vectors as the model reads them in
+    the whole text (what the index job stores for a chunk's lead), the same on OpenVINO as on torch; a
+    part the model does not read there (not in the text, or past max_seq_length) is left out."""
+    cut = TEXTS[3] + "The part after the cut."
+    texts = [TEXTS[1], TEXTS[0], cut, TEXTS[2]]
+    parts = {0: "Why are there separate tuple and list data types?", 1: "glob", 2: "The part after the cut."}
+    vectors, pooled = torch_embedder.encode_with_parts(texts, parts, batch_size=2)
+    assert set(pooled) == {0}
+    np.testing.assert_allclose(vectors, torch_embedder.encode(texts, batch_size=2), atol=1e-5)
+    tokens = torch_embedder.model.encode(texts[0], output_value="token_embeddings").numpy()
+    width = len(torch_embedder.model.tokenizer(parts[0], add_special_tokens=False)["input_ids"])
+    mean = tokens[1 : 1 + width].mean(axis=0)  # after [CLS]: the part opens the text
+    np.testing.assert_allclose(pooled[0], mean / np.linalg.norm(mean), atol=1e-5)
+    assert float(pooled[0] @ torch_embedder.encode([parts[0]])[0]) < 0.99  # not the part embedded alone
+
+    fast = load_embedder(openvino_config(cache_dir), threads=2, bulk=True)
+    fast_vectors, fast_pooled = fast.encode_with_parts(texts, parts, batch_size=2)
+    assert set(fast_pooled) == {0}
+    assert (fast_vectors * vectors).sum(axis=1).min() >= 0.9999
+    assert float(fast_pooled[0] @ pooled[0]) >= 0.9999

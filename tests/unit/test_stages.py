@@ -114,7 +114,7 @@ def test_a_chunks_vector_is_the_mean_of_its_own_and_its_leads():
     short = "One sentence only."
     places = [(long, "Sorting", None), (short, "Sorting", None)]
     embedder = WordEmbedder()
-    vectors = chunk_vectors(embedder, places, ChunkerConfig(lead_chars=40))
+    vectors = chunk_vectors(embedder, places, ChunkerConfig(lead_chars=40, lead_pooling="separate"))
     mean = word_vector(long) + word_vector("Python lists have a sort method.")
     np.testing.assert_allclose(vectors[0], mean / np.linalg.norm(mean), rtol=1e-5)
     np.testing.assert_allclose(vectors[1], word_vector(short), rtol=1e-5)
@@ -123,8 +123,48 @@ def test_a_chunks_vector_is_the_mean_of_its_own_and_its_leads():
     alone = chunk_vectors(WordEmbedder(), places, ChunkerConfig(lead_chars=None))
     np.testing.assert_allclose(alone[0], word_vector(long), rtol=1e-5)
     contextual = WordEmbedder()
-    chunk_vectors(contextual, places[:1], ChunkerConfig(contextual=True, lead_chars=40))
+    chunk_vectors(contextual, places[:1], ChunkerConfig(contextual=True, lead_chars=40, lead_pooling="separate"))
     assert contextual.embedded[1] == "Sorting\n\nPython lists have a sort method."  # the lead knows its place too
+
+
+class InContextWordEmbedder(WordEmbedder):
+    """`encode_with_parts` as the real embedder answers it: a part is pooled from its text's own model
+    call when the model reads it (here: it lies in the text's first 80 characters), else left out. A
+    pooled part's vector is its words read in context, here the words of the part and of the text's
+    first word (so it differs from the part embedded alone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[dict[int, str]] = []
+
+    def encode_with_parts(self, texts, parts, batch_size=64):
+        self.parts.append(dict(parts))
+        found = {i: in_context(texts[i], part) for i, part in parts.items() if part in texts[i][:80]}
+        return self.encode(texts, batch_size), found
+
+
+def in_context(text: str, part: str) -> np.ndarray:
+    return word_vector(f"{text.split()[0]} {part}")
+
+
+def test_leads_pooled_in_their_chunks_model_call_cost_no_call_of_their_own():
+    """With `lead_pooling: context` (the default) a chunk's lead is pooled from the chunk's own model
+    call: the chunks are encoded once with their leads as parts, and only a lead the model did not read
+    in its chunk (cut off, here past 80 characters) is embedded alone, in one more encode."""
+    early = "Python lists have a sort method. " + "Keys, stability and reverse order are covered below. " * 8
+    long_first = "A first sentence that runs on " + "and on " * 12 + "past the window. Then a second one."
+    places = [(early, "Sorting", None), (long_first, "Sorting", None), ("One sentence only.", "Sorting", None)]
+    embedder = InContextWordEmbedder()
+    vectors = chunk_vectors(embedder, places, ChunkerConfig(lead_chars=40))
+    cut_off = long_first.split(". ")[0] + "."
+    assert embedder.parts == [{0: "Python lists have a sort method.", 1: cut_off}]  # all-lead chunk: no part
+    assert embedder.embedded == [early, long_first, "One sentence only.", cut_off]
+    assert embedder.calls == [3, 1]  # the chunks, then the one lead the model did not read in its chunk
+    pooled = word_vector(early) + in_context(early, "Python lists have a sort method.")
+    alone = word_vector(long_first) + word_vector(cut_off)
+    np.testing.assert_allclose(vectors[0], pooled / np.linalg.norm(pooled), rtol=1e-5)
+    np.testing.assert_allclose(vectors[1], alone / np.linalg.norm(alone), rtol=1e-5)
+    np.testing.assert_allclose(vectors[2], word_vector("One sentence only."), rtol=1e-5)
 
 
 def test_embed_actors_take_blocks_of_rows_and_cut_them_into_model_calls(tmp_path, monkeypatch):
