@@ -23,6 +23,7 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from core.offline import ensure_offline
 from core.strict import StrictModel
+from indexes.pooling import pool_part
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -210,18 +211,6 @@ class Embedder:
     def count_tokens(self, texts: list[str]) -> int:
         """Tokens the texts take in this model's tokenizer (the usage of /v1/embeddings)."""
         return sum(len(ids) for ids in self.model.tokenizer(texts)["input_ids"])
-
-
-def pool_part(input_ids: np.ndarray, hidden: np.ndarray, part: list[int] | None, dim: int) -> np.ndarray:
-    """The mean of the token vectors where `part` (token ids, no special tokens) first occurs in a
-    text's `input_ids`; NaN where it does not (or there is no part). Padding never matches: a part has
-    no pad tokens."""
-    if part:
-        ids, width = input_ids.tolist(), len(part)
-        for start in range(len(ids) - width + 1):
-            if ids[start] == part[0] and ids[start : start + width] == part:
-                return hidden[start : start + width].mean(axis=0, dtype=np.float32)
-    return np.full(dim, np.nan, dtype=np.float32)
 
 
 def embedder_spec(config: EmbedderConfig) -> EmbedderSpec:

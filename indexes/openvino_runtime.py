@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from indexes.pooling import pool_part
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -103,8 +105,6 @@ class OpenVinoEncoder:
         """One model call: tokenize, the converted transformer, then the model's own torch tail (and
         the parts' mean token vectors, from the same hidden states)."""
         import torch
-
-        from indexes.embedder import pool_part
 
         features = self.model.preprocess(texts)  # every call asks the same padding: no tokenizer state changes
         hidden = self._infer({name: features[name].numpy() for name in self.input_names})
