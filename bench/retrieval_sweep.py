@@ -35,14 +35,13 @@ CONFIGS: dict[str, tuple[str, list[str]]] = {
     **{f"hybrid weighted {w}": ("hybrid", [f"serve.retriever.dense_weight={w}"]) for w in (0.5, 0.6, 0.7, 0.8, 0.9)},
     "mmr": ("mmr", []),
 }
-# chunk settings: each indexed once, in its own work directory; "leads in context" is the default
-# ("leads": each lead embedded alone, the default before `lead_pooling`)
+# chunk settings: each indexed once, in its own work directory; "leads" (each embedded alone) is the default
 CHUNKS: dict[str, list[str]] = {
     "plain": ["index_job.chunker.lead_chars=null", "eval.workdir=.rayrag/eval/indexes-plain"],
     "contextual": ["index_job.chunker.contextual=true", "index_job.chunker.lead_chars=null",
                    "eval.workdir=.rayrag/eval/indexes-contextual"],
-    "leads": ["index_job.chunker.lead_pooling=separate", "eval.workdir=.rayrag/eval/indexes-leads-alone"],
-    "leads in context": [],
+    "leads": ["index_job.chunker.lead_pooling=separate"],
+    "leads in context": ["index_job.chunker.lead_pooling=context", "eval.workdir=.rayrag/eval/indexes-leads-context"],
 }  # fmt: skip
 
 

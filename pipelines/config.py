@@ -80,10 +80,11 @@ class ChunkerConfig(StrictModel):
         description="store each chunk's vector as the mean of its embedding and its opening sentences' "
         "(up to this many characters, indexes.store.lead_text); null: the chunk's embedding alone",
     )
-    lead_pooling: Literal["context", "separate"] = Field(
-        default="context",
-        description="context: a lead's vector is its tokens' mean in the chunk's own forward pass (no model "
-        "call of its own); separate: the lead is embedded alone, one more model call per chunk",
+    lead_pooling: Literal["separate", "context"] = Field(
+        default="separate",
+        description="separate: each lead embedded alone, one more model call per chunk; context: a lead's "
+        "vector is its tokens' mean in the chunk's own forward pass (no model call of its own: faster, "
+        "but it kept less of the leads' gain on python-faq dev, bench/retrieval_sweep.py)",
     )
 
     @model_validator(mode="after")

@@ -44,16 +44,18 @@ def test_an_index_embedded_without_leads_is_rebuilt_with_them():
 
 
 def test_an_index_whose_leads_were_embedded_alone_is_rebuilt_with_pooled_ones():
-    """A manifest written before `lead_pooling` embedded its leads alone: pooling them in context changes
-    every stored vector, so the job re-embeds; without leads the setting shapes nothing and it does not."""
+    """A manifest written before `lead_pooling` embedded its leads alone: it reads as `separate` (the
+    default, no rebuild), and pooling leads in context changes every stored vector, so the job re-embeds;
+    without leads the setting shapes nothing and it does not."""
     config = IndexJobConfig()
     built_before = previous(config)
     del built_before.chunker["lead_pooling"]
-    decision = decide_rebuild(built_before, SPEC, config, requested=False)
+    assert config.chunker.lead_pooling == "separate"
+    assert not decide_rebuild(built_before, SPEC, config, requested=False).full
+    pooled = config.model_copy(update={"chunker": config.chunker.model_copy(update={"lead_pooling": "context"})})
+    decision = decide_rebuild(built_before, SPEC, pooled, requested=False)
     assert decision.full and "lead_pooling: 'separate' -> 'context'" in decision.reason
-    separate = config.model_copy(update={"chunker": config.chunker.model_copy(update={"lead_pooling": "separate"})})
-    assert not decide_rebuild(built_before, SPEC, separate, requested=False).full
-    plain = config.model_copy(update={"chunker": config.chunker.model_copy(update={"lead_chars": None})})
+    plain = pooled.model_copy(update={"chunker": pooled.chunker.model_copy(update={"lead_chars": None})})
     plain_before = previous(plain)
     del plain_before.chunker["lead_pooling"]
     assert not decide_rebuild(plain_before, SPEC, plain, requested=False).full

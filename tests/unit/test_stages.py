@@ -148,14 +148,14 @@ def in_context(text: str, part: str) -> np.ndarray:
 
 
 def test_leads_pooled_in_their_chunks_model_call_cost_no_call_of_their_own():
-    """With `lead_pooling: context` (the default) a chunk's lead is pooled from the chunk's own model
+    """With `lead_pooling: context` a chunk's lead is pooled from the chunk's own model
     call: the chunks are encoded once with their leads as parts, and only a lead the model did not read
     in its chunk (cut off, here past 80 characters) is embedded alone, in one more encode."""
     early = "Python lists have a sort method. " + "Keys, stability and reverse order are covered below. " * 8
     long_first = "A first sentence that runs on " + "and on " * 12 + "past the window. Then a second one."
     places = [(early, "Sorting", None), (long_first, "Sorting", None), ("One sentence only.", "Sorting", None)]
     embedder = InContextWordEmbedder()
-    vectors = chunk_vectors(embedder, places, ChunkerConfig(lead_chars=40))
+    vectors = chunk_vectors(embedder, places, ChunkerConfig(lead_chars=40, lead_pooling="context"))
     cut_off = long_first.split(". ")[0] + "."
     assert embedder.parts == [{0: "Python lists have a sort method.", 1: cut_off}]  # all-lead chunk: no part
     assert embedder.embedded == [early, long_first, "One sentence only.", cut_off]
