@@ -84,7 +84,7 @@ class OpenVinoEncoder:
         self, texts: list[str], batch_size: int, parts: list[list[int] | None] | None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """The texts' vectors and, with `parts` (token ids per text, or None), each part's mean token
-        vector from its text's own forward pass (`indexes.embedder.pool_part`; NaN where not found)."""
+        vector from its text's own forward pass (`indexes.pooling.pool_part`; NaN where not found)."""
         order = np.argsort([-len(text) for text in texts], kind="stable")
         batches = [order[start : start + batch_size] for start in range(0, len(texts), batch_size)]
         run = self._pool.map if self._pool is not None and len(batches) > 1 else map
