@@ -90,16 +90,16 @@ class OpenVinoEncoder:
         run = self._pool.map if self._pool is not None and len(batches) > 1 else map
         dim = self.model.get_embedding_dimension()
         vectors = np.zeros((len(texts), dim), dtype=np.float32)
-        pooled = np.full((len(texts), dim), np.nan, dtype=np.float32)
+        pooled = None if parts is None else np.full((len(texts), dim), np.nan, dtype=np.float32)
 
         def one(picked: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
             return self._batch([texts[i] for i in picked], None if parts is None else [parts[i] for i in picked])
 
         for picked, (rows, part_rows) in zip(batches, run(one, batches), strict=True):
             vectors[picked] = rows
-            if part_rows is not None:
+            if pooled is not None:
                 pooled[picked] = part_rows
-        return vectors, None if parts is None else pooled
+        return vectors, pooled
 
     def _batch(self, texts: list[str], parts: list[list[int] | None] | None) -> tuple[np.ndarray, np.ndarray | None]:
         """One model call: tokenize, the converted transformer, then the model's own torch tail (and
