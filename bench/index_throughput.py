@@ -90,7 +90,7 @@ def main() -> None:
             "source": args.source,
             "backend": config.index_job.backend.label,
             "embedder_backend": config.indexes.embedder.backend,
-            "openvino_precision": config.indexes.embedder.openvino.precision,
+            "openvino_precision": embedder.precision,  # what ran: bf16 is asked, f32 runs where the CPU has no bf16
             "benchmark_embedder": embedder.backend,
         },
         started_load=load_at_start,

@@ -115,6 +115,8 @@ class Embedder:
         self.config = config
         self.accelerated = accelerated
         self.backend = "openvino" if accelerated is not None else "torch"
+        # the number format the model computes in: torch runs the checkpoint as stored (f32 here)
+        self.precision = accelerated.precision if accelerated is not None else _dtype_name(model)
         self.spec = EmbedderSpec(
             model=config.model,
             dim=int(model.get_embedding_dimension()),
@@ -211,6 +213,12 @@ class Embedder:
     def count_tokens(self, texts: list[str]) -> int:
         """Tokens the texts take in this model's tokenizer (the usage of /v1/embeddings)."""
         return sum(len(ids) for ids in self.model.tokenizer(texts)["input_ids"])
+
+
+def _dtype_name(model: SentenceTransformer) -> str:
+    """`f32`, `bf16`, ...: the torch model's parameter type, in OpenVINO's names."""
+    dtype = next(model.parameters()).dtype
+    return {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(str(dtype).removeprefix("torch."), str(dtype))
 
 
 def embedder_spec(config: EmbedderConfig) -> EmbedderSpec:

@@ -62,6 +62,9 @@ class OpenVinoEncoder:
         self.compiled = compiled
         self.input_names = [port.get_any_name() for port in compiled.inputs]
         self.parallel = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        # What runs, not what was asked: a bf16 hint on a CPU without bf16 units compiles to f32, at
+        # about a third of the speed (all-MiniLM-L6-v2 here: 45.9 chunks/s on AVX-512 bf16, 14.6 on AVX2).
+        self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self._tail = list(model)[1:]  # pooling, normalize, dense: cheap, and exactly the model's own
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         # OpenVINO's Python binding initialises function-local statics on a request's first tensor
@@ -154,7 +157,11 @@ def compile_for_cpu(
         compiled = openvino.Core().compile_model(source, "CPU", config)
     except RuntimeError as exc:
         raise OpenVinoUnavailable(f"compiling {path} failed: {exc}") from None
-    return OpenVinoEncoder(model, compiled)
+    encoder = OpenVinoEncoder(model, compiled)
+    if encoder.precision != precision:
+        log.info("embedder: OpenVINO runs in %s here (%s asked; this CPU has no %s units)",
+                 encoder.precision, precision, precision)  # fmt: skip
+    return encoder
 
 
 def _convert(model: SentenceTransformer, auto_model: Any, path: Path) -> Any:

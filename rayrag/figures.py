@@ -122,9 +122,15 @@ def bench_block(root: Path) -> str:
             continue
         value, m = run["values"][name], run["machine"]
         target = verdict(name, value)
-        where = f"{run['benchmark']}, {run['at'][:10]}, {m['cpus']} CPUs, load {m.get('load_avg_1m_at_start')}"
+        where = f"{run['benchmark']}, {run['at'][:10]}, {m['cpus']} CPUs{features(m)}, load {m.get('load_avg_1m_at_start')}"
         lines.append(f"| `{name}` | {value:.4g} | {target} | {where} |")
     return "\n".join(lines) + "\n"
+
+
+def features(machine: dict) -> str:
+    """`, avx2 avx512f avx512_bf16`: the instruction sets a run recorded (bench.harness.cpu_features);
+    empty for a run from before they were recorded, or on a CPU with none of them."""
+    return f", {' '.join(machine['cpu_features'])}" if machine.get("cpu_features") else ""
 
 
 def guardrails_block(root: Path) -> str:

@@ -62,6 +62,21 @@ def test_openvino_vectors_equal_torch_vectors_and_the_spec_is_the_same(cache_dir
     assert fast.encode([]).shape == (0, 384)
 
 
+def test_the_embedder_says_the_precision_it_computes_in_not_the_one_asked(cache_dir, torch_embedder, caplog):
+    """bf16 is the default ask; a CPU without bf16 units runs f32 (about a third of the speed), and a
+    benchmark that recorded the ask would credit one machine's figure to another's number format."""
+    import openvino
+
+    has_bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    with caplog.at_level(logging.INFO, logger="indexes.openvino_runtime"):
+        asked_bf16 = load_embedder(openvino_config(cache_dir))
+    assert asked_bf16.precision == ("bf16" if has_bf16 else "f32")
+    assert ("runs in f32 here (bf16 asked" in caplog.text) is not has_bf16
+    f32 = EmbedderConfig(backend="openvino", openvino={"cache_dir": str(cache_dir), "precision": "f32"})
+    assert load_embedder(f32).precision == "f32"
+    assert torch_embedder.precision == "f32"
+
+
 def test_batches_are_padded_to_their_own_longest_text(cache_dir):
     embedder = load_embedder(openvino_config(cache_dir))
     shapes = []
