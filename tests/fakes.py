@@ -45,6 +45,10 @@ class FakeGenerator:
     async def status(self) -> GeneratorStatus:
         return GeneratorStatus(backend=self.backend, model=self.model, ready=self.ready)
 
+    async def wait_ready(self, timeout_s: float) -> GeneratorStatus:
+        """A fake is up or not from the start: its status at once (a test that needs the wait replaces this)."""
+        return await self.status()
+
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         await asyncio.sleep(self.delay_s)
         self._maybe_fail(request)

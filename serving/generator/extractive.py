@@ -60,6 +60,9 @@ class ExtractiveGenerator:
     async def status(self) -> GeneratorStatus:
         return GeneratorStatus(backend=self.backend, model=self.model, ready=True)
 
+    async def wait_ready(self, timeout_s: float) -> GeneratorStatus:
+        return await self.status()  # nothing to load
+
     def _answer(self, request: GenerationRequest) -> tuple[str, Usage]:
         if not self.applies(request):
             raise NotReady("the extractive step answers grounded chat requests only")

@@ -42,6 +42,7 @@ class LlamaCppGenerator(GeneratorBase):
         )
         self._lock = asyncio.Lock()
         self.ready = True
+        self.started.set()
 
     def _prompt(self, request: GenerationRequest) -> tuple[str, list[str], int]:
         """The text to complete, the stop strings, and its length in tokens."""

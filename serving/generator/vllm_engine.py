@@ -45,6 +45,8 @@ class VllmGenerator(GeneratorBase):
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("vLLM engine failed to start")
+        finally:
+            self.started.set()
 
     def __del__(self) -> None:
         """Serve calls this on graceful replica shutdown: stop vLLM's EngineCore child process with us."""

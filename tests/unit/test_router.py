@@ -9,6 +9,7 @@ import pytest
 
 from serving.config import RouterConfig
 from serving.errors import EngineDead, InvalidRequest, ModelNotFound
+from serving.generator.base import GeneratorBase
 from serving.generator.protocol import GenerationRequest
 from serving.router import Router
 from tests.fakes import FakeGenerator
@@ -186,36 +187,68 @@ def test_extractive_step_does_not_apply_without_passages_or_in_json_mode():
 
 def test_a_generator_scaled_to_zero_is_woken_once_while_the_next_step_answers():
     """Its readiness comes from Serve's replica count, never from calling it (a call to a deployment
-    at zero replicas is what starts one); the first request that finds it at zero wakes it once."""
+    at zero replicas is what starts one); the first request that finds it at zero wakes it once, and
+    that call stays in flight until the engine is up: Serve's autoscaler keeps a replica only while
+    a request is, and a new vLLM replica answers `status()` at once, engine still loading."""
     primary, fallback = FakeGenerator("vllm"), FakeGenerator("llama_cpp")
-    woken, replicas, started = [], {"vllm": 0}, None
+    woken, replicas, started, engine_up = [], {"vllm": 0}, None, None
 
-    async def status():  # as a Serve handle's call: answered once a replica has started
-        woken.append(True)
+    async def wait_ready(timeout_s: float):  # as a Serve handle's call: taken by a replica once one started
+        woken.append(timeout_s)
         await started.wait()
+        await engine_up.wait()
         return await FakeGenerator.status(primary)
 
     async def running(deployment: str) -> int:
         return replicas[deployment]
 
-    primary.status = status
+    primary.wait_ready = wait_ready
     router = Router(RouterConfig(), primary, fallback, cold={"primary": ("vllm", "m")}, replicas=running)
 
     async def scenario():
-        nonlocal started
-        started = asyncio.Event()
+        nonlocal started, engine_up
+        started, engine_up = asyncio.Event(), asyncio.Event()
         await router.models()  # the first poll: at zero, so not called
         assert woken == []
         first = [await router.generate(REQUEST) for _ in range(3)]
         await asyncio.sleep(0)  # the wake call runs
-        assert len(woken) == 1 and {r.backend for r in first} == {"llama_cpp"}
+        assert len(woken) == 1 and woken[0] >= 600 and {r.backend for r in first} == {"llama_cpp"}
         assert first[0].steps == ["primary: skipped (scaled to zero: starting it)", "fallback: answered"]
-        replicas["vllm"] = 1  # Serve has started it
+        replicas["vllm"] = 1  # Serve has started it; its engine is loading
         started.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not router.slots[0].waking.done()  # still in flight: the autoscaler keeps the replica
+        engine_up.set()
+        assert (await router.slots[0].waking).ready
         await router._refresh(router.slots[0])
         return await router.generate(REQUEST)
 
     assert run(scenario()).backend == "vllm"
+
+
+def test_a_generators_wait_ready_returns_once_its_engine_is_up_or_has_failed():
+    """What the wake call waits on in the replica: the engine thread's start, success or failure."""
+
+    class Loading(GeneratorBase):
+        backend = "vllm"
+
+    async def scenario():
+        loading = Loading("m", 2048)
+        waiting = asyncio.ensure_future(loading.wait_ready(600))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        loading.ready = True
+        loading.started.set()  # as the engine thread does when it is up (or has failed)
+        up = await waiting
+        failed = Loading("m", 2048)
+        failed.error = "RuntimeError: no memory"
+        failed.started.set()
+        return up, await failed.wait_ready(600), await Loading("m", 2048).wait_ready(0.01)
+
+    up, failed, late = run(scenario())
+    assert up.ready and not failed.ready and failed.error == "RuntimeError: no memory" and not late.ready
 
 
 def test_a_generator_late_to_answer_its_status_poll_stays_ready_until_it_misses_several():
@@ -255,3 +288,22 @@ def test_a_generator_late_to_answer_its_status_poll_stays_ready_until_it_misses_
     assert seen[2] == ["primary: skipped (not ready: failed)", "fallback: answered"]
     assert back == ["primary: answered"]
     assert broken_steps == ["primary: skipped (not ready: failed)", "fallback: answered"]
+
+
+@pytest.mark.timeout(60)  # an engine thread that never ends the wait hangs it for the full 600 s
+@pytest.mark.parametrize("outcome", ["up", "failed"])
+def test_the_vllm_engine_thread_ends_the_wait_whether_it_started_or_failed(monkeypatch, outcome):
+    """A wake call must not hang on an engine that failed to start: its error is the answer."""
+    from serving.config import VllmConfig
+    from serving.generator import vllm_engine
+
+    def start_engine(config):
+        if outcome == "failed":
+            raise RuntimeError("no memory")
+        return object(), object()
+
+    monkeypatch.setattr(vllm_engine, "_start_engine", start_engine)
+    generator = vllm_engine.VllmGenerator(VllmConfig())
+    status = run(generator.wait_ready(600))
+    generator.engine = None  # nothing to shut down
+    assert (status.ready, status.error) == ((True, None) if outcome == "up" else (False, "RuntimeError: no memory"))
