@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
     from indexes.openvino_runtime import OpenVinoEncoder
+    from indexes.plain_model import PlainModel
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +108,24 @@ class EmbedderSpec(StrictModel):
 
 
 class Embedder:
-    """A loaded model plus the spec that describes its output; `backend` says which runtime encodes."""
+    """A loaded model plus the spec that describes its output; `backend` says which runtime encodes.
+
+    `model` is the sentence-transformers model, or None where the OpenVINO path started from its cache
+    with the model's tokenizer and pooling read by `plain` (no torch in the process)."""
 
     def __init__(
-        self, model: SentenceTransformer, config: EmbedderConfig, accelerated: OpenVinoEncoder | None = None
+        self,
+        config: EmbedderConfig,
+        model: SentenceTransformer | None = None,
+        accelerated: OpenVinoEncoder | None = None,
+        plain: PlainModel | None = None,
     ) -> None:
+        if model is None and (accelerated is None or plain is None):
+            raise ValueError(
+                "an embedder without its sentence-transformers model needs the OpenVINO path and its plain model"
+            )
         self.model = model
+        self.plain = plain
         self.config = config
         self.accelerated = accelerated
         self.backend = "openvino" if accelerated is not None else "torch"
@@ -119,7 +133,7 @@ class Embedder:
         self.precision = accelerated.precision if accelerated is not None else _dtype_name(model)
         self.spec = EmbedderSpec(
             model=config.model,
-            dim=int(model.get_embedding_dimension()),
+            dim=int(model.get_embedding_dimension()) if model is not None else plain.dim,
             normalize=config.normalize,
             max_seq_length=config.max_seq_length,
         )
@@ -147,6 +161,8 @@ class Embedder:
         """Whether a passage's vector can be pooled from its text's forward pass (`encode_with_parts`):
         the model is a transformer, mean pooling and at most a normalisation, so a sentence vector is
         the mean of its token vectors and a passage's tokens pool the same way."""
+        if self.model is None:
+            return True  # a plain model is a transformer, mean pooling and at most a normalisation
         modules = list(self.model)
         kinds = [type(module).__name__ for module in modules]
         return (
@@ -167,7 +183,7 @@ class Embedder:
         if not texts or not parts or not self.pools_parts:
             return self.encode(texts, batch_size), {}
         keys = list(parts)
-        ids = self.model.tokenizer(list(parts.values()), add_special_tokens=False, verbose=False)["input_ids"]
+        ids = self._token_ids(list(parts.values()), special=False)
         wanted: list[list[int] | None] = [None] * len(texts)
         for key, part_ids in zip(keys, ids, strict=True):
             wanted[key] = list(part_ids)
@@ -212,7 +228,13 @@ class Embedder:
 
     def count_tokens(self, texts: list[str]) -> int:
         """Tokens the texts take in this model's tokenizer (the usage of /v1/embeddings)."""
-        return sum(len(ids) for ids in self.model.tokenizer(texts)["input_ids"])
+        return sum(len(ids) for ids in self._token_ids(texts, special=True))
+
+    def _token_ids(self, texts: list[str], special: bool) -> list[list[int]]:
+        """Each text's token ids in the model's tokenizer, untruncated."""
+        if self.model is None:
+            return self.plain.token_ids(texts, special)
+        return self.model.tokenizer(texts, add_special_tokens=special, verbose=False)["input_ids"]
 
 
 def _dtype_name(model: SentenceTransformer) -> str:
@@ -276,26 +298,62 @@ def _pooling_dimension(pooling: dict) -> int | None:
 
 def load_embedder(config: EmbedderConfig, threads: int | None = None, bulk: bool = False) -> Embedder:
     """Load the configured model from its local directory (never from a hub), on the configured
-    backend. `threads` bounds OpenVINO's threads; by default it uses as many as torch would (which
-    follows OMP_NUM_THREADS, as Ray sets it for a worker). `bulk`: for callers that encode many
-    batches at once (the index job), OpenVINO runs them side by side instead of one on all cores."""
+    backend. `threads` bounds the threads the model computes on: OpenVINO's, or torch's on the torch
+    path (a process-wide setting there); by default as many as OMP_NUM_THREADS says (as Ray sets it for
+    a worker) or the cores this process may use. `bulk`: for callers that encode many batches at once
+    (the index job), OpenVINO runs them side by side instead of one on all cores.
+
+    A plain model already converted to OpenVINO starts without torch or sentence-transformers
+    (`indexes.plain_model`); otherwise sentence-transformers loads it, and converts it for next time."""
     ensure_offline()
+    model_dir = resolve_model_path(config.model)
+    threads = threads or default_threads()
+    if config.wants_openvino:
+        cached = _load_converted(config, model_dir, threads, bulk)
+        if cached is not None:
+            return cached
     import torch
     from sentence_transformers import SentenceTransformer
 
-    model_dir = resolve_model_path(config.model)
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
     model = SentenceTransformer(str(model_dir), device=config.device)
     model.max_seq_length = config.max_seq_length
     if not config.wants_openvino:
-        return Embedder(model, config)
+        return Embedder(config, model)
     from indexes.openvino_runtime import OpenVinoUnavailable, compile_for_cpu
 
     settings = config.openvino
     try:
-        encoder = compile_for_cpu(
-            model, model_dir, Path(settings.cache_dir), settings.precision, threads or torch.get_num_threads(), bulk
-        )
+        encoder = compile_for_cpu(model, model_dir, Path(settings.cache_dir), settings.precision, threads, bulk)
     except OpenVinoUnavailable as exc:
         log.warning("embedder %s: OpenVINO backend unavailable, embedding with torch: %s", config.model, exc)
-        return Embedder(model, config)
-    return Embedder(model, config, encoder)
+        return Embedder(config, model)
+    return Embedder(config, model, encoder)
+
+
+def _load_converted(config: EmbedderConfig, model_dir: Path, threads: int, bulk: bool) -> Embedder | None:
+    """The OpenVINO path from the cache with the plain model's own tokenizer and pooling, or None
+    (not plain, not converted yet, or OpenVINO refuses it: the full load then says why)."""
+    from indexes.openvino_runtime import OpenVinoUnavailable, compile_converted
+    from indexes.plain_model import PlainModel
+
+    plain = PlainModel.open(model_dir, config.max_seq_length)
+    if plain is None:
+        return None
+    settings = config.openvino
+    try:
+        encoder = compile_converted(plain, model_dir, Path(settings.cache_dir), settings.precision, threads, bulk)
+    except OpenVinoUnavailable:
+        return None
+    return None if encoder is None else Embedder(config, accelerated=encoder, plain=plain)
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS where it is a positive number (Ray sets it to a worker's CPUs), else the cores
+    this process may run on: what torch itself would use, without importing torch to ask."""
+    try:
+        asked = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        asked = 0
+    return asked if asked > 0 else len(os.sched_getaffinity(0))

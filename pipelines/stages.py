@@ -245,10 +245,8 @@ def _text(value: Any) -> str | None:
 
 def _load_for_actor(embedder: EmbedderConfig, threads: int, spec: EmbedderSpec) -> Embedder:
     """The model, checked against the spec the driver recorded (read from the model's files), for
-    bulk work: an actor's block is many model calls, run side by side (`load_embedder`)."""
-    import torch
-
-    torch.set_num_threads(threads)
+    bulk work: an actor's block is many model calls, run side by side (`load_embedder`, which sets
+    torch's threads too where torch computes)."""
     loaded = load_embedder(embedder, threads, bulk=True)
     loaded.check_spec(spec)
     return loaded

@@ -23,6 +23,7 @@ from indexes.embedder import (
 )
 from indexes.openvino_runtime import _cache_key
 from tests.conftest import REPO
+from tests.unit.conftest import openvino_config
 
 pytestmark = pytest.mark.unit
 
@@ -32,23 +33,6 @@ TEXTS = [
     "glob",
     "The secrets module is used for generating cryptographically strong random numbers. " * 30,
 ]
-
-
-def openvino_config(cache_dir, **updates) -> EmbedderConfig:
-    return EmbedderConfig(backend="openvino", openvino={"cache_dir": str(cache_dir)}, **updates)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    """A cache this module converts into once (the user's own cache is left alone)."""
-    path = tmp_path_factory.mktemp("openvino-cache")
-    assert load_embedder(openvino_config(path)).backend == "openvino"
-    return path
-
-
-@pytest.fixture(scope="module")
-def torch_embedder():
-    return load_embedder(EmbedderConfig(backend="torch"))
 
 
 def test_openvino_vectors_equal_torch_vectors_and_the_spec_is_the_same(cache_dir, torch_embedder):
@@ -137,7 +121,7 @@ def test_every_inference_request_is_made_and_first_run_on_the_loading_thread(cac
             seen.append(("made", threading.get_ident()))
             return Recorded()
 
-    encoder = openvino_runtime.OpenVinoEncoder(real.model, Compiled())
+    encoder = openvino_runtime.OpenVinoEncoder(Compiled(), real.accelerated.preprocess, real.accelerated.tail, 384)
     assert seen == [("made", loading), ("ran", loading)] * 2  # two streams: two requests, each warm
     vectors = encoder.encode([*TEXTS, *(t.upper() for t in TEXTS)], batch_size=2)
     assert vectors.shape == (8, 384) and [event for event, _ in seen[4:]] == ["ran"] * 4  # none made later
