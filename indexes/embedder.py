@@ -24,7 +24,7 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from core.offline import ensure_offline
 from core.strict import StrictModel
-from indexes.pooling import pool_part
+from indexes.pooling import pool_part, pooling_modes
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -284,16 +284,9 @@ def _dimension_from_files(model_dir: Path) -> int | None:
 
 
 def _pooling_dimension(pooling: dict) -> int | None:
-    """Width times modes, in both of sentence-transformers' formats (`pooling_mode: "mean"` or a
-    list, with `embedding_dimension`; the older `pooling_mode_<mode>: true` flags with
-    `word_embedding_dimension`)."""
-    width = pooling.get("embedding_dimension", pooling.get("word_embedding_dimension"))
-    if "pooling_mode" in pooling:
-        named = pooling["pooling_mode"]
-        modes = [named] if isinstance(named, str) else list(named)
-    else:
-        modes = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v is True]
-    return width * len(modes) if isinstance(width, int) and modes else None
+    """Width times modes (`indexes.pooling.pooling_modes` reads both of the config's formats)."""
+    width, modes = pooling_modes(pooling)
+    return width * len(modes) if width and modes else None
 
 
 def load_embedder(config: EmbedderConfig, threads: int | None = None, bulk: bool = False) -> Embedder:

@@ -87,9 +87,9 @@ class OpenVinoEncoder:
         for _ in range(self.parallel):
             request = compiled.create_infer_request()
             request.infer(sample)
-            width = request.get_output_tensor(0).data.copy().shape[-1]
+            hidden = request.get_output_tensor(0).data.copy()
             self._requests.put(request)
-        if tail(features, np.zeros((len(SAMPLE), 1, width), dtype=np.float32)).shape[-1] != dim:
+        if tail(features, hidden).shape[-1] != dim:
             raise OpenVinoUnavailable(f"the converted transformer's output does not pool to {dim} dimensions")
         self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="openvino") if self.parallel > 1 else None
 

@@ -8,7 +8,8 @@ every gateway replica and every CLI process that embeds pays that start.
 
 Only the layout whose output this module reproduces exactly is read: modules.json naming a
 Transformer at the model's root, mean Pooling and at most a Normalize, a fast `tokenizer.json`, and
-no setting of the Transformer module beyond its length and a false `do_lower_case`. Anything else
+no setting of the Transformer module beyond its length, a false `do_lower_case` and the text
+feature-extraction defaults that sentence-transformers 5 writes. Anything else
 returns None and the caller loads sentence-transformers; a test checks token ids and vectors against
 it on real chunks.
 """
@@ -21,10 +22,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from indexes.pooling import pooling_modes
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-TRANSFORMER_SETTINGS = {"max_seq_length", "do_lower_case"}  # what sentence_bert_config.json may hold here
+# What sentence_bert_config.json may hold here: the older length and case settings, and the newer
+# ones as sentence-transformers 5 writes them for a text model read by its forward pass's hidden states.
+TRANSFORMER_SETTINGS = {
+    "max_seq_length": None,
+    "do_lower_case": False,
+    "transformer_task": "feature-extraction",
+    "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+    "module_output_name": "token_embeddings",
+}
 
 
 class PlainModel:
@@ -41,12 +52,14 @@ class PlainModel:
     def open(cls, model_dir: Path, max_seq_length: int) -> PlainModel | None:
         """The model in `model_dir`, or None when its layout is not one this module reproduces."""
         try:
-            modules = [str(m["type"]).rsplit(".", 1)[-1] for m in _json(model_dir / "modules.json")]
-            paths = [str(m.get("path", "")) for m in _json(model_dir / "modules.json")]
+            listed = _json(model_dir / "modules.json")
+            modules = [str(m["type"]).rsplit(".", 1)[-1] for m in listed]
+            paths = [str(m.get("path", "")) for m in listed]
             if modules[:2] != ["Transformer", "Pooling"] or set(modules[2:]) - {"Normalize"} or paths[0]:
                 return None
             settings = _json(model_dir / "sentence_bert_config.json")
-            if set(settings) - TRANSFORMER_SETTINGS or settings.get("do_lower_case"):
+            if any(k not in TRANSFORMER_SETTINGS or v != TRANSFORMER_SETTINGS[k] for k, v in settings.items()
+                   if k != "max_seq_length"):  # fmt: skip
                 return None
             dim = _mean_pooling_width(_json(model_dir / paths[1] / "config.json"))
         except (OSError, ValueError, KeyError, TypeError, IndexError):
@@ -94,13 +107,16 @@ def _json(path: Path):
 
 
 def _normalizer_agrees(model_dir: Path, tokenizer_file: Path) -> bool:
-    """transformers rebuilds a BERT normaliser whose settings tokenizer_config.json contradicts; this
-    module reads tokenizer.json as it is, so such a model is left to sentence-transformers."""
+    """transformers pads and truncates on the side tokenizer_config.json names, and rebuilds a BERT
+    normaliser whose settings it contradicts; this module reads tokenizer.json as it is and works on
+    the right, so such a model is left to sentence-transformers."""
     try:
         normalizer = _json(tokenizer_file).get("normalizer") or {}
         asked = _json(model_dir / "tokenizer_config.json")
     except (OSError, ValueError):
         return True  # no tokenizer_config.json: transformers too reads tokenizer.json as it is
+    if any(asked.get(side, "right") != "right" for side in ("padding_side", "truncation_side")):
+        return False  # this module pads and truncates on the right
     if normalizer.get("type") != "BertNormalizer":
         return True
     pairs = {
@@ -125,14 +141,8 @@ def _pad_token(model_dir: Path) -> str | None:
 
 
 def _mean_pooling_width(pooling: dict) -> int | None:
-    """The width of a mean-only Pooling module (both of sentence-transformers' formats), else None."""
-    width = pooling.get("embedding_dimension", pooling.get("word_embedding_dimension"))
-    if "pooling_mode" in pooling:
-        named = pooling["pooling_mode"]
-        modes = [named] if isinstance(named, str) else list(named)
-        modes = ["mean_tokens" if mode == "mean" else mode for mode in modes]
-    else:
-        modes = [k.removeprefix("pooling_mode_") for k, v in pooling.items() if k.startswith("pooling_mode_") and v]
-    if modes != ["mean_tokens"] or pooling.get("include_prompt", True) is not True:
+    """The width of a mean-only Pooling module that pools the prompt's tokens too, else None."""
+    width, modes = pooling_modes(pooling)
+    if modes != ["mean"] or pooling.get("include_prompt", True) is not True:
         return None
-    return width if isinstance(width, int) and width > 0 else None
+    return width if width and width > 0 else None

@@ -112,6 +112,10 @@ def _rewrite(path: Path, change) -> None:
         ("a-dense-layer", lambda d: _rewrite(d / "modules.json", lambda m: [*m, {
             "idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}])),
         ("no-fast-tokenizer", lambda d: (d / "tokenizer.json").unlink()),
+        ("padded-on-the-left", lambda d: _rewrite(d / "tokenizer_config.json", lambda c: c | {
+            "padding_side": "left"})),
+        ("another-hidden-state", lambda d: _rewrite(d / "sentence_bert_config.json", lambda c: c | {
+            "module_output_name": "pooler_output"})),
     ],
 )  # fmt: skip
 def test_a_layout_the_plain_model_does_not_reproduce_is_left_to_sentence_transformers(tmp_path, name, edit):
@@ -132,3 +136,18 @@ def test_a_model_it_does_not_read_loads_through_sentence_transformers_even_when_
     assert again.backend == "openvino" and again.model is not None and again.spec.dim == 64
     expected = load_embedder(config.model_copy(update={"backend": "torch"})).encode(ODD[:3])
     assert (again.encode(ODD[:3]) * expected).sum(axis=1).min() >= 0.9999
+
+
+def test_a_model_saved_by_this_sentence_transformers_is_read_too(tmp_path):
+    """Saved again, the packaged model's configs are in the newer formats (`pooling_mode`, the
+    Transformer module's task and output names)."""
+    from sentence_transformers import SentenceTransformer
+
+    SentenceTransformer(str(MODEL), device="cpu").save(str(tmp_path / "resaved"))
+    assert "pooling_mode" in json.loads((tmp_path / "resaved" / "1_Pooling" / "config.json").read_text())
+    plain = PlainModel.open(tmp_path / "resaved", 256)
+    assert plain is not None and plain.dim == 384
+    texts = ODD[:3]
+    np.testing.assert_array_equal(
+        plain.preprocess(texts)["input_ids"], PlainModel.open(MODEL, 256).preprocess(texts)["input_ids"]
+    )
