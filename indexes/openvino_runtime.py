@@ -149,10 +149,7 @@ def compile_for_cpu(
 
     Raises OpenVinoUnavailable with the reason when OpenVINO is missing or the model does not fit.
     """
-    try:
-        import openvino
-    except ImportError as exc:
-        raise OpenVinoUnavailable(f"openvino is not installed ({exc})") from None
+    openvino = _openvino()
     transformer = model[0] if len(model) else None
     if not hasattr(transformer, "auto_model") or not hasattr(model, "preprocess"):
         raise OpenVinoUnavailable(f"its first module is {type(transformer).__name__}, not a transformer")
@@ -168,14 +165,20 @@ def compile_converted(
     """The model already converted into the cache, with its tokenizer and pooling in numpy: no torch
     and no sentence-transformers (`indexes.plain_model`). None when the cache does not hold it yet
     (the caller loads the model, which converts it). Raises OpenVinoUnavailable as `compile_for_cpu`."""
-    try:
-        import openvino
-    except ImportError as exc:
-        raise OpenVinoUnavailable(f"openvino is not installed ({exc})") from None
+    openvino = _openvino()
     path = converted_path(model_dir, cache_dir, openvino.__version__)
     if not path.is_file():
         return None
     return _compile(str(path), plain.preprocess, plain.tail, plain.dim, precision, threads, bulk)
+
+
+def _openvino() -> Any:
+    """The openvino module, or OpenVinoUnavailable saying it is not installed."""
+    try:
+        import openvino
+    except ImportError as exc:
+        raise OpenVinoUnavailable(f"openvino is not installed ({exc})") from None
+    return openvino
 
 
 def converted_path(model_dir: Path, cache_dir: Path, openvino_version: str) -> Path:
