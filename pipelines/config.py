@@ -46,7 +46,11 @@ class SourceConfig(StrictModel):
 class ParseConfig(StrictModel):
     """The parse stage: unstructured partitioners, run by a pool of Ray actors."""
 
-    concurrency: PositiveInt = 2
+    # One: parsing is a few percent of a CPU job's work (the default corpus: 26 CPU-s against minutes
+    # of embedding), a second actor only adds its start (3.6 s here, most of a one-file update) and
+    # asks a third CPU of a 2-core machine. A GPU cluster, where embedding is fast, sets more
+    # (configs/cluster/rayrag.yaml).
+    concurrency: PositiveInt = 1
     num_cpus: NonNegativeFloat = 1
     resources: CustomResources = Field(default_factory=dict)  # e.g. {parse_node: 1}: CPU workers only
     pdf_strategy: Literal["fast"] = "fast"

