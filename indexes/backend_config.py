@@ -28,7 +28,8 @@ class FaissConfig(StrictModel):
     # and recall@10 0.017 at 1M vectors). SQ8 was tried: its rounding capped recall@10 at 0.954
     refine: Literal["fp16", "flat"] | None = "fp16"
     refine_candidates: PositiveInt = 1000  # re-scored per query (at least 2 x k): PQ's ranking is coarse
-    # Shards built in parallel Ray tasks and merged on the driver.
+    # IVF-PQ: shards encoded in parallel Ray tasks and merged on the driver (flat and HNSW are built
+    # on the driver as the job's chunks pass: a copy, and graphs that cannot be merged)
     shards: PositiveInt = 2
 
     @property

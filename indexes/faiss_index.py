@@ -97,6 +97,12 @@ class FaissIndex:
     def needs_training(self) -> bool:
         return not self.index.is_trained
 
+    @property
+    def builds_in_shards(self) -> bool:
+        """IVF-PQ only: its add encodes every vector. A flat add is a copy, and HNSW graphs cannot be
+        merged (`merge_from` inserts the shard's vectors again), so shards of those only add work."""
+        return self.config.index_type == "ivf_pq"
+
     def train(self, vectors: np.ndarray, expected: int | None = None) -> None:
         """Size (when `nlist`/`nprobe` are null, for `expected` vectors) and train IVF-PQ; refuses a
         sample too small to train on, naming the settings."""

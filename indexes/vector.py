@@ -60,6 +60,11 @@ class ShardableIndex(Protocol):
     @property
     def needs_training(self) -> bool: ...
 
+    @property
+    def builds_in_shards(self) -> bool:
+        """Whether adding is work that shard tasks divide (encoding), not a copy or a graph that
+        would be built again when merged: the index job then builds shards in parallel tasks."""
+
     def train(self, vectors: np.ndarray, expected: int | None = None) -> None:
         """Train on a sample, sized for about `expected` vectors (default: the sample's size)."""
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow.compute as pc
 import ray
 from ray.data import Dataset
-from ray.data.expressions import col
 
 from core import placement
 from indexes.backend_config import BackendConfig
@@ -199,17 +199,22 @@ def _run_stages(
     """Parse every listed file (unchanged ones are only hashed) and embed the new chunks, in one
     stream: the embed actors start on the first parsed documents, not after the last.
 
-    Returns the per-document rows (status, reason, hash), the embedded chunks and their count.
+    Returns the per-document rows (status, reason, hash), the stream (chunk rows with vectors, and
+    each document's record row; `add_chunks` skips the records) and the chunks' count. The records
+    are read on the driver, not split off by a Ray Data filter: that task needed a new worker process
+    after the stream, 1.0-1.7 s of a one-file update here.
     """
     if not listing.files:
         return [], None, 0
     streamed = embed_chunks(process_documents(listing, config, embedder, known), config, embedder, spec).materialize()
-    records = streamed.filter(expr=col(RECORD) != "").select_columns([RECORD, "chunks"])
-    rows = [document_record(row) for row in records.iter_rows()]
+    rows = []
+    for block in streamed.iter_batches(batch_size=None, batch_format="pyarrow"):
+        records = block.select([RECORD, "chunks"]).filter(pc.not_equal(block[RECORD], ""))
+        rows += [document_record(row) for row in records.to_pylist()]
     added = sum(row["chunks"] for row in rows)
     if not added:
         return rows, None, 0
-    return rows, streamed.filter(expr=col(RECORD) == "").materialize(), added
+    return rows, streamed, added
 
 
 def _stale_chunk_ids(previous: Manifest | None, rows: list[dict], decision: RebuildDecision) -> list[str]:

@@ -1,7 +1,9 @@
 """Write a new index version: chunk store and vectors, copied forward from the previous version.
 
-FAISS is built in shards by parallel Ray tasks from the embedded blocks and merged on the driver
-(the approach of Ray's docs-search example); Qdrant is upserted in batches, with payloads.
+The chunks go into the store on the driver as the embedded blocks pass; so do their vectors (a flat
+FAISS add is a copy, an HNSW graph cannot be merged from shards, Qdrant takes batches with payloads),
+except IVF-PQ's, which are encoded in shards by parallel Ray tasks and merged on the driver (the
+approach of Ray's docs-search example).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import ray
 from ray.data import Dataset
+from ray.data.expressions import col
 from tqdm import tqdm
 
 from indexes.backend_config import BackendConfig, QdrantConfig
@@ -20,7 +23,7 @@ from indexes.faiss_index import FaissIndex
 from indexes.reader import VECTORS_DIR
 from indexes.store import STORE_FILE, ChunkStore, vector_id
 from indexes.vector import ShardableIndex, VectorIndex
-from pipelines.stages import CHUNK_COLUMNS, chunk_from_row
+from pipelines.stages import CHUNK_COLUMNS, RECORD, chunk_from_row
 
 TRAIN_SAMPLE = 65_536  # IVF-PQ trains on these: 39 a list for up to 1,680 lists (ivf_shape)
 DRIVER_BATCH = 1024
@@ -45,24 +48,31 @@ def remove_chunks(store: ChunkStore, vectors: VectorIndex, chunk_ids: list[str])
 
 
 def add_chunks(store: ChunkStore, vectors: VectorIndex, embedded: Dataset, total: int) -> dict[str, list[str]]:
-    """Store every embedded chunk; vectors go in shards (FAISS) or batches (Qdrant).
+    """Store every embedded chunk of the job's stream (its document record rows are skipped here);
+    vectors are added on the driver as they pass, or built in shards (`ShardableIndex.builds_in_shards`).
+
+    On the driver, a small job runs no Ray task after its stream: the first one needed a new worker
+    process, 1.0-1.7 s of a 5 s one-file update here.
 
     Returns each document's chunk ids for the manifest.
     """
     chunk_ids: dict[str, list[str]] = {}
-    shardable = isinstance(vectors, ShardableIndex)
-    if shardable and vectors.needs_training:
-        vectors.train(_training_sample(embedded), expected=total)
+    sharded = isinstance(vectors, ShardableIndex) and vectors.builds_in_shards
+    if sharded:
+        embedded = embedded.filter(expr=col(RECORD) == "")
+        if vectors.needs_training:
+            vectors.train(_training_sample(embedded), expected=total)
     with tqdm(total=total, desc="Write chunks", unit="chunk") as progress:
         for batch in embedded.iter_batches(batch_size=DRIVER_BATCH, batch_format="numpy"):
-            chunks = [chunk_from_row({k: batch[k][i] for k in CHUNK_COLUMNS}) for i in range(len(batch["vid"]))]
+            rows = np.flatnonzero(batch[RECORD] == "")
+            chunks = [chunk_from_row({k: batch[k][i] for k in CHUNK_COLUMNS}) for i in rows]
             store.add(chunks)
             for chunk in chunks:
                 chunk_ids.setdefault(chunk.source, []).append(chunk.chunk_id)
-            if not shardable:
-                vectors.add(batch["vid"], batch["vector"], [c.payload() for c in chunks])
+            if not sharded and len(rows):
+                vectors.add(batch["vid"][rows], batch["vector"][rows], [c.payload() for c in chunks])
             progress.update(len(chunks))
-    if shardable:
+    if sharded:
         _merge_shards(vectors, embedded)
     return chunk_ids
 
