@@ -59,7 +59,7 @@ def add_chunks(store: ChunkStore, vectors: VectorIndex, embedded: Dataset, total
     chunk_ids: dict[str, list[str]] = {}
     sharded = isinstance(vectors, ShardableIndex) and vectors.builds_in_shards
     if sharded:
-        embedded = embedded.filter(expr=col(RECORD) == "")
+        embedded = embedded.filter(expr=col(RECORD) == "").materialize()  # read by training, store, shards
         if vectors.needs_training:
             vectors.train(_training_sample(embedded), expected=total)
     with tqdm(total=total, desc="Write chunks", unit="chunk") as progress:
