@@ -52,7 +52,7 @@ def test_flat_and_hnsw_vectors_are_added_on_the_driver_and_record_rows_are_not_s
     store, vectors = open_writable(tmp_path, None, FaissConfig(index_type=index_type), DIM, "t")
     assert not vectors.builds_in_shards
     try:
-        chunk_ids = add_chunks(store, vectors, Stream(stream().batches), total=len(TEXTS))
+        chunk_ids = add_chunks(store, vectors, stream(), total=len(TEXTS))
         assert chunk_ids == {"doc.md": [f"{n:016x}" for n in (1, 2, 3)]}
         assert store.count() == vectors.count == len(TEXTS)
         ids, _ = vectors.search(np.stack([word_vector("reading CSV files", DIM)]), 1)
