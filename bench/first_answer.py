@@ -2,8 +2,9 @@
 
 What a new user waits for: a fresh clone of this repository (committed files only), `make run` in it
 (set-up, the default corpus fetched, parsed, chunked and embedded, the app served), polled until
-`POST /v1/query` answers 200. The llama.cpp wheel and pip's downloads are whatever this machine has
-cached (`~/.cache/rayrag-wheels`, pip's cache), which the context records. The phases: `setup_s` to
+`POST /v1/query` answers 200. The llama.cpp wheel and the downloads are whatever this machine has
+cached (`~/.cache/rayrag-wheels`; uv's cache, which the base installs from, and pip's, for torch and
+uv), which the context records. The phases: `setup_s` to
 the base install's stamp, `index_job_s` from the index job's own report, `serve_s` the rest (Ray's
 and the CLI's start-up included). The clone is removed afterwards.
 
@@ -71,6 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     load_at_start = os.getloadavg()[0]
     wheels = sorted(p.name for p in (Path.home() / ".cache" / "rayrag-wheels").glob("*.whl"))
+    uv_cache_warm = Path(os.environ.get("UV_CACHE_DIR", Path.home() / ".cache" / "uv")).is_dir()  # before the run fills it
     work = Path(tempfile.mkdtemp(prefix="rayrag-first-answer-"))
     log_path = work / "make-run.log"
     try:
@@ -83,7 +85,7 @@ def main() -> None:
     record(
         "first_answer",
         {"first_answer_s": seconds, **job},
-        {"cached_wheels": wheels, "backend": answer.get("backend"), "commit": _commit()},
+        {"cached_wheels": wheels, "uv_cache_warm": uv_cache_warm, "backend": answer.get("backend"), "commit": _commit()},
         started_load=load_at_start,
     )  # fmt: skip
 

@@ -42,7 +42,7 @@ HEADLINE = ("search_rps_32c_over_bare", "search_rps_32c", "search_bare_sequentia
             "cache_hit_p50_ms",
             "cache_hit_gateway_p50_ms", "cache_hit_over_floor_ms", "cache_hit_vs_miss", "cold_start_s",
             "cold_start_primary_s", "fallback_vs_llama_cpp", "index_vs_bare_encode", "embed_openvino_vs_torch",
-            "embed_max_cosine_distance", "first_answer_s", "ivf_pq_recall_at_10", "ivf_pq_vs_hnsw_query",
+            "embed_max_cosine_distance", "first_answer_s", "setup_s", "serve_s", "ivf_pq_recall_at_10", "ivf_pq_vs_hnsw_query",
             "ivf_pq_vs_hnsw_memory", "hnsw_recall_at_10", "scale_out_s", "scale_in_s", "peak_retriever_replicas",
             "failed_requests", "spill_share", "ingest_to_searchable_s", "cli_index_s", "ingest_vs_cli")  # fmt: skip
 
