@@ -1,5 +1,6 @@
-"""Shared by every benchmark: print `name: value` lines, keep each benchmark's latest run with the
-machine it ran on in `bench/results/latest.json`, and write `bench/results/summary.md` from it.
+"""Shared by every benchmark: print `name: value` lines, keep each benchmark's latest run on each class of
+CPU (`rayrag.figures.cpu_class`) with the machine it ran on in `bench/results/latest.json`, and write
+`bench/results/summary.md` from it.
 
 The two files are committed for the run whose figures the README quotes (`rayrag readme` renders
 the README's figures from `latest.json`), so a figure in the README is always one a command wrote.
@@ -17,7 +18,9 @@ from pathlib import Path
 
 from evaluation import provenance
 from indexes.embedder import EmbedderConfig, resolve_model_path
-from rayrag.figures import features, verdict  # one list of targets and one verdict for the summary and the README
+
+# One list of targets, one verdict and one CPU class for the summary and the README.
+from rayrag.figures import bench_runs, cpu_class, features, verdict
 
 RESULTS_DIR = Path(__file__).parent / "results"
 RESULTS = RESULTS_DIR / "results.json"
@@ -64,7 +67,8 @@ def record(
     started_load: float | None = None,
 ) -> None:  # fmt: skip
     """Print each value as `name: value`, append the run to `path` and make it the benchmark's latest
-    (with the machine and its load) in `latest.json` beside it, then rewrite the summary."""
+    on this class of CPU (with the machine and its load) in `latest.json` beside it, then rewrite the
+    summary. Runs on other classes stay: this project's hosts alternate between AVX2 and bf16 units."""
     for name, value in values.items():
         print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
     run = {
@@ -77,17 +81,17 @@ def record(
     path.write_text(json.dumps([*runs, run], indent=1))
     latest_path = path.parent / LATEST.name
     latest = json.loads(latest_path.read_text()) if latest_path.exists() else {}
-    latest[benchmark] = run
+    latest.setdefault(benchmark, {})[cpu_class(run["machine"])] = run
     latest_path.write_text(json.dumps(latest, indent=1, sort_keys=True) + "\n")
     (path.parent / SUMMARY.name).write_text(summary(latest))
 
 
 def summary(latest: dict) -> str:
-    """Markdown: one table per benchmark, each figure with its target's verdict, and the machine."""
+    """Markdown: one table per benchmark and CPU class, each figure with its target's verdict, and the machine."""
     lines = ["# Benchmark summary", "", "Written by `bench/harness.py` from `latest.json`; do not edit by hand.", ""]
-    for benchmark, run in sorted(latest.items()):
+    for run in bench_runs(latest):
         m = run["machine"]
-        lines += [f"## {benchmark}", "",
+        lines += [f"## {run['benchmark']} ({cpu_class(m)})", "",
                   f"{run['at']} on `{m['host']}`: {m['cpus']} CPUs ({m['cpu_model'] or 'unknown model'}"
                   f"{features(m)}), "
                   f"load average {m.get('load_avg_1m_at_start')} at start, {m['load_avg_1m']} at end.", "",

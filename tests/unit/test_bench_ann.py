@@ -9,6 +9,7 @@ import json
 import pytest
 
 from bench import ann
+from rayrag.figures import cpu_class
 
 pytestmark = pytest.mark.unit
 PER_KIND = ("build_s", "index_mb", "recall_at_10", "query_p50_ms")
@@ -27,7 +28,7 @@ def test_ann_benchmark_compares_hnsw_and_refined_ivf_pq_in_one_run(tmp_path, cap
     assert all(f"{name}: " in printed for name in FIGURES)
     [run] = json.loads(results.read_text())
     latest = json.loads((tmp_path / "latest.json").read_text())
-    assert latest == {"ann_4k": run} and run["machine"]["cpus"] and "load_avg_1m_at_start" in run["machine"]
+    assert latest == {"ann_4k": {cpu_class(run["machine"]): run}} and run["machine"]["cpus"] and "load_avg_1m_at_start" in run["machine"]
     assert run["context"]["n"] == 4000 and set(run["context"]["indexes"]) == set(ann.KINDS)
     assert run["context"]["indexes"]["ivf_pq"]["nlist"] == 64  # sized for 4,000 vectors (ivf_shape), recorded
     summary = (tmp_path / "summary.md").read_text()

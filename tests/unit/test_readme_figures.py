@@ -11,8 +11,21 @@ import sys
 
 import pytest
 
+from bench import harness
 from bench.harness import cpu_features, summary
-from rayrag.figures import BASELINE, BENCH, GATE, REPORTS, RETRIEVAL, FiguresError, render, stale_blocks, verdict
+from rayrag.figures import (
+    BASELINE,
+    BENCH,
+    GATE,
+    REPORTS,
+    RETRIEVAL,
+    FiguresError,
+    bench_runs,
+    cpu_class,
+    render,
+    stale_blocks,
+    verdict,
+)
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -88,8 +101,9 @@ def test_a_block_without_its_report_or_an_unknown_block_is_an_error(copy):
 def test_the_bench_summary_says_when_a_target_is_missed():
     assert verdict("search_rps_32c_over_bare", 0.42) == "MISSED (>= 1.5)"
     assert verdict("search_p99_over_p50", 2.4) == "met (<= 3)"
-    run = {"at": "t", "machine": {"host": "h", "cpus": 2, "cpu_model": "", "load_avg_1m": 1.0}, "values": {"x": 1.0}}
-    assert "| `x` | 1 |  |" in summary({"b": run})
+    run = {"benchmark": "b", "at": "t", "machine": {"host": "h", "cpus": 2, "cpu_model": "", "load_avg_1m": 1.0},
+           "values": {"x": 1.0}}  # fmt: skip
+    assert "| `x` | 1 |  |" in summary({"b": {"unrecorded": run}})
 
 
 def test_a_bench_run_names_the_instruction_sets_its_embedding_rates_turn_on(copy):
@@ -100,12 +114,40 @@ def test_a_bench_run_names_the_instruction_sets_its_embedding_rates_turn_on(copy
     assert cpu_features(zen4) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
     assert cpu_features("") == []
     latest = json.loads((copy / BENCH).read_text())
-    run = next(r for r in latest.values() if "embed_openvino_vs_torch" in r["values"])
+    run = next(r for r in bench_runs(latest) if "embed_openvino_vs_torch" in r["values"])
     run["machine"]["cpu_features"] = cpu_features(zen3)
     (copy / BENCH).write_text(json.dumps(latest))
     readme = render((copy / "README.md").read_text(), copy)
     assert re.search(r"\| `embed_openvino_vs_torch` \| [\d.]+ \| .* \| index_throughput, [\d-]+, 2 CPUs, avx2, load", readme)
-    assert "2 CPUs (AMD EPYC, avx2)" in summary({"index_throughput": run})
+    assert "2 CPUs (AMD EPYC, avx2)" in summary({"index_throughput": {"avx2": run}})
+    assert [cpu_class({"cpu_features": cpu_features(text)}) for text in (zen3, zen4, "")] == ["avx2", "avx512_bf16", "x86-64"]
+    assert cpu_class({"cpus": 2}) == "unrecorded"
+
+
+def test_a_run_on_one_class_of_cpu_keeps_the_quoted_run_of_another(copy, monkeypatch):
+    """The hosts alternate between AVX2 and bf16 units: a run on one replaces only that class's run, and
+    the README shows each class's figure with its own verdict."""
+    bench = copy / BENCH
+    bench.write_text("{}")
+    hosts = {"avx2": ["avx2"], "bf16": ["avx2", "avx512f", "avx512_bf16"]}
+
+    def run_on(host: str, ratio: float) -> None:
+        monkeypatch.setattr(harness, "machine", lambda: {"host": host, "cpus": 2, "cpu_model": "AMD EPYC",
+                                                         "cpu_features": hosts[host], "load_avg_1m": 1.0})  # fmt: skip
+        harness.record("index_throughput", {"embed_openvino_vs_torch": ratio}, path=bench.parent / "results.json")
+
+    run_on("bf16", 2.5)
+    run_on("avx2", 1.2)
+    run_on("avx2", 1.1)  # replaces the earlier AVX2 run, and only it
+    latest = json.loads(bench.read_text())
+    assert {cpu: run["values"] for cpu, run in latest["index_throughput"].items()} == {
+        "avx512_bf16": {"embed_openvino_vs_torch": 2.5}, "avx2": {"embed_openvino_vs_torch": 1.1}}
+    rows = [line for line in render((copy / "README.md").read_text(), copy).splitlines() if line.startswith("| `embed_openvino_vs_torch` |")]
+    assert [row.split(" | ")[1:3] for row in rows] == [["2.5", "met (>= 2)"], ["1.1", "MISSED (>= 2)"]]
+    assert "avx512f avx512_bf16, load" in rows[0] and ", avx2, load" in rows[1]
+    written = (bench.parent / "summary.md").read_text()
+    assert written.index("## index_throughput (avx512_bf16)") < written.index("## index_throughput (avx2)")
+    assert len(json.loads((bench.parent / "results.json").read_text())) == 3  # every run is still kept
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
