@@ -10,6 +10,7 @@ summary says met or missed: a ratio that misses its target is reported, never hi
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -82,8 +83,25 @@ def record(
     latest_path = path.parent / LATEST.name
     latest = json.loads(latest_path.read_text()) if latest_path.exists() else {}
     latest.setdefault(benchmark, {})[cpu_class(run["machine"])] = run
+    _write_latest(latest_path, latest)
+
+
+def forget(benchmark: str, cpu: str, latest_path: Path = LATEST) -> None:
+    """Drop a benchmark's latest run on one CPU class from `latest.json`, and rewrite the summary: for a run
+    that a newer one supersedes without replacing it (an `unrecorded` run from before cpu_features, once
+    its host's class has a run) or a class of host the project no longer runs on. `results.json` keeps it."""
+    latest = json.loads(latest_path.read_text()) if latest_path.exists() else {}
+    if cpu not in latest.get(benchmark, {}):
+        held = ", ".join(f"{run['benchmark']} {cpu_class(run['machine'])}" for run in bench_runs(latest)) or "none"
+        raise SystemExit(f"{latest_path} has no {benchmark} run on {cpu}; it has: {held}")
+    del latest[benchmark][cpu]
+    latest = {name: runs for name, runs in latest.items() if runs}
+    _write_latest(latest_path, latest)
+
+
+def _write_latest(latest_path: Path, latest: dict) -> None:
     latest_path.write_text(json.dumps(latest, indent=1, sort_keys=True) + "\n")
-    (path.parent / SUMMARY.name).write_text(summary(latest))
+    (latest_path.parent / SUMMARY.name).write_text(summary(latest))
 
 
 def summary(latest: dict) -> str:
@@ -104,6 +122,18 @@ def summary(latest: dict) -> str:
     return "\n".join(lines)
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.harness", description="Maintain bench/results/latest.json.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    drop = commands.add_parser("forget", help="drop a benchmark's latest run on one CPU class (then `rayrag readme`)")
+    drop.add_argument("benchmark", help="e.g. first_answer")
+    drop.add_argument("cpu_class", help="e.g. unrecorded, avx2, avx512_bf16 (the summary's section names)")
+    drop.add_argument("--latest", type=Path, default=LATEST, help="the latest.json to edit (default: %(default)s)")
+    args = parser.parse_args(argv)
+    forget(args.benchmark, args.cpu_class, args.latest)
+    print(f"{args.latest}: forgot {args.benchmark} on {args.cpu_class}; run `rayrag readme` to re-render the README")
+
+
 class Timer:
     def __enter__(self) -> Timer:
         self.started = time.perf_counter()
@@ -111,3 +141,7 @@ class Timer:
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.started
+
+
+if __name__ == "__main__":
+    main()

@@ -152,3 +152,22 @@ def test_a_run_on_one_class_of_cpu_keeps_the_quoted_run_of_another(copy, monkeyp
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rayrag", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_forget_drops_one_class_s_run_and_names_what_is_held_when_asked_for_another(tmp_path, capsys):
+    """The runs from before cpu_features stay `unrecorded` beside a new run on their host's class until
+    `python -m bench.harness forget` drops them; the summary is rewritten and results.json keeps every run."""
+    latest = tmp_path / "latest.json"
+    run = {"benchmark": "first_answer", "at": "t", "values": {"first_answer_s": 455.0},
+           "machine": {"host": "h", "cpus": 2, "cpu_model": "", "load_avg_1m": 1.0}}  # fmt: skip
+    newer = run | {"values": {"first_answer_s": 420.0}, "machine": run["machine"] | {"cpu_features": ["avx512_bf16"]}}
+    latest.write_text(json.dumps({"first_answer": {"unrecorded": run, "avx512_bf16": newer}}))
+    harness.main(["forget", "first_answer", "unrecorded", "--latest", str(latest)])
+    assert json.loads(latest.read_text()) == {"first_answer": {"avx512_bf16": newer}}
+    written = (tmp_path / "summary.md").read_text()
+    assert "## first_answer (avx512_bf16)" in written and "(unrecorded)" not in written
+    with pytest.raises(SystemExit, match=r"no first_answer run on avx2; it has: first_answer avx512_bf16"):
+        harness.main(["forget", "first_answer", "avx2", "--latest", str(latest)])
+    harness.main(["forget", "first_answer", "avx512_bf16", "--latest", str(latest)])
+    assert json.loads(latest.read_text()) == {}  # no benchmark left without runs
+    assert "forgot first_answer on avx512_bf16" in capsys.readouterr().out
