@@ -39,8 +39,8 @@ def bare_sentence_transformer(embedder: EmbedderConfig):
     return model
 
 
-# The instruction sets the embedding figures turn on. "AMD EPYC" names a Zen 3 host (AVX2: OpenVINO runs
-# all-MiniLM-L6-v2 in f32, 14.6 chunks/s here) and a Zen 4 one (AVX-512 with bf16 units: 45.9 chunks/s).
+# The instruction sets the embedding figures turn on ("AMD EPYC" names both this project's AVX2 host and its
+# bf16 one); a run's class in latest.json is the widest of rayrag.figures.CPU_CLASSES among them.
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
